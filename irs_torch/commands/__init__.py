@@ -1,0 +1,1 @@
+"""Sub-commands of ``irs-torch``; each module defines ``register(subparsers)``."""

@@ -1,0 +1,94 @@
+"""``irs-torch crb``: evaluate the CRB and the power budgets of a design."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+
+def register(sub):
+    p = sub.add_parser(
+        "crb", help="per-IRS CRB, root-CRB and power budgets of a design",
+        description="Evaluate a design on a scenario: per IRS the CRB tr(F^-1), the angle CRB "
+                    "(theta + phi, rad^2), root-CRBs in degrees, IRS power against P_s and BS power "
+                    "against P_t. Without --solution a simple design is used (--design).")
+    p.add_argument("--scenario", required=True, help="scenario .npz")
+    p.add_argument("--solution", help="solution .npz (R_s, psi)")
+    p.add_argument("--design", choices=["isotropic-random", "isotropic-aligned"], default="isotropic-random",
+                   help="design without --solution: isotropic R_s = P_t/M I with random-phase psi "
+                        "(isotropic-random) or phases aligned to the target (isotropic-aligned), at the "
+                        "largest amplitude meeting C1 and a_max")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random phases (default 0)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run)
+
+
+def evaluate(scenario, R_s, psi) -> dict:
+    """The report of ``irs-torch crb`` as a dict of plain Python values."""
+    c = scenario.crb(R_s, psi)
+    irs = scenario.irs_power(R_s, psi)
+    bs = scenario.bs_power(R_s)
+    m = scenario.constraint_margins(R_s, psi)
+    deg = 180.0 / math.pi
+    tl = lambda t: [float(x) for x in t.detach().flatten()]  # noqa: E731
+    return {
+        "crb": tl(c.total),
+        "crb_angles": tl(c.angles),
+        "crb_theta": tl(c.theta),
+        "crb_phi": tl(c.phi),
+        "root_crb_theta_deg": [math.sqrt(x) * deg for x in tl(c.theta)],
+        "root_crb_phi_deg": [math.sqrt(x) * deg for x in tl(c.phi)],
+        "irs_power": tl(irs),
+        "P_s": float(scenario.P_s),
+        "bs_power": float(bs),
+        "P_t": float(scenario.P_t),
+        "max_amplitude": tl(psi.abs().amax(-1)),
+        "a_max": float(scenario.a_max),
+        "max_crb": float(c.total.max()),
+        "feasible": bool(scenario.is_feasible(R_s, psi, rtol=1e-6)),
+        "margins": {k: tl(v) for k, v in m.items()},
+    }
+
+
+def aligned_psi(scenario, R_s):
+    """psi whose phases align the two-hop echo of each IRS to the target direction, scaled to C1."""
+    import torch
+
+    from irs_torch.physics.steering import upa_steering
+
+    a = upa_steering(scenario.theta, scenario.phi, scenario.N_h, scenario.N_v, scenario.d_h, scenario.d_v)
+    # maximise |a^T Psi G w| for the dominant transmit direction w of G^H G: phase of conj(a * (G w))
+    Gw = scenario.G @ torch.linalg.eigh(scenario.G.conj().transpose(-1, -2) @ scenario.G)[1][..., -1:]
+    psi = torch.polar(torch.ones_like(a.real), -torch.angle(a * Gw.squeeze(-1)))
+    return scenario.scale_psi_to_feasible(R_s, psi.to(scenario.G.dtype))
+
+
+def run(args: argparse.Namespace) -> int:
+    from irs_torch.scenario import Scenario, Solution
+
+    s = Scenario.load(args.scenario)
+    if s.batch_shape:
+        raise ValueError(f"{args.scenario}: batched scenario files are not supported by 'crb'")
+    if args.solution:
+        sol = Solution.load(args.solution)
+        sol.check_compatible(s, source=args.solution)
+        R, psi, label = sol.R_s, sol.psi, f"{args.solution} ({sol.method})"
+    else:
+        R = s.isotropic_design()
+        psi = s.random_phase_design(R, seed=args.seed) if args.design == "isotropic-random" else aligned_psi(s, R)
+        label = f"{args.design} (seed {args.seed})" if args.design == "isotropic-random" else args.design
+    rep = evaluate(s, R, psi)
+    rep["design"] = label
+    if args.json:
+        print(json.dumps(rep))
+        return 0
+    print(f"design: {label}")
+    print(f"{'IRS':>3} {'CRB tr(F^-1)':>13} {'CRB angles':>11} {'rCRB th[deg]':>12} {'rCRB ph[deg]':>12} "
+          f"{'IRS power [W]':>14} {'/ P_s':>7}")
+    for l in range(s.L):
+        print(f"{l + 1:>3} {rep['crb'][l]:>13.4e} {rep['crb_angles'][l]:>11.4e} {rep['root_crb_theta_deg'][l]:>12.4g} "
+              f"{rep['root_crb_phi_deg'][l]:>12.4g} {rep['irs_power'][l]:>14.4e} {rep['irs_power'][l] / rep['P_s']:>7.3f}")
+    print(f"max-CRB: {rep['max_crb']:.4e} rad^2   BS power: {rep['bs_power']:.4g} W of P_t = {rep['P_t']:g} W   "
+          f"max |psi|: {max(rep['max_amplitude']):.4g} of a_max = {rep['a_max']:g}   "
+          f"feasible: {'yes' if rep['feasible'] else 'NO'}")
+    return 0

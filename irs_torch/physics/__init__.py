@@ -1,0 +1,35 @@
+"""Physics of the multi-active-IRS sensing model: geometry, steering vectors, channels.
+
+Everything is written once, in torch, batched over leading dimensions. SI units (m, rad, W);
+element spacings are in wavelengths.
+"""
+from irs_torch.physics.steering import (
+    upa_steering,
+    upa_steering_derivatives,
+    ula_steering,
+    element_indices,
+)
+from irs_torch.physics.geometry import (
+    irs_frames,
+    direction_angles,
+    target_angles,
+    path_loss,
+    db_to_linear,
+    dbm_to_watt,
+)
+from irs_torch.physics.channels import rician_bs_irs_channel, target_coefficient
+
+__all__ = [
+    "upa_steering",
+    "upa_steering_derivatives",
+    "ula_steering",
+    "element_indices",
+    "irs_frames",
+    "direction_angles",
+    "target_angles",
+    "path_loss",
+    "db_to_linear",
+    "dbm_to_watt",
+    "rician_bs_irs_channel",
+    "target_coefficient",
+]
