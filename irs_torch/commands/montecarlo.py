@@ -1,0 +1,295 @@
+"""``irs-torch montecarlo`` and ``irs-torch montecarlo-sweep``: is the bound reached?
+
+``montecarlo`` simulates the echoes of a design (eqs. (5)-(9)), estimates each IRS's target
+direction (ML or MUSIC), localises the target (Stansfield) and prints per IRS the empirical MSE of
+theta and phi beside their CRBs, and the position RMSE beside the PEB.
+
+``montecarlo-sweep`` repeats that over P_t for several designs and writes a CSV, a PNG (RMSE and
+root-CRB vs P_t per IRS, position RMSE vs PEB, CDF of the position error) and one ``.npz`` per run
+under ``OUT/runs`` (so an interrupted sweep resumes where it stopped).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from pathlib import Path
+
+DEFAULT_PT = "2,20,200,2000,20000"
+DEFAULT_DESIGNS = "optimised,isotropic-random,isotropic-aligned"
+
+
+def register(sub):
+    p = sub.add_parser(
+        "montecarlo", help="Monte Carlo of direction/position estimation vs the CRB and PEB",
+        description="Simulate K echo sets of a design (paper eqs. (5)-(9), both amplification noises "
+                    "and the BS noise), estimate (theta, phi, beta) per IRS by maximum likelihood "
+                    "(or MUSIC), localise the target by Stansfield's weighted least squares, and "
+                    "report per IRS the MSE of theta and phi beside their CRBs [rad^2] and the "
+                    "position RMSE beside the position error bound (PEB) [m].")
+    p.add_argument("--scenario", required=True, help="scenario .npz (with geometry)")
+    p.add_argument("--solution", help="solution .npz (R_s, psi); without it --design is used")
+    p.add_argument("--design", default="isotropic-random",
+                   choices=["isotropic-random", "isotropic-aligned", "optimised"],
+                   help="design without --solution (default isotropic-random); 'optimised' runs the "
+                        "optimiser chosen by --optimiser")
+    p.add_argument("--optimiser", choices=["auto", "adam", "ao"], default="auto",
+                   help="for --design optimised: adam, the AO solver, or auto (both, keep the best)")
+    p.add_argument("--trials", type=int, default=1000, help="Monte Carlo trials K (default 1000)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the waveform and noise draws (and of the random phases); default 0")
+    p.add_argument("--estimator", choices=["ml", "music"], default="ml", help="direction estimator")
+    p.add_argument("--no-z1", dest="include_z1", action="store_false",
+                   help="do not simulate the first-hop amplification noise z_1 (the CRB model's noise)")
+    p.add_argument("--chunk", type=int, default=500, help="trials simulated at a time (default 500)")
+    p.add_argument("--save", help="write the per-trial estimates and errors to this .npz")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.set_defaults(func=run)
+
+    q = sub.add_parser(
+        "montecarlo-sweep", help="RMSE and root-CRB vs P_t for several designs, CSV + PNG",
+        description="Run 'montecarlo' over a list of BS powers P_t for several designs and plot RMSE "
+                    "and root-CRB vs P_t per IRS, position RMSE vs PEB, and the CDF of the position "
+                    "error. Resumable: finished runs (OUT/runs/*.npz) are reused.")
+    q.add_argument("--scenario", required=True, help="scenario .npz (with geometry)")
+    q.add_argument("--out", required=True, help="output folder (sweep.csv, sweep.png, sweep.json, runs/)")
+    q.add_argument("--pt", default=DEFAULT_PT, help=f"comma-separated P_t values [W] (default {DEFAULT_PT})")
+    q.add_argument("--ps", choices=["scaled", "fixed"], default="scaled",
+                   help="P_s at each P_t: 'scaled' keeps the scenario's P_s/P_t ratio (default; with P_s "
+                        "fixed, C1 binds and raising P_t stops helping), 'fixed' keeps P_s")
+    q.add_argument("--designs", default=DEFAULT_DESIGNS,
+                   help=f"comma-separated designs (default {DEFAULT_DESIGNS})")
+    q.add_argument("--optimiser", choices=["auto", "adam", "ao"], default="auto",
+                   help="optimiser of the 'optimised' design (default auto)")
+    q.add_argument("--adam-steps", type=int, default=300, help="Adam steps of the cheap optimiser")
+    q.add_argument("--trials", type=int, default=200, help="trials per point (default 200)")
+    q.add_argument("--seed", type=int, default=0, help="seed of the noise draws and designs (default 0)")
+    q.add_argument("--estimator", choices=["ml", "music"], default="ml")
+    q.add_argument("--cdf-pt", type=float, help="P_t of the position-error CDF (default: the scenario's "
+                                                "P_t if listed, else the middle value of --pt)")
+    q.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    q.set_defaults(func=run_sweep)
+
+
+def _load(scenario_path):
+    from irs_torch.scenario import Scenario
+
+    s = Scenario.load(scenario_path)
+    if s.batch_shape:
+        raise ValueError(f"{scenario_path}: batched scenario files are not supported by 'montecarlo'")
+    if s.irs_pos is None or s.target_pos is None:
+        raise ValueError(f"{scenario_path}: the scenario has no geometry (irs_pos, target_pos); "
+                         f"montecarlo needs it to localise the target")
+    return s
+
+
+def run(args: argparse.Namespace) -> int:
+    from irs_torch import __version__
+    from irs_torch.estimation.designs import make_design
+    from irs_torch.estimation.montecarlo import run_monte_carlo
+    from irs_torch.scenario import Solution
+
+    if args.trials < 1:
+        raise ValueError(f"--trials must be >= 1, got {args.trials}")
+    if args.chunk < 1:
+        raise ValueError(f"--chunk must be >= 1, got {args.chunk}")
+    s = _load(args.scenario)
+    if args.solution:
+        sol = Solution.load(args.solution)
+        sol.check_compatible(s, source=args.solution)
+        R, psi, label = sol.R_s, sol.psi, f"{args.solution} ({sol.method})"
+    else:
+        R, psi, label = make_design(s, args.design, seed=args.seed, optimiser=args.optimiser)
+    res = run_monte_carlo(s, R, psi, args.trials, seed=args.seed, estimator=args.estimator,
+                          include_z1=args.include_z1, chunk=args.chunk, progress=args.progress)
+    rep = dict(res.summary)
+    rep.update({"design": label, "scenario": str(args.scenario), "scenario_seed": s.seed,
+                "P_t": float(s.P_t), "P_s": float(s.P_s), "version": __version__,
+                "feasible": bool(s.is_feasible(R.to(s.G.dtype), psi.to(s.G.dtype), rtol=1e-5))})
+    if args.save:
+        import numpy as np
+
+        from irs_torch.scenario import _atomic_savez
+
+        arr = {k: v.detach().cpu().numpy() for k, v in res.arrays.items()}
+        arr["summary"] = np.asarray(json.dumps(rep))
+        path = _atomic_savez(args.save, arr)
+        rep["saved"] = str(path)
+    if args.json:
+        print(json.dumps(rep))
+        return 0
+    _print_report(rep, s.L)
+    return 0
+
+
+def _print_report(rep, L):
+    deg = 180.0 / math.pi
+    print(f"design: {rep['design']}   estimator: {rep['estimator']}   trials: {rep['trials']}   "
+          f"seed: {rep['seed']}   z_1 simulated: {'yes' if rep['include_z1'] else 'no'}")
+    print(f"{'IRS':>3} {'MSE th':>10} {'CRB th':>10} {'ratio':>6} {'MSE ph':>10} {'CRB ph':>10} {'ratio':>6} "
+          f"{'RMSE th[deg]':>13} {'rCRB th[deg]':>12} {'RMSE ph[deg]':>12} {'rCRB ph[deg]':>12} {'outliers':>8}")
+    for l in range(L):
+        mt, ct, mp, cp = rep["mse_theta"][l], rep["crb_theta"][l], rep["mse_phi"][l], rep["crb_phi"][l]
+        print(f"{l + 1:>3} {mt:>10.3e} {ct:>10.3e} {mt / ct:>6.2f} {mp:>10.3e} {cp:>10.3e} {mp / cp:>6.2f} "
+              f"{math.sqrt(mt) * deg:>13.4g} {math.sqrt(ct) * deg:>12.4g} {math.sqrt(mp) * deg:>12.4g} "
+              f"{math.sqrt(cp) * deg:>12.4g} {rep['outlier_fraction'][l]:>8.3f}")
+    print(f"position RMSE: {rep['position_rmse']:.4g} m  (PEB {rep['peb']:.4g} m);  horizontal: "
+          f"{rep['position_rmse_2d']:.4g} m (2-D PEB, z known, {rep['peb_2d']:.4g} m);  median error "
+          f"{rep['position_error_median']:.4g} m, 90% {rep['position_error_p90']:.4g} m")
+    print(f"MSE in rad^2; 'outliers': trials with an angle error > {rep['outlier_sigma']:g} root-CRB "
+          f"(threshold effect). z_1 noise / modelled noise: "
+          + ", ".join(f"{x:.2g}" for x in rep["z1_noise_ratio"]) + f"   ({rep['seconds']:.1f} s)")
+
+
+# ---------------------------------------------------------------------------------------- sweep
+def _floats(text, name):
+    try:
+        vals = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--{name} must be comma-separated numbers, got {text!r}") from None
+    if not vals or any(not (v > 0 and math.isfinite(v)) for v in vals):
+        raise ValueError(f"--{name} values must be finite and > 0, got {text!r}")
+    return vals
+
+
+def _run_name(design, pt):
+    return f"{design}_Pt{pt:.6g}W"
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from irs_torch import __version__
+    from irs_torch.estimation.designs import DESIGNS, make_design
+    from irs_torch.estimation.montecarlo import run_monte_carlo
+    from irs_torch.scenario import _atomic_savez
+
+    s0 = _load(args.scenario)
+    pts = _floats(args.pt, "pt")
+    designs = [d.strip() for d in args.designs.split(",") if d.strip()]
+    for d in designs:
+        if d not in DESIGNS:
+            raise ValueError(f"--designs: unknown design {d!r} (choose from {list(DESIGNS)})")
+    if args.trials < 1:
+        raise ValueError(f"--trials must be >= 1, got {args.trials}")
+    cdf_pt = args.cdf_pt
+    if cdf_pt is None:
+        cdf_pt = float(s0.P_t) if float(s0.P_t) in pts else pts[len(pts) // 2]
+    elif cdf_pt not in pts:
+        raise ValueError(f"--cdf-pt {cdf_pt:g} must be one of the --pt values {pts}")
+    out = Path(args.out)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    settings = {"scenario": str(args.scenario), "scenario_seed": s0.seed, "ps": args.ps,
+                "P_t0": float(s0.P_t), "P_s0": float(s0.P_s), "trials": args.trials, "seed": args.seed,
+                "estimator": args.estimator, "optimiser": args.optimiser, "adam_steps": args.adam_steps,
+                "version": __version__}
+    (out / "sweep.json").write_text(json.dumps({**settings, "pt": pts, "designs": designs,
+                                                "cdf_pt": cdf_pt}, indent=1))
+    rows, errors = [], {}
+    jobs = [(d, pt) for d in designs for pt in pts]
+    from tqdm import tqdm
+
+    bar = tqdm(jobs, desc="montecarlo-sweep", unit="run", disable=not args.progress)
+    for d, pt in bar:
+        path = out / "runs" / (_run_name(d, pt) + ".npz")
+        summ = None
+        if path.exists():
+            with np.load(path, allow_pickle=False) as z:
+                stored = json.loads(str(z["summary"]))
+                if all(stored.get("settings", {}).get(k) == v for k, v in settings.items()):
+                    summ, err = stored, np.array(z["position_error"])
+        if summ is None:
+            ps = float(s0.P_s) * pt / float(s0.P_t) if args.ps == "scaled" else float(s0.P_s)
+            s = s0.replace(P_t=pt, P_s=ps)
+            R, psi, label = make_design(s, d, seed=args.seed, adam_steps=args.adam_steps, optimiser=args.optimiser)
+            res = run_monte_carlo(s, R, psi, args.trials, seed=args.seed, estimator=args.estimator,
+                                  progress=False)
+            summ = dict(res.summary)
+            summ.update({"design": d, "design_label": label, "P_t": pt, "P_s": ps, "settings": settings})
+            err = res.arrays["position_error"].numpy()
+            _atomic_savez(path, {"summary": np.asarray(json.dumps(summ)), "position_error": err,
+                                 "theta_hat": res.arrays["theta_hat"].numpy(),
+                                 "phi_hat": res.arrays["phi_hat"].numpy()})
+        rows.append(summ)
+        errors[(d, pt)] = err
+    _write_csv(out / "sweep.csv", rows, s0.L)
+    png = _plot(out / "sweep.png", rows, errors, designs, pts, cdf_pt, s0.L, settings)
+    print(f"wrote {out / 'sweep.csv'} ({len(rows)} runs), {png}, {out / 'sweep.json'}")
+    for r in rows:
+        print(f"  {r['design']:>17} P_t={r['P_t']:>9.4g} W  position RMSE {r['position_rmse']:.3g} m  "
+              f"PEB {r['peb']:.3g} m  MSE/CRB theta {','.join(f'{x:.2f}' for x in r['mse_over_crb_theta'])}"
+              f"  phi {','.join(f'{x:.2f}' for x in r['mse_over_crb_phi'])}")
+    return 0
+
+
+def _write_csv(path, rows, L):
+    cols = ["design", "design_label", "P_t", "P_s", "estimator", "trials", "seed"]
+    for l in range(1, L + 1):
+        cols += [f"crb_theta_{l}", f"mse_theta_{l}", f"crb_phi_{l}", f"mse_phi_{l}", f"outlier_fraction_{l}"]
+    cols += ["peb", "position_rmse", "peb_2d", "position_rmse_2d", "position_error_median", "seconds"]
+    tmp = Path(str(path) + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols)
+        for r in rows:
+            vals = [r["design"], r["design_label"], r["P_t"], r["P_s"], r["estimator"], r["trials"], r["seed"]]
+            for l in range(L):
+                vals += [r["crb_theta"][l], r["mse_theta"][l], r["crb_phi"][l], r["mse_phi"][l],
+                         r["outlier_fraction"][l]]
+            vals += [r["peb"], r["position_rmse"], r["peb_2d"], r["position_rmse_2d"],
+                     r["position_error_median"], r["seconds"]]
+            w.writerow(vals)
+    tmp.replace(path)
+
+
+def _plot(path, rows, errors, designs, pts, cdf_pt, L, settings):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    deg = 180.0 / math.pi
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, axes = plt.subplots(1, L + 2, figsize=(4.2 * (L + 2), 3.8))
+    by = {(r["design"], r["P_t"]): r for r in rows}
+    for i, d in enumerate(designs):
+        c = colors[i % len(colors)]
+        P = np.array(pts)
+        for l in range(L):
+            ax = axes[l]
+            rm = np.array([math.sqrt(by[(d, p)]["mse_theta"][l] + by[(d, p)]["mse_phi"][l]) for p in pts]) * deg
+            rc = np.array([math.sqrt(by[(d, p)]["crb_theta"][l] + by[(d, p)]["crb_phi"][l]) for p in pts]) * deg
+            ax.loglog(P, rm, "o-", color=c, label=f"{d} RMSE")
+            ax.loglog(P, rc, "--", color=c, label=f"{d} root-CRB")
+        ax = axes[L]
+        ax.loglog(P, [by[(d, p)]["position_rmse"] for p in pts], "o-", color=c, label=f"{d} RMSE")
+        ax.loglog(P, [by[(d, p)]["peb"] for p in pts], "--", color=c, label=f"{d} PEB")
+        e = np.sort(np.asarray(errors[(d, cdf_pt)]))
+        axes[L + 1].semilogx(e, np.arange(1, e.size + 1) / e.size, color=c, label=d)
+        pebv = by[(d, cdf_pt)]["peb"]
+        if math.isfinite(pebv):
+            axes[L + 1].axvline(pebv, color=c, ls=":", lw=1)
+    for l in range(L):
+        axes[l].set_title(f"IRS {l + 1}: sqrt(MSE th + MSE ph) vs sqrt(CRB th + CRB ph)", fontsize=8)
+        axes[l].set_xlabel("P_t [W]")
+        axes[l].set_ylabel("angle error [deg]")
+    axes[L].set_title("target position: RMSE vs PEB", fontsize=9)
+    axes[L].set_xlabel("P_t [W]")
+    axes[L].set_ylabel("[m]")
+    axes[L + 1].set_title(f"CDF of position error, P_t = {cdf_pt:g} W (dotted: PEB)", fontsize=9)
+    axes[L + 1].set_xlabel("position error [m]")
+    axes[L + 1].set_ylabel("fraction of trials")
+    for ax in axes:
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize=6)
+    axes[L + 1].legend(fontsize=7)
+    fig.suptitle(f"{settings['estimator'].upper()} estimator, {settings['trials']} trials/point, seed "
+                 f"{settings['seed']}, P_s {settings['ps']} (scenario seed {settings['scenario_seed']})",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

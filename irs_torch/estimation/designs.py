@@ -1,0 +1,153 @@
+"""Designs (R_s, psi) compared by the Monte Carlo study.
+
+- ``isotropic-random``: R_s = P_t/M I, random-phase psi at the largest C1/a_max-feasible amplitude.
+- ``isotropic-aligned``: R_s = P_t/M I, psi phases aligned to the target
+  (:func:`irs_torch.commands.crb.aligned_psi`).
+- ``optimised``: :func:`adam_design` (a cheap first-order design), then the AO solver
+  :func:`irs_torch.solvers.solve` (``method="ao"``) warm-started from it when the solver is
+  implemented and returns a feasible design; the lower max tr(F^-1) wins (see :func:`make_design`).
+- ``adam``: always :func:`adam_design`.
+"""
+from __future__ import annotations
+
+
+import torch
+
+DESIGNS = ("optimised", "adam", "isotropic-random", "isotropic-aligned")
+
+
+def _feasible_design(scenario, W, psi_raw):
+    """Map free parameters to a feasible design: ``R_s,l = L P_t W_l W_l^H / sum_l tr(W_l W_l^H)``
+    (meets the average BS power exactly) and psi scaled in closed form to C1 and a_max."""
+    Wc = torch.complex(W[..., 0], W[..., 1])
+    R = Wc @ Wc.conj().transpose(-1, -2)
+    tr = torch.diagonal(R, dim1=-2, dim2=-1).real.sum(-1).sum(-1)
+    R = R * (scenario.L * float(scenario.P_t) / tr).to(R.dtype)
+    psi = torch.complex(psi_raw[..., 0], psi_raw[..., 1])
+    return R, scenario.scale_psi_to_feasible(R, psi)
+
+
+def adam_design(scenario, steps: int = 300, lr: float = 0.03, seed: int = 0, init_psi=None,
+                sharpness: float = 30.0, progress: bool = False):
+    """A cheap optimised design: Adam on a smooth max over IRSs of log CRB(theta) + CRB(phi).
+
+    ``R_s,l = L P_t W_l W_l^H / sum tr(W W^H)`` (BS budget (17b) met with equality), psi mapped to
+    C1 (7) and a_max by :meth:`Scenario.scale_psi_to_feasible`, so every iterate is feasible. Starts
+    from the isotropic R_s and the target-aligned psi (plus a small seeded perturbation); returns
+    the best iterate by the exact max angle CRB. Shapes: -> ``R_s (L, M, M)``, ``psi (L, N)``.
+    """
+    from irs_torch.commands.crb import aligned_psi
+
+    L, M = scenario.L, scenario.M
+    g = torch.Generator().manual_seed(int(seed))
+    R0 = scenario.isotropic_design()
+    psi0 = aligned_psi(scenario, R0) if init_psi is None else init_psi.to(scenario.G.dtype)
+    psi0 = psi0 / psi0.abs().amax(-1, keepdim=True)
+    W = torch.eye(M, dtype=torch.float64).expand(L, M, M).clone()
+    W = torch.stack([W, torch.zeros_like(W)], -1) + 0.01 * torch.randn(L, M, M, 2, generator=g, dtype=torch.float64)
+    P = torch.view_as_real(psi0.clone()) + 0.01 * torch.randn(psi0.shape + (2,), generator=g, dtype=torch.float64)
+    W.requires_grad_(True)
+    P.requires_grad_(True)
+    opt = torch.optim.Adam([W, P], lr=lr)
+    best = (float("inf"), None, None)
+    it = range(steps)
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(it, desc="adam design", leave=False)
+    for _ in it:
+        R, psi = _feasible_design(scenario, W, P)
+        c = scenario.crb(R, psi, validate=False).angles
+        val = float(c.detach().max())
+        if val < best[0]:
+            best = (val, R.detach().clone(), psi.detach().clone())
+        loss = torch.logsumexp(sharpness * torch.log(c), -1) / sharpness
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        R, psi = _feasible_design(scenario, W, P)
+        val = float(scenario.crb(R, psi).angles.max())
+        if val < best[0]:
+            best = (val, R, psi)
+    return best[1], best[2]
+
+
+def make_design(scenario, name: str, seed: int = 0, adam_steps: int = 300, optimiser: str = "auto"):
+    """``(R_s, psi, label)`` for a named design (see module docstring).
+
+    ``seed``: random phases / Adam perturbation / solver seed. For ``optimised``, ``optimiser``
+    chooses ``adam`` (:func:`adam_design` only), ``ao`` (the AO solver only; an error if it is
+    unavailable or fails) or ``auto`` (Adam, then the AO solver warm-started from it when
+    available; the feasible design with the lower max tr(F^-1) is kept). The label says which
+    method produced the design.
+    """
+    from irs_torch.commands.crb import aligned_psi
+
+    if name not in DESIGNS:
+        raise ValueError(f"design must be one of {list(DESIGNS)}, got {name!r}")
+    if optimiser not in ("auto", "adam", "ao"):
+        raise ValueError(f"optimiser must be 'auto', 'adam' or 'ao', got {optimiser!r}")
+    if name == "isotropic-random":
+        R = scenario.isotropic_design()
+        return R, scenario.random_phase_design(R, seed=seed), f"isotropic-random (seed {seed})"
+    if name == "isotropic-aligned":
+        R = scenario.isotropic_design()
+        return R, aligned_psi(scenario, R), "isotropic-aligned"
+    if name == "adam" or optimiser == "adam":
+        R, psi = adam_design(scenario, steps=adam_steps, seed=seed)
+        return R, psi, f"optimised (adam, {adam_steps} steps, seed {seed})"
+    cands = []
+    if optimiser == "auto":
+        R, psi = adam_design(scenario, steps=adam_steps, seed=seed)
+        cands.append((float(scenario.max_crb(R, psi)), R, psi, f"optimised (adam, {adam_steps} steps, seed {seed})"))
+    init = {"R_s": cands[0][1], "psi": cands[0][2]} if cands else None
+    try:
+        ao = _ao_design(scenario, init, seed)
+    except Exception as e:  # solver missing or failed
+        if optimiser == "ao":
+            raise ValueError(f"the AO solver (irs_torch.solvers.solve) failed: {e}") from None
+        ao = None
+    if ao is not None:
+        R, psi = ao
+        cands.append((float(scenario.max_crb(R, psi)), R, psi, "optimised (solvers.solve ao"
+                      + (", warm-started from adam)" if init else ")")))
+    if not cands:
+        raise ValueError("the AO solver (irs_torch.solvers.solve) returned no feasible design")
+    best = min(cands, key=lambda c: c[0])
+    return best[1], best[2], best[3]
+
+
+def _ao_design(scenario, init, seed):
+    """The AO solver's design, or None if it is a placeholder / infeasible."""
+    from irs_torch.solvers import SolverOptions, solve
+
+    try:
+        opts = SolverOptions(seed=seed)
+    except TypeError:
+        opts = None
+    res = solve(scenario, method="ao", init=init, options=opts)
+    if getattr(res, "status", "") == "not-implemented" or not getattr(res, "success", True):
+        return None
+    R, psi = _solution_arrays(res)
+    if R is None:
+        return None
+    R, psi = R.to(scenario.G.dtype), psi.to(scenario.G.dtype)
+    if not bool(scenario.is_feasible(R, psi, rtol=1e-5)):
+        return None
+    return R, psi
+
+
+def _solution_arrays(res):
+    for a, b in (("R_s", "psi"),):
+        if hasattr(res, a) and hasattr(res, b):
+            return getattr(res, a), getattr(res, b)
+    sol = getattr(res, "solution", None)
+    if sol is not None:
+        return sol.R_s, sol.psi
+    x = getattr(res, "x", None)
+    if isinstance(x, dict) and "R_s" in x:
+        return x["R_s"], x["psi"]
+    if isinstance(x, (tuple, list)) and len(x) == 2:
+        return x
+    return None, None
