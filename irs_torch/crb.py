@@ -27,6 +27,11 @@ with ``R_w`` normalised by ``sigma_b2``:
 so ``CRB_theta = [Fhat^-1]_00 / c`` and ``CRB_Re(beta) = [Fhat^-1]_22 sigma_b2 / (2 T_L)``. Fhat is
 inverted after a Jacobi (unit-diagonal) congruence, by Cholesky.
 
+Speed. The Gram matrix, R_w's Cholesky factor and ``A`` come from one batched product
+``P^H [P | conj(Z)]`` (``P = Psi G``) with a hand-written, rank-<=6 backward (``_EchoGrams``), and
+the CRB inverts Fhat in closed form (Schur complement of its beta block). Functions here are
+differentiable once (no double backward, no torch.func transforms through ``_EchoGrams``).
+
 Singular FIM. If Fhat is not positive definite (e.g. ``psi = 0``, ``R_s = 0``), the CRB is
 ``+inf`` (never NaN) and its gradient there is zero.
 """
@@ -107,6 +112,120 @@ def noise_covariance(G, psi, sigma_r2, sigma_b2, normalized: bool = False):
     return sr[..., None, None] * BBh + sb[..., None, None] * eye
 
 
+def _sum_to(t, shape):
+    """Sum a broadcast gradient ``t`` back to ``shape`` (leading dims and size-1 dims)."""
+    if t is None or tuple(t.shape) == tuple(shape):
+        return t
+    lead = t.dim() - len(shape)
+    if lead > 0:
+        t = t.sum(dim=tuple(range(lead)))
+    dims = tuple(i for i, n in enumerate(shape) if n == 1 and t.shape[i] != 1)
+    return t.sum(dim=dims, keepdim=True) if dims else t
+
+
+class _EchoGrams(torch.autograd.Function):
+    """``Xc = P^H Zc`` and ``Ac = Xc^H (I + rho P^H P)^{-1} Xc`` for ``P = Psi G``, with a thin backward.
+
+    Inputs: G (..., N, M), psi (..., N), ``Zc = conj([a, da/dtheta, da/dphi])`` (..., N, 3) and
+    ``rho = sigma_r2 / sigma_b2`` (real, broadcastable to ``(...)``). Then ``Xc = conj(X)`` with
+    ``X = G^T Psi Z`` and ``I + rho P^H P = conj(R_w / sigma_b2)``, so ``Ac = conj(X^H W X)`` with
+    ``W = (R_w / sigma_b2)^{-1}``.
+
+    Forward: ``P`` is written into a buffer ``[P | Zc]``, then one batched product ``P^H [P | Zc]``
+    (the Gram matrix and Xc at once), one Cholesky, one triangular solve; few large temporaries.
+    Backward (derived by hand, checked by gradcheck in tests/test_crb.py): with ``V = Rc^{-1} Xc`` and
+    ``S = gAc + gAc^H``: ``gXc += V S``, ``gP = Zc gXc^H - rho (P V)(S V^H)``, ``gZc = P gXc``,
+    ``grho = -Re <gAc, (P V)^H (P V)>``, then ``gG = conj(psi) gP``, ``gpsi = sum_m conj(G) gP`` -
+    all thin (rank <= 6) products; no Cholesky backward. Not twice differentiable.
+    """
+
+    @staticmethod
+    def forward(ctx, G, psi, Zc, rho):
+        N, M = G.shape[-2:]
+        shape = torch.broadcast_shapes(G.shape[:-2], psi.shape[:-1], Zc.shape[:-2])
+        buf = torch.empty(shape + (N, M + 3), dtype=G.dtype, device=G.device)
+        torch.mul(G.expand(shape + (N, M)).mT, psi.expand(shape + (N,)).unsqueeze(-2),
+                  out=buf[..., :M].mT)  # P = Psi G
+        buf[..., M:] = Zc
+        P = buf[..., :M]
+        Q = P.mH @ buf  # (..., M, M + 3) = [P^H P | Xc]
+        Rc = Q[..., :M]
+        Rc.mul_(rho[..., None, None])
+        Rc.diagonal(dim1=-2, dim2=-1).add_(1.0)
+        Lc, info = torch.linalg.cholesky_ex(Rc)
+        if bool((info != 0).any()):
+            raise ValueError("R_w is not positive definite (non-finite G, psi or sigma_r2?)")
+        Xc = Q[..., M:].contiguous()
+        Y = torch.linalg.solve_triangular(Lc, Xc, upper=False)
+        Ac = Y.mH @ Y
+        ctx.save_for_backward(G, psi, Zc, rho, P, Lc, Y)
+        return Xc, Ac
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gXc, gAc):
+        G, psi, Zc, rho, P, Lc, Y = ctx.saved_tensors
+        shape = Lc.shape[:-2]
+        if gXc is None:
+            gXc = torch.zeros_like(Y)
+        if gAc is None:
+            gAc = torch.zeros(shape + (3, 3), dtype=Y.dtype, device=Y.device)
+        V = torch.linalg.solve_triangular(Lc.mH, Y, upper=True)  # Rc^{-1} Xc, (..., M, 3)
+        S = gAc + gAc.mH
+        gX = gXc + V @ S
+        gG = gpsi = gZ = grho = None
+        PV = P @ V  # (..., N, 3)
+        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
+            r = rho[..., None, None].to(P.dtype)
+            left = torch.cat([Zc.expand(shape + Zc.shape[-2:]), -r * PV], dim=-1)  # (..., N, 6)
+            right = torch.cat([gX.mH, S @ V.mH], dim=-2)  # (..., 6, M)
+            gP = left @ right  # (..., N, M)
+            if ctx.needs_input_grad[0]:
+                gG = _sum_to((gP.mT * psi.conj().unsqueeze(-2)).mT, G.shape)
+            if ctx.needs_input_grad[1]:
+                gpsi = _sum_to((gP * G.conj()).sum(-1), psi.shape)
+        if ctx.needs_input_grad[2]:
+            gZ = _sum_to(P @ gX, Zc.shape)
+        if ctx.needs_input_grad[3]:
+            grho = _sum_to(-(gAc.conj() * (PV.mH @ PV)).real.sum((-1, -2)), rho.shape)
+        return gG, gpsi, gZ, grho
+
+
+def _fim_terms(G, psi, R_s, theta, phi, beta, sigma_r2, sigma_b2, N_h, N_v, d_h, d_v):
+    """The distinct entries of ``Fhat`` (see :func:`fim_normalized`), each ``(...)`` real:
+    ``(F_tt, F_tp, F_pp, F_t_re, F_t_im, F_p_re, F_p_im, F_bb)`` with ``F_t_re = Fhat[0, 2]``,
+    ``F_t_im = Fhat[0, 3]`` etc. and ``Fhat[2:, 2:] = F_bb I_2``.
+
+    With ``A = X^H W X`` and ``B = X^T R X^*`` (3 x 3) and the selectors K_p of the module docstring,
+    ``T_pq = tr(K_p A K_q B)`` expands to (index 0 = u, a in {1: theta, 2: phi}):
+    ``T_ab = A_a0 B_b0 + A_ab B_00 + A_00 B_ba + A_0b B_0a``, ``T_aH = A_a0 B_00 + A_00 B_0a``,
+    ``T_HH = A_00 B_00``.
+    """
+    rdt = _real_dtype(psi.dtype)
+    a, da_t, da_p = upa_steering_derivatives(torch.as_tensor(theta, dtype=rdt),
+                                             torch.as_tensor(phi, dtype=rdt), N_h, N_v, d_h, d_v)
+    Zc = torch.stack([a, da_t, da_p], dim=-1).to(G.dtype).conj()  # (..., N, 3)
+    rho = (torch.as_tensor(sigma_r2, dtype=rdt, device=psi.device)
+           / torch.as_tensor(sigma_b2, dtype=rdt, device=psi.device))
+    Xc, Ac = _EchoGrams.apply(G, psi, Zc, rho)  # conj(X), conj(A)
+    A = Ac.conj()
+    B = Xc.mH @ (R_s.to(Xc.dtype) @ Xc)  # X^T R X^*
+    # Hermitian part: equals X^T herm(R_s) X^*, so F and its gradient only see the Hermitian part of R_s.
+    B = 0.5 * (B + B.mH)
+    A00, B00 = A[..., 0, 0], B[..., 0, 0]
+
+    def t_ang(i, j):
+        return A[..., i, 0] * B[..., j, 0] + A[..., i, j] * B00 + A00 * B[..., j, i] + A[..., 0, j] * B[..., 0, i]
+
+    bt = torch.as_tensor(beta, dtype=Xc.dtype)
+    e = torch.sgn(bt).conj()  # e^{-j arg beta}
+    e = torch.where(bt == 0, torch.ones_like(e), e)
+    eT_th = e * (A[..., 1, 0] * B00 + A00 * B[..., 0, 1])
+    eT_ph = e * (A[..., 2, 0] * B00 + A00 * B[..., 0, 2])
+    return (t_ang(1, 1).real, t_ang(1, 2).real, t_ang(2, 2).real, eT_th.real, -eT_th.imag,
+            eT_ph.real, -eT_ph.imag, (A00 * B00).real)
+
+
 def fim_normalized(G, psi, R_s, theta, phi, beta, sigma_r2, sigma_b2,
                    N_h: int, N_v: int, d_h: float = 0.5, d_v: float = 0.5):
     """Dimensionless FIM ``Fhat`` (see module docstring): ``F_SI = c J Fhat J``.
@@ -114,29 +233,16 @@ def fim_normalized(G, psi, R_s, theta, phi, beta, sigma_r2, sigma_b2,
     Shapes: G ``(..., N, M)``, psi ``(..., N)``, R_s ``(..., M, M)`` Hermitian PSD [W],
     theta, phi ``(...)`` [rad], beta ``(...)`` complex, sigma_r2, sigma_b2 ``(...)`` or scalars [W]
     -> Fhat ``(..., 4, 4)`` real symmetric, ordered (theta, phi, Re beta, Im beta).
+    Differentiable once (the whitened Gram matrix has a hand-written backward, see ``_EchoGrams``).
     """
-    X = echo_vectors(G, psi, theta, phi, N_h, N_v, d_h, d_v)  # (..., M, 3)
-    Rw = noise_covariance(G, psi, sigma_r2, sigma_b2, normalized=True)
-    Lc = torch.linalg.cholesky(Rw)
-    Y = torch.linalg.solve_triangular(Lc, X, upper=False)
-    A = Y.conj().transpose(-1, -2) @ Y  # X^H W X, (..., 3, 3)
-    B = X.transpose(-1, -2) @ (R_s.to(X.dtype) @ X.conj())  # X^T R X^*, (..., 3, 3)
-    K = _K.to(dtype=X.dtype, device=X.device)
-    # T[p, q] = tr(K_p A K_q B)
-    KA = torch.einsum("pij,...jk->...pik", K, A)
-    KB = torch.einsum("qkl,...li->...qki", K, B)
-    T = torch.einsum("...pik,...qki->...pq", KA, KB)  # (..., 3, 3) complex
-    bt = torch.as_tensor(beta, dtype=X.dtype)
-    e = torch.sgn(bt).conj()  # e^{-j arg beta}
-    e = torch.where(bt == 0, torch.ones_like(e), e)
-    eT_th = e * T[..., 0, 2]
-    eT_ph = e * T[..., 1, 2]
-    z = torch.zeros_like(T[..., 0, 0].real)
+    Ftt, Ftp, Fpp, Ftr, Fti, Fpr, Fpi, Fbb = _fim_terms(G, psi, R_s, theta, phi, beta, sigma_r2, sigma_b2,
+                                                        N_h, N_v, d_h, d_v)
+    z = torch.zeros_like(Fbb)
     rows = [
-        [T[..., 0, 0].real, T[..., 0, 1].real, eT_th.real, -eT_th.imag],
-        [T[..., 1, 0].real, T[..., 1, 1].real, eT_ph.real, -eT_ph.imag],
-        [eT_th.real, eT_ph.real, T[..., 2, 2].real, z],
-        [-eT_th.imag, -eT_ph.imag, z, T[..., 2, 2].real],
+        [Ftt, Ftp, Ftr, Fti],
+        [Ftp, Fpp, Fpr, Fpi],
+        [Ftr, Fpr, Fbb, z],
+        [Fti, Fpi, z, Fbb],
     ]
     return torch.stack([torch.stack(r, dim=-1) for r in rows], dim=-2)
 
@@ -188,6 +294,38 @@ def inverse_diagonal(F):
     return torch.where(ok.unsqueeze(-1), inv_diag, inf), ok
 
 
+def _inverse_diagonal_structured(Ftt, Ftp, Fpp, Ftr, Fti, Fpr, Fpi, Fbb):
+    """``diag(Fhat^{-1})`` for ``Fhat = [[P, Q], [Q^T, F_bb I_2]]`` (the FIM's pattern), closed form.
+
+    Jacobi scaling to a unit diagonal, then the Schur complement of the beta block,
+    ``S = Pbar - Qbar Qbar^T`` (2 x 2): ``[Fbar^-1]_angles = S^-1``, ``[Fbar^-1]_beta = I + Qbar^T S^-1 Qbar``.
+    Same acceptance rule as :func:`inverse_diagonal`: finite, positive diagonal and elimination
+    pivots > 10 eps. Returns ``(diag (..., 4), ok (...))``; ``+inf`` where not PD, with finite (zero)
+    gradients there.
+    """
+    rdt = Ftt.dtype
+    tiny = torch.finfo(rdt).eps * 10
+    d = torch.stack([Ftt, Fpp, Fbb], dim=-1)
+    off = torch.stack([Ftp, Ftr, Fti, Fpr, Fpi], dim=-1)
+    ok = (d > 0).all(-1) & torch.isfinite(d).all(-1) & torch.isfinite(off).all(-1)
+    one, zero = torch.ones_like(Ftt), torch.zeros_like(Ftt)
+    st, sp, sb = (torch.where(ok, x, one).rsqrt() for x in (Ftt, Fpp, Fbb))
+    r = torch.where(ok, Ftp, zero) * st * sp
+    qt0, qt1 = (torch.where(ok, x, zero) * st * sb for x in (Ftr, Fti))
+    qp0, qp1 = (torch.where(ok, x, zero) * sp * sb for x in (Fpr, Fpi))
+    S00 = 1.0 - qt0 * qt0 - qt1 * qt1
+    S11 = 1.0 - qp0 * qp0 - qp1 * qp1
+    S01 = r - qt0 * qp0 - qt1 * qp1
+    det = S00 * S11 - S01 * S01
+    ok = ok & (S00 > tiny) & (det > tiny * S00)  # pivots S00 and det / S00
+    det = torch.where(ok, det, one)
+    I00, I11, I01 = S11 / det, S00 / det, -S01 / det
+    b0 = 1.0 + I00 * qt0 * qt0 + 2.0 * I01 * qt0 * qp0 + I11 * qp0 * qp0
+    b1 = 1.0 + I00 * qt1 * qt1 + 2.0 * I01 * qt1 * qp1 + I11 * qp1 * qp1
+    diag = torch.stack([I00 * st * st, I11 * sp * sp, b0 * sb * sb, b1 * sb * sb], dim=-1)
+    return torch.where(ok.unsqueeze(-1), diag, torch.full_like(diag, float("inf"))), ok
+
+
 def crb(G, psi, R_s, theta, phi, beta, sigma_r2, sigma_b2, T_L,
         N_h: int, N_v: int, d_h: float = 0.5, d_v: float = 0.5) -> CRBResult:
     """Per-IRS Cramer-Rao bound ``tr(F_l^-1)`` and its parts (paper Section III).
@@ -195,11 +333,11 @@ def crb(G, psi, R_s, theta, phi, beta, sigma_r2, sigma_b2, T_L,
     Shapes: G ``(..., N, M)`` complex, psi ``(..., N)`` complex, R_s ``(..., M, M)`` complex
     Hermitian PSD [W], theta, phi ``(...)`` [rad], beta ``(...)`` complex, sigma_r2, sigma_b2 [W],
     T_L [symbols] -> :class:`CRBResult` of ``(...)`` real tensors (rad^2 for the angles).
-    A singular FIM gives ``+inf``.
+    A singular FIM gives ``+inf``. Differentiable once w.r.t. G, psi, R_s, theta, phi, sigma_r2.
     """
-    Fh = fim_normalized(G, psi, R_s, theta, phi, beta, sigma_r2, sigma_b2, N_h, N_v, d_h, d_v)
-    dinv, _ = inverse_diagonal(Fh)
-    rdt = Fh.dtype
+    terms = _fim_terms(G, psi, R_s, theta, phi, beta, sigma_r2, sigma_b2, N_h, N_v, d_h, d_v)
+    dinv, _ = _inverse_diagonal_structured(*terms)
+    rdt = dinv.dtype
     babs2 = torch.as_tensor(beta).abs().to(rdt) ** 2
     sb = torch.as_tensor(sigma_b2, dtype=rdt)
     tl = torch.as_tensor(T_L, dtype=rdt)
@@ -270,3 +408,66 @@ def c1_max_scale(P4, P2, P_s):
     s2 = torch.where(den > 0, 2.0 * P_s / torch.where(den > 0, den, torch.ones_like(den)),
                      torch.full_like(den, float("inf")))
     return s2.sqrt()
+
+
+def fim_coefficient_matrices(G, psi, theta, phi, beta, sigma_r2, sigma_b2,
+                             N_h: int, N_v: int, d_h: float = 0.5, d_v: float = 0.5):
+    """The linear map ``R_s -> Fhat`` of :func:`fim_normalized` for fixed psi (used by the P2 SDP).
+
+    Fhat is linear in R_s: with ``T_pq = tr(K_p A K_q B)``, ``B = X^T R X^*`` one has
+    ``T_pq = tr(C_pq R)`` with ``C_pq = X^* M_pq X^T`` for ``M_pq = K_p A K_q``. Every entry of Fhat is ``Re(w T_pq)`` for a
+    unit complex weight w, so ``Fhat_ij(R) = tr(H_ij R)`` for Hermitian R with the Hermitian
+    ``H_ij = (w C + (w C)^H) / 2``.
+
+    Shapes: G ``(..., N, M)``, psi ``(..., N)``, theta/phi/beta ``(...)`` -> H ``(..., 4, 4, M, M)``
+    complex Hermitian, ordered (theta, phi, Re beta, Im beta) like Fhat (dimensionless per W of R).
+    """
+    X = echo_vectors(G, psi, theta, phi, N_h, N_v, d_h, d_v)  # (..., M, 3)
+    Rw = noise_covariance(G, psi, sigma_r2, sigma_b2, normalized=True)
+    Lc = torch.linalg.cholesky(Rw)
+    Y = torch.linalg.solve_triangular(Lc, X, upper=False)
+    A = Y.conj().transpose(-1, -2) @ Y  # (..., 3, 3)
+    K = _K.to(dtype=X.dtype, device=X.device)
+    Mpq = torch.einsum("pij,...jk,qkl->...pqil", K, A, K)  # (..., 3, 3, 3, 3)
+    # C_pq = X^* Mpq X^T  (so that tr(C_pq R) = tr(Mpq B))
+    C = torch.einsum("...mi,...pqil,...nl->...pqmn", X.conj(), Mpq, X)  # (..., 3, 3, M, M)
+    bt = torch.as_tensor(beta, dtype=X.dtype)
+    e = torch.sgn(bt).conj()
+    e = torch.where(bt == 0, torch.ones_like(e), e)[..., None, None]
+    one = torch.ones_like(e)
+    j = 1j * one
+    # Fhat entry = Re(w * T) with (p, q, w):
+    spec = [
+        [(0, 0, one), (0, 1, one), (0, 2, e), (0, 2, j * e)],
+        [(1, 0, one), (1, 1, one), (1, 2, e), (1, 2, j * e)],
+        [(0, 2, e), (1, 2, e), (2, 2, one), (2, 2, 0 * one)],
+        [(0, 2, j * e), (1, 2, j * e), (2, 2, 0 * one), (2, 2, one)],
+    ]
+    rows = []
+    for r in spec:
+        cols = []
+        for p, q, w in r:
+            Wc = w * C[..., p, q, :, :]
+            cols.append(0.5 * (Wc + Wc.conj().transpose(-1, -2)))
+        rows.append(torch.stack(cols, dim=-3))
+    return torch.stack(rows, dim=-4)
+
+
+def irs_power_matrix(G, psi, theta, phi, beta, sigma_r2, N_h: int, N_v: int,
+                     d_h: float = 0.5, d_v: float = 0.5):
+    """C1 (eq. (7)) as an affine function of R_s for fixed psi: ``irs_power = tr(Q R_s) + c0``.
+
+    ``Q = |beta|^2 ||psi||^2 u^* u^T + G^H diag(|psi|^2) G`` (Hermitian PSD, (..., M, M)) and
+    ``c0 = sigma_r2 |beta|^2 ||psi||^4 + 2 sigma_r2 ||psi||^2`` ((...), W), u = G^T (psi * a).
+    """
+    rdt = _real_dtype(psi.dtype)
+    a = upa_steering(torch.as_tensor(theta, dtype=rdt), torch.as_tensor(phi, dtype=rdt),
+                     N_h, N_v, d_h, d_v).to(psi.dtype)
+    u = (G.transpose(-1, -2) @ (psi * a).unsqueeze(-1)).squeeze(-1)  # (..., M)
+    p2 = (psi.abs() ** 2).sum(-1)
+    b2 = torch.as_tensor(beta).abs().to(rdt) ** 2
+    sr = torch.as_tensor(sigma_r2, dtype=rdt)
+    Q = (b2 * p2)[..., None, None].to(psi.dtype) * (u.conj().unsqueeze(-1) * u.unsqueeze(-2))
+    Q = Q + G.conj().transpose(-1, -2) @ ((psi.abs() ** 2).to(psi.dtype).unsqueeze(-1) * G)
+    c0 = sr * b2 * p2 ** 2 + 2.0 * sr * p2
+    return Q, c0

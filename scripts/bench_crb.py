@@ -1,0 +1,191 @@
+#!/usr/bin/env python
+"""Benchmark of the differentiable CRB (irs_torch.crb.crb) against a naive dense implementation.
+
+Counts per-IRS CRB evaluations per second (one evaluation = one tr(F_l^-1) for one IRS, i.e. L=1)
+for a batch of random problems, forward only and forward + backward (gradients w.r.t. R_s and psi),
+in float64 / complex128 on CPU. The naive reference builds C_theta, C_phi, H as M x M matrices,
+inverts R_w explicitly, forms the 4 x 4 FIM from M x M traces and inverts it; it is run in the same
+process on the same data, and the two CRBs are compared.
+
+Targets (issue 2): >= 100,000 evaluations/s forward and >= 30,000/s forward + backward at batch 4096,
+M = N = 16 (N_h = N_v = 4).
+
+    python scripts/bench_crb.py                      # defaults: batch 4096, M=16, 4x4 IRS
+    python scripts/bench_crb.py --threads 1 --profile
+
+Timings on a shared machine are noisy: the script prints the load average, the median and best
+wall-clock rates and the process CPU time per evaluation (all threads summed; the least noisy
+number). With more torch threads than idle cores, intra-op parallelism can be many times slower
+than one thread; compare with ``--threads 1``. glibc returning the ~16 MB temporaries to the OS
+costs page faults on every call; ``MALLOC_MMAP_THRESHOLD_=4000000000 MALLOC_TRIM_THRESHOLD_=8000000000``
+(or jemalloc / tcmalloc) removes most of that.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import math
+import os
+import statistics
+import time
+
+import torch
+
+crbmod = importlib.import_module("irs_torch.crb")
+from irs_torch.physics.steering import upa_steering_derivatives  # noqa: E402
+
+
+def make_problem(batch, M, N_h, N_v, seed, dtype=torch.complex128):
+    """Random unit-scale problems (L = 1 per evaluation): G (B,N,M), psi (B,N), R_s (B,M,M) PSD
+    with trace 1, theta/phi (B,) rad, beta (B,) complex; sigma_r2 = 0.1, sigma_b2 = 1, T_L = 50."""
+    g = torch.Generator().manual_seed(seed)
+    N = N_h * N_v
+    rdt = torch.float64 if dtype == torch.complex128 else torch.float32
+
+    def cr(*shape):
+        return torch.complex(torch.randn(*shape, generator=g, dtype=rdt),
+                             torch.randn(*shape, generator=g, dtype=rdt)) / math.sqrt(2)
+
+    G = cr(batch, N, M) / math.sqrt(N * M)
+    psi = cr(batch, N)
+    A = cr(batch, M, M)
+    R = A @ A.conj().transpose(-1, -2)
+    R = R / torch.diagonal(R, dim1=-2, dim2=-1).real.sum(-1)[:, None, None]
+    theta = 0.3 + 2.5 * torch.rand(batch, generator=g, dtype=rdt)
+    phi = 0.3 + 2.5 * torch.rand(batch, generator=g, dtype=rdt)
+    beta = torch.polar(0.5 + torch.rand(batch, generator=g, dtype=rdt), 6.28 * torch.rand(batch, generator=g, dtype=rdt))
+    return dict(G=G, psi=psi, R_s=R, theta=theta, phi=phi, beta=beta, sigma_r2=0.1, sigma_b2=1.0, T_L=50.0,
+                N_h=N_h, N_v=N_v)
+
+
+def crb_fast(p, R_s, psi):
+    return crbmod.crb(p["G"], psi, R_s, p["theta"], p["phi"], p["beta"], p["sigma_r2"], p["sigma_b2"], p["T_L"],
+                      p["N_h"], p["N_v"]).total
+
+
+def crb_naive(p, R_s, psi):
+    """Straightforward dense eq. (15)-(16) (with conj(beta)): M x M matrices, explicit inverses."""
+    G, theta, phi, beta = p["G"], p["theta"], p["phi"], p["beta"]
+    a, da_t, da_p = upa_steering_derivatives(theta, phi, p["N_h"], p["N_v"])
+    Gt = G.transpose(-1, -2) * psi.unsqueeze(-2)  # G^T Psi (B, M, N)
+    PG = psi.unsqueeze(-1) * G  # Psi G (B, N, M)
+
+    def outer(x, y):
+        return x.unsqueeze(-1) * y.unsqueeze(-2)
+
+    C_t = Gt @ (outer(da_t, a) + outer(a, da_t)) @ PG
+    C_p = Gt @ (outer(da_p, a) + outer(a, da_p)) @ PG
+    H = Gt @ outer(a, a) @ PG
+    M = G.shape[-1]
+    eye = torch.eye(M, dtype=G.dtype)
+    Rw = p["sigma_r2"] * Gt @ Gt.conj().transpose(-1, -2) + p["sigma_b2"] * eye
+    W = torch.linalg.inv(Rw)
+    Cs = [C_t, C_p, H]
+    WCR = [W @ C @ R_s for C in Cs]
+
+    def tr(i, j):  # tr(C_i^H W C_j R)
+        return (Cs[i].conj() * WCR[j]).sum((-1, -2))
+
+    b2 = beta.abs() ** 2
+    bc = beta.conj()
+    t_tt, t_pp, t_tp = tr(0, 0).real, tr(1, 1).real, tr(0, 1).real
+    t_th, t_ph, t_hh = bc * tr(0, 2), bc * tr(1, 2), tr(2, 2).real
+    z = torch.zeros_like(t_hh)
+    F = torch.stack([
+        torch.stack([b2 * t_tt, b2 * t_tp, t_th.real, -t_th.imag], -1),
+        torch.stack([b2 * t_tp, b2 * t_pp, t_ph.real, -t_ph.imag], -1),
+        torch.stack([t_th.real, t_ph.real, t_hh, z], -1),
+        torch.stack([-t_th.imag, -t_ph.imag, z, t_hh], -1),
+    ], -2) * (2 * p["T_L"])
+    return torch.diagonal(torch.linalg.inv(F), dim1=-2, dim2=-1).sum(-1)
+
+
+def timeit(fn, repeats, warmup=2):
+    """Run ``fn`` ``repeats`` times; returns (median wall, best wall, median process CPU time) in s.
+
+    Process CPU time sums all threads; on a machine shared with other jobs it is the less noisy
+    measure (time spent waiting for a core is not counted)."""
+    for _ in range(warmup):
+        fn()
+    wall, cpu = [], []
+    for _ in range(repeats):
+        c0, t0 = time.process_time(), time.perf_counter()
+        fn()
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return statistics.median(wall), min(wall), statistics.median(cpu)
+
+
+def bench(impl, p, repeats):
+    R0, psi0 = p["R_s"], p["psi"]
+
+    def fwd():
+        with torch.no_grad():
+            impl(p, R0, psi0)
+
+    def fwd_bwd():
+        R = R0.clone().requires_grad_(True)
+        psi = psi0.clone().requires_grad_(True)
+        impl(p, R, psi).sum().backward()
+
+    return timeit(fwd, repeats), timeit(fwd_bwd, repeats)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--batch", type=int, default=4096)
+    ap.add_argument("--M", type=int, default=16)
+    ap.add_argument("--N-h", dest="N_h", type=int, default=4)
+    ap.add_argument("--N-v", dest="N_v", type=int, default=4)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--complex64", action="store_true", help="complex64 instead of complex128")
+    ap.add_argument("--profile", action="store_true", help="print a torch.profiler table of the fast version")
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    dtype = torch.complex64 if args.complex64 else torch.complex128
+    p = make_problem(args.batch, args.M, args.N_h, args.N_v, args.seed, dtype)
+    B = args.batch
+    print(f"load average before the run: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    print(f"irs-torch CRB benchmark: batch {B}, M={args.M}, N={args.N_h}x{args.N_v}, {dtype}, "
+          f"torch {torch.__version__}, threads {torch.get_num_threads()}, seed {args.seed}, "
+          f"median of {args.repeats}")
+
+    with torch.no_grad():
+        c_fast = crb_fast(p, p["R_s"], p["psi"])
+        c_naive = crb_naive(p, p["R_s"], p["psi"])
+    rel = ((c_fast - c_naive).abs() / c_naive.abs()).max().item()
+    print(f"agreement fast vs naive: max relative difference of the CRB {rel:.2e}")
+
+    rows = {}
+    print(f"{'':<22} {'mode':<17} {'median wall /s':>15} {'best wall /s':>13} {'CPU us/eval':>12}")
+    for name, impl in (("fast (irs_torch.crb)", crb_fast), ("naive dense", crb_naive)):
+        res = bench(impl, p, args.repeats)
+        rows[name] = res
+        for mode, (w_med, w_min, c_med) in zip(("forward", "forward+backward"), res):
+            print(f"{name:<22} {mode:<17} {B / w_med:>15,.0f} {B / w_min:>13,.0f} {c_med / B * 1e6:>12.2f}")
+    (f_fast, b_fast), (f_naive, b_naive) = rows["fast (irs_torch.crb)"], rows["naive dense"]
+    ff, fb = B / f_fast[0], B / b_fast[0]
+    print(f"speed-up over naive (median wall): forward x{f_naive[0] / f_fast[0]:.2f}, "
+          f"forward+backward x{b_naive[0] / b_fast[0]:.2f}")
+    print(f"targets (median wall): forward >= 100,000/s {'MET' if ff >= 1e5 else 'MISSED'} ({ff:,.0f}); "
+          f"forward+backward >= 30,000/s {'MET' if fb >= 3e4 else 'MISSED'} ({fb:,.0f})")
+    print(f"load average after the run: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores "
+          f"(other jobs on the machine make wall-clock rates pessimistic)")
+
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        R = p["R_s"].clone().requires_grad_(True)
+        psi = p["psi"].clone().requires_grad_(True)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(3):
+                crb_fast(p, R, psi).sum().backward()
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
