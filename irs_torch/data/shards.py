@@ -1,0 +1,300 @@
+"""The on-disk format of a data set: HDF5 shards and a JSON manifest.
+
+A data set is a directory::
+
+    DIR/manifest.json            config, seeds, versions, counts, failures, shard list, field list
+    DIR/shards/shard-00000.h5    instances 0 .. S-1           (S = shard_size)
+    DIR/shards/shard-00001.h5    instances S .. 2S-1, ...
+
+Instance ``i`` belongs to shard ``i // shard_size``. A shard holds the instances of its id range
+that were solved (sorted by ``instance_id``); the failed ones are listed in its ``failures``
+attribute and in the manifest. Every dataset of a shard has a leading instance dimension K
+(the number of stored instances; 0 is allowed):
+
+==================  ==============  ==========  ===============================================
+dataset             shape           dtype       meaning (unit)
+==================  ==============  ==========  ===============================================
+G                   (K, L, N, M)    complex128  BS -> IRS l channel
+theta, phi          (K, L)          float64     target direction seen from IRS l (rad)
+beta                (K, L)          complex128  round-trip target coefficient
+bs_pos              (K, 3)          float64     BS position (m)
+irs_pos             (K, L, 3)       float64     IRS positions (m)
+irs_yaw             (K, L)          float64     IRS yaw (rad); normal (cos, sin, 0)
+target_pos          (K, 3)          float64     target position (m)
+P_t, P_s            (K,)            float64     BS / IRS power budgets (W)
+a_max               (K,)            float64     IRS amplitude limit (linear)
+sigma_r2, sigma_b2  (K,)            float64     IRS / BS noise power (W)
+T_c                 (K,)            float64     radar dwell time (symbols)
+R_s                 (K, L, M, M)    complex128  label: transmit covariance of slot l (W)
+psi                 (K, L, N)       complex128  label: reflection vector of IRS l
+crb                 (K, L)          float64     label: tr(F_l^-1) of (R_s, psi), torch model
+crb_theta, crb_phi  (K, L)          float64     CRB of theta_l / phi_l (rad^2)
+max_crb             (K,)            float64     label: max_l crb (the paper's objective)
+init_R_s, init_psi  like R_s, psi   complex128  the solver's starting point
+init_crb            (K, L)          float64     its per-IRS CRB
+init_max_crb        (K,)            float64     its max-CRB
+history_max_crb     (K, H)          float64     max-CRB at the start, then after each AO iteration
+                                                (H = max_iter + 1, NaN-padded)
+status              (K,)            |S64        solver status (ASCII)
+success             (K,)            int8        1 if the solver reports a feasible finite point
+nit                 (K,)            int64       AO iterations
+solve_time          (K,)            float64     wall time of sampling + solving (s)
+cpu_time            (K,)            float64     CPU time of the worker process for it (s)
+instance_id         (K,)            int64       index of the instance in the data set
+seed                (K,)            int64       the instance seed (distribution.instance_seed)
+==================  ==============  ==========  ===============================================
+
+Complex datasets use h5py's layout, a compound type with float64 fields ``r`` and ``i``
+(numpy reads them back as complex128; MATLAB's ``h5read`` returns a struct with fields ``r``
+and ``i``: ``G = complex(s.r, s.i)``; MATLAB lists dimensions in reverse order).
+Shard attributes: ``format`` ("irs-torch/dataset-shard"), ``format_version``, ``version``
+(irs-torch), ``M``, ``N_h``, ``N_v``, ``L``, ``d_h``, ``d_v``, ``d_bs``, ``wavelength``, ``active``,
+``K_db``, ``C0_db``, ``alpha``, ``beta_model``, ``sigma_rcs``, ``dataset_seed``, ``config`` (JSON),
+``config_sha256``, ``shard_index``, ``first_id``, ``stop_id`` (the shard's id range
+``[first_id, stop_id)``), ``failures`` (JSON list of ``{instance_id, seed, error}``).
+
+Shards are written atomically: to a temporary file in ``shards/``, flushed and fsynced, then
+renamed over the final name (``os.replace``); a reader never sees a half-written shard.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+SHARD_FORMAT = "irs-torch/dataset-shard"
+MANIFEST_FORMAT = "irs-torch/dataset"
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+SHARDS_DIR = "shards"
+STATUS_LEN = 64
+
+
+def field_specs(L: int, N: int, M: int, H: int) -> dict:
+    """``name -> (per-instance shape, numpy dtype, unit/meaning)`` for every shard dataset."""
+    c, f = np.complex128, np.float64
+    return {
+        "G": ((L, N, M), c, "BS -> IRS channel"),
+        "theta": ((L,), f, "rad"), "phi": ((L,), f, "rad"),
+        "beta": ((L,), c, "round-trip target coefficient"),
+        "bs_pos": ((3,), f, "m"), "irs_pos": ((L, 3), f, "m"), "irs_yaw": ((L,), f, "rad"),
+        "target_pos": ((3,), f, "m"),
+        "P_t": ((), f, "W"), "P_s": ((), f, "W"), "a_max": ((), f, "linear amplitude"),
+        "sigma_r2": ((), f, "W"), "sigma_b2": ((), f, "W"), "T_c": ((), f, "symbols"),
+        "R_s": ((L, M, M), c, "W"), "psi": ((L, N), c, "reflection vector"),
+        "crb": ((L,), f, "tr(F^-1), rad^2 + |beta|^2 units"),
+        "crb_theta": ((L,), f, "rad^2"), "crb_phi": ((L,), f, "rad^2"),
+        "max_crb": ((), f, "max_l crb"),
+        "init_R_s": ((L, M, M), c, "W"), "init_psi": ((L, N), c, "reflection vector"),
+        "init_crb": ((L,), f, "tr(F^-1)"), "init_max_crb": ((), f, "max_l init_crb"),
+        "history_max_crb": ((H,), f, "max-CRB at the start and after each AO iteration, NaN-padded"),
+        "status": ((), np.dtype(f"S{STATUS_LEN}"), "solver status, ASCII"),
+        "success": ((), np.int8, "1 = feasible finite point"),
+        "nit": ((), np.int64, "AO iterations"),
+        "solve_time": ((), f, "wall time, s"),
+        "cpu_time": ((), f, "process CPU time, s"),
+        "instance_id": ((), np.int64, "index in the data set"),
+        "seed": ((), np.int64, "instance seed"),
+    }
+
+
+class ShardError(ValueError):
+    """A shard file is unreadable, truncated or inconsistent (the message names the file)."""
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}.h5"
+
+
+def shard_path(root, index: int) -> Path:
+    return Path(root) / SHARDS_DIR / shard_name(index)
+
+
+def stack_records(records: list[dict], specs: dict) -> dict:
+    """Per-instance records (name -> array) -> name -> (K, ...) arrays in the spec dtypes."""
+    out = {}
+    for name, (shape, dtype, _) in specs.items():
+        if records:
+            out[name] = np.stack([np.asarray(r[name]).astype(dtype, copy=False).reshape(shape) for r in records])
+        else:
+            out[name] = np.zeros((0,) + tuple(shape), dtype=dtype)
+    return out
+
+
+def _fsync_dir(path: Path):
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_shard(path, arrays: dict, attrs: dict) -> Path:
+    """Write one shard atomically (tmp file + fsync + os.replace). ``arrays``: name -> (K, ...)."""
+    import h5py
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w", locking=False) as f:
+            for k, v in attrs.items():
+                f.attrs[k] = v
+            for name, a in arrays.items():
+                f.create_dataset(name, data=a)
+            f.flush()
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def open_shard(path):
+    """Open a shard read-only; a missing, truncated or non-HDF5 file raises a ShardError naming it."""
+    import h5py
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"shard file not found: {path}")
+    try:
+        f = h5py.File(path, "r", locking=False)  # shards are immutable once written
+    except OSError as e:
+        raise ShardError(f"{path}: not a readable HDF5 shard, corrupt or truncated ({e})") from None
+    try:
+        fmt = f.attrs.get("format")
+        fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
+        if fmt != SHARD_FORMAT:
+            raise ShardError(f"{path}: attribute format is {fmt!r}, expected {SHARD_FORMAT!r}")
+    except ShardError:
+        f.close()
+        raise
+    except Exception as e:  # corrupt metadata
+        f.close()
+        raise ShardError(f"{path}: corrupt shard metadata ({e})") from None
+    return f
+
+
+def _attr(f, name):
+    v = f.attrs[name]
+    if isinstance(v, bytes):
+        return v.decode()
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def shard_attrs(f) -> dict:
+    """The attributes of an open shard as plain Python values (``failures`` parsed from JSON)."""
+    d = {k: _attr(f, k) for k in f.attrs}
+    d["failures"] = json.loads(d.get("failures", "[]"))
+    return d
+
+
+def verify_shard(path, *, config_sha256: str | None = None, first_id: int | None = None,
+                 stop_id: int | None = None, names=None) -> dict:
+    """Check a shard completely and return ``{attrs, instance_id, n}``; raise ShardError otherwise.
+
+    Checks: the file opens; the format; ``config_sha256``/``first_id``/``stop_id`` attributes if
+    given; all datasets ``names`` exist with one common leading length K; ``instance_id`` sorted,
+    unique, inside ``[first_id, stop_id)``; stored ids + failed ids = the whole range; every dataset
+    is readable (catches corrupted data blocks).
+    """
+    path = Path(path)
+    with open_shard(path) as f:
+        try:
+            a = shard_attrs(f)
+            for key, want in (("config_sha256", config_sha256), ("first_id", first_id), ("stop_id", stop_id)):
+                if want is not None and a.get(key) != want:
+                    raise ShardError(f"{path}: attribute {key} is {a.get(key)!r}, expected {want!r}")
+            names = list(names) if names is not None else list(f.keys())
+            missing = [n for n in names if n not in f]
+            if missing:
+                raise ShardError(f"{path}: missing dataset {missing[0]!r}")
+            ids = np.asarray(f["instance_id"][...], dtype=np.int64)
+            K = len(ids)
+            for n in names:
+                if f[n].shape[:1] != (K,):
+                    raise ShardError(f"{path}: dataset {n!r} has {f[n].shape[0] if f[n].shape else 0} rows, "
+                                     f"instance_id has {K}")
+                f[n][...]  # read everything: a damaged block fails here
+            lo, hi = int(a["first_id"]), int(a["stop_id"])
+            failed = sorted(int(x["instance_id"]) for x in a["failures"])
+            if (np.diff(ids) <= 0).any() or (K and (ids[0] < lo or ids[-1] >= hi)):
+                raise ShardError(f"{path}: instance_id must be sorted, unique and in [{lo}, {hi})")
+            if sorted(ids.tolist() + failed) != list(range(lo, hi)):
+                raise ShardError(f"{path}: stored ids ({K}) and failed ids ({len(failed)}) do not cover "
+                                 f"instances [{lo}, {hi}) exactly once")
+        except ShardError:
+            raise
+        except Exception as e:
+            raise ShardError(f"{path}: corrupt shard ({type(e).__name__}: {e})") from None
+    return {"attrs": a, "instance_id": ids, "n": K}
+
+
+def read_shard_arrays(path, names=None) -> dict:
+    """All (or ``names``) datasets of a shard as numpy arrays (errors name the file)."""
+    with open_shard(path) as f:
+        try:
+            return {n: f[n][...] for n in (names if names is not None else f.keys())}
+        except Exception as e:
+            raise ShardError(f"{path}: corrupt shard ({type(e).__name__}: {e})") from None
+
+
+def write_json_atomic(path, obj) -> Path:
+    """Write JSON atomically (tmp + fsync + os.replace)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(obj, fh, indent=1, default=_json_default)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def read_manifest(root) -> dict:
+    """The manifest of data set ``root`` (errors name the file)."""
+    path = Path(root) / MANIFEST_NAME
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: {root} is not a data set directory "
+                                f"(create one with `irs-torch dataset generate --out {root}`)")
+    try:
+        m = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON, corrupt or truncated ({e})") from None
+    if not isinstance(m, dict) or m.get("format") != MANIFEST_FORMAT:
+        raise ValueError(f"{path}: format is {m.get('format') if isinstance(m, dict) else None!r}, "
+                         f"expected {MANIFEST_FORMAT!r}")
+    if int(m.get("format_version", 0)) > FORMAT_VERSION:
+        raise ValueError(f"{path}: format_version {m.get('format_version')} is newer than this irs-torch "
+                         f"reads ({FORMAT_VERSION}); upgrade irs-torch")
+    return m
