@@ -1,0 +1,291 @@
+"""Alternating optimisation (Algorithm of Section IV): P2 (transmit SDP) and P3 (reflect) in turn.
+
+The max-CRB is non-increasing by construction: a P2 result is accepted only if its torch-model
+max-CRB is not above the current one, and P3 never returns a worse psi_l. Stops when the relative
+improvement of an iteration is below ``rtol`` or after ``max_iter`` iterations.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+
+from irs_torch.scenario import Scenario
+from irs_torch.solvers.baselines import passive_scenario
+from irs_torch.solvers.reflect import aligned_phases, feasible_scale, solve_reflect_first_order, solve_reflect_sca
+from irs_torch.solvers.result import INIT_KINDS, METHODS, SolveResult, SolverOptions
+from irs_torch.solvers.transmit import repair_transmit, solve_transmit_sdp
+
+
+# ----------------------------------------------------------------------------- starting points
+def _as_tensor(name, v, scenario):
+    if not torch.is_tensor(v):
+        try:
+            import numpy as np
+
+            v = torch.as_tensor(np.asarray(v))
+        except Exception as e:  # noqa: BLE001
+            raise TypeError(f"init['{name}'] must be a tensor or array, got {type(v).__name__}") from e
+    return v.to(scenario.G.dtype)
+
+
+def initial_point(scenario: Scenario, init: dict | None, options: SolverOptions):
+    """Starting ``(R_s (L, M, M), psi (L, N), info)`` for :func:`solve`.
+
+    ``init``: None or ``{"kind": "random"}`` - ``R_s = P_t/M I`` and random phases (``options.seed``)
+    at the largest amplitude meeting C1 and a_max; ``{"kind": "aligned"}`` - phases co-phasing the
+    two-hop echo, same amplitude rule; ``{"R_s": ..., "psi": ...}`` (either or both) - the warm
+    start. A user-given point is made feasible, never discarded (documented fallback): R_s
+    projected onto the PSD cone and scaled into the BS budget; psi scaled down (real factor) to
+    meet a_max and C1 if it violates them (passive: projected to unit modulus); with psi given
+    and R_s not, R_s is ``P_t/M I`` scaled per slot to meet C1 with that psi. ``info`` says what
+    was changed.
+    """
+    info: dict = {"kind": "random"}
+    init = {} if init is None else init
+    if not isinstance(init, dict):
+        raise TypeError(f"init must be a dict or None, got {type(init).__name__}")
+    unknown = set(init) - {"kind", "R_s", "psi"}
+    if unknown:
+        raise ValueError(f"init has unknown keys {sorted(unknown)}; expected 'kind', 'R_s', 'psi'")
+    kind = init.get("kind", "random")
+    if kind not in INIT_KINDS:
+        raise ValueError(f"init['kind'] must be one of {INIT_KINDS}, got {kind!r}")
+    info["kind"] = kind
+    R_given = init.get("R_s") is not None
+    psi_given = init.get("psi") is not None
+    if R_given:
+        R = _as_tensor("R_s", init["R_s"], scenario)
+        scenario.check_design(R_s=R)
+        if R.dim() != 3:
+            raise ValueError(f"init['R_s'] must have shape (L, M, M), got {tuple(R.shape)}")
+        info["kind"] = "given"
+    else:
+        R = scenario.isotropic_design()
+    if psi_given:
+        psi = _as_tensor("psi", init["psi"], scenario)
+        scenario.check_design(psi=psi)
+        if psi.dim() != 2:
+            raise ValueError(f"init['psi'] must have shape (L, N), got {tuple(psi.shape)}")
+        if (psi.abs().amax(-1) == 0).any():
+            raise ValueError("init['psi'] has an all-zero IRS vector: the FIM is singular (no echo)")
+        info["kind"] = "given"
+        if not scenario.active:
+            psi = feasible_scale(scenario, R, psi)
+    elif kind == "aligned":
+        psi = feasible_scale(scenario, R, aligned_phases(scenario, R))
+    else:
+        psi = scenario.random_phase_design(R, seed=options.seed)
+        if not scenario.active:
+            psi = feasible_scale(scenario, R, psi)
+    if R_given or psi_given:
+        # repair: R_s PSD + BS budget (+ C1 by scaling R when psi is the given part)
+        R0 = R
+        R, rep = repair_transmit(scenario, psi, R) if (psi_given and not R_given) else _repair_R_only(scenario, R)
+        info["R_s_scale"] = rep.get("scale")
+        info["R_s_repaired"] = not torch.allclose(R, R0)
+        if scenario.active:
+            m = scenario.constraint_margins(R, psi)
+            if (m["irs"] < 0).any() or (m["amp"] < 0).any():
+                s_psi = scenario.scale_psi_to_feasible(R, psi)
+                fac = (s_psi.abs().amax(-1) / psi.abs().amax(-1)).clamp(max=1.0)
+                psi = psi * fac.unsqueeze(-1).to(psi.dtype)
+                info["psi_scaled_by"] = fac.tolist()
+    return R, psi, info
+
+
+def _repair_R_only(scenario, R):
+    """PSD projection and BS budget only (C1 is then met by scaling psi)."""
+    R = 0.5 * (R + R.conj().transpose(-1, -2))
+    lam, V = torch.linalg.eigh(R)
+    R = (V * lam.clamp(min=0).to(R.dtype).unsqueeze(-2)) @ V.conj().transpose(-1, -2)
+    bs = float(torch.diagonal(R, dim1=-2, dim2=-1).real.sum()) / (scenario.L * float(scenario.P_t))
+    if bs > 1:
+        R = R / bs
+    return R, {"scale": [min(1.0, 1.0 / bs)] * scenario.L if bs > 0 else [1.0] * scenario.L}
+
+
+def amax_start(scenario: Scenario, seed: int):
+    """A second AO start (NOTES.md: the AO keeps the amplitude level it starts from when C1 binds):
+    random phases at |psi_n| = a_max and ``R_s = P_t/M I`` scaled per slot to meet C1."""
+    g = torch.Generator().manual_seed(int(seed) + 1)
+    ph = 2 * math.pi * torch.rand(scenario.L, scenario.N, generator=g, dtype=torch.float64)
+    psi = torch.polar(torch.full_like(ph, float(scenario.a_max)), ph).to(scenario.G.dtype)
+    from irs_torch.solvers.transmit import c1_rhs
+
+    _, rhs = c1_rhs(scenario, psi)
+    if (rhs <= 0).any():  # amplified noise alone above P_s: fall back to the C1-feasible amplitude
+        return scenario.isotropic_design(), scenario.random_phase_design(seed=int(seed) + 1)
+    R, _ = repair_transmit(scenario, psi, scenario.isotropic_design())
+    return R, psi
+
+
+# ----------------------------------------------------------------------------- the steps
+def _p2(scn, psi, R, options, t_hint):
+    return solve_transmit_sdp(scn, psi, R_ref=R, solver=options.p2_solver, eps=options.p2_eps,
+                              subspace=options.p2_subspace, t_hint=t_hint, verbose=options.verbose)
+
+
+def _p3(scn, R, psi, options, it):
+    if options.p3 == "sca-sdr":
+        return solve_reflect_sca(scn, R, psi, max_iter=options.sca_iter, n_randomizations=options.n_randomizations,
+                                 seed=options.seed * 1000 + it, solver=options.p2_solver, eps=options.p2_eps,
+                                 verbose=options.verbose)
+    if it == 0:
+        return solve_reflect_first_order(scn, R, psi, steps=options.p3_steps, n_starts=options.p3_starts,
+                                         seed=options.seed * 1000 + it)
+    return solve_reflect_first_order(scn, R, psi, steps=options.p3_warm_steps, n_starts=1,
+                                     seed=options.seed * 1000 + it)
+
+
+def _result(scn, R, psi, *, method, options, history, status, nit, times, R0, psi0, info, message=""):
+    c = scn.crb(R, psi)
+    ok = bool(scn.is_feasible(R, psi, rtol=options.feas_rtol)) and bool(torch.isfinite(c.total).all())
+    c0 = scn.crb(R0, psi0).total
+    if scn.active and float(psi.abs().max()) < 1.0:
+        floor = 2.0 * float(scn.sigma_r2) * scn.N
+        why = (f"a_max = {float(scn.a_max):.3g} < 1" if float(scn.a_max) < 1 else
+               f"P_s = {float(scn.P_s):.3g} W is near the IRS noise floor (2 sigma_r2 N |psi|^2 = {floor:.3g} W "
+               f"at |psi| = 1) or the echo power")
+        message = (message + "; " if message else "") + (
+            f"C1 limits max|psi| to {float(psi.abs().max()):.3g} < 1 (the active IRS attenuates): {why}")
+    opts = {**options.to_dict(), "method": method, "init": info}
+    if method == "passive":
+        opts["passive_scenario"] = {"active": False, "sigma_r2": float(scn.sigma_r2), "P_t": float(scn.P_t)}
+    return SolveResult(R_s=R.detach(), psi=psi.detach(), crb=c.total.detach(), max_crb=float(c.total.max()),
+                       margins={k: v.detach() for k, v in scn.constraint_margins(R, psi).items()}, history=history,
+                       status=status, success=ok, nit=nit, times=times, options=opts, init_R_s=R0.detach(),
+                       init_psi=psi0.detach(), init_crb=c0.detach(), init_max_crb=float(c0.max()),
+                       crb_theta=c.theta.detach(), crb_phi=c.phi.detach(), message=message)
+
+
+def _ao(scn, R, psi, options, progress, label=""):
+    """The AO loop from (R, psi). Returns (R, psi, history, status, nit, t_p2, t_p3)."""
+    cur = float(scn.max_crb(R, psi))
+    history = []
+    t_p2 = t_p3 = 0.0
+    t_hint = None
+    status = "max-iter"
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=options.max_iter, desc=f"AO{label}", unit="it", leave=False)
+    nit = 0
+    for it in range(options.max_iter):
+        nit = it + 1
+        prev = cur
+        p2 = _p2(scn, psi, R, options, t_hint)
+        t_p2 += p2.times["total"]
+        p2_accepted = p2.max_crb <= cur
+        if p2_accepted:
+            R, cur, t_hint = p2.R_s, p2.max_crb, p2.t
+        p3 = _p3(scn, R, psi, options, it)
+        t_p3 += p3.times["total"]
+        psi = p3.psi
+        c = scn.crb(R, psi).total
+        cur = float(c.max())
+        history.append({"iter": it, "max_crb": cur, "crb": c.tolist(), "t_p2": p2.times["total"],
+                        "t_p3": p3.times["total"], "p2_status": p2.status, "p2_solver": p2.solver,
+                        "p2_accepted": p2_accepted, "p2_gap_bound": p2.gap_bound, "p2_rounds": p2.rounds,
+                        "p3_improved": list(p3.improved)})
+        if bar is not None:
+            bar.set_postfix(max_crb=f"{cur:.4e}")
+            bar.update(1)
+        if prev - cur <= options.rtol * abs(prev):
+            status = "converged"
+            break
+    if bar is not None:
+        bar.close()
+    return R, psi, history, status, nit, t_p2, t_p3
+
+
+def solve(scenario: Scenario, method: str = "ao", init: dict | None = None,
+          options: SolverOptions | None = None, progress: bool = False) -> SolveResult:
+    """Solve (P1) for one scenario with ``method`` in ``("ao", "transmit-only", "reflective-only",
+    "passive")`` (see :mod:`irs_torch.solvers`). ``init``: see :func:`initial_point`. With
+    ``init=None`` and ``options.n_starts > 1`` the AO also runs from :func:`amax_start` (and
+    further random starts) and keeps the best. ``progress`` shows tqdm bars.
+
+    Returns a :class:`SolveResult`; its CRB is the torch model's for the returned point, which is
+    checked feasible (``success``). Raises ValueError for batched scenarios or bad arguments.
+    Runs with ``options.torch_threads`` torch threads (restored afterwards).
+    """
+    options = options or SolverOptions()
+    if not isinstance(options, SolverOptions):
+        raise TypeError(f"options must be a SolverOptions, got {type(options).__name__}")
+    n0 = torch.get_num_threads()
+    if options.torch_threads is not None and options.torch_threads != n0:
+        torch.set_num_threads(options.torch_threads)
+    try:
+        return _solve(scenario, method, init, options, progress)
+    finally:
+        if torch.get_num_threads() != n0:
+            torch.set_num_threads(n0)
+
+
+def _solve(scenario: Scenario, method: str, init: dict | None, options: SolverOptions,
+           progress: bool) -> SolveResult:
+    """The body of :func:`solve` (torch threads already set)."""
+    t0 = time.perf_counter()
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if not isinstance(scenario, Scenario):
+        raise TypeError(f"scenario must be a Scenario, got {type(scenario).__name__}")
+    if scenario.batch_shape:
+        raise ValueError(f"solve needs an unbatched scenario, got batch shape {tuple(scenario.batch_shape)}; "
+                         f"index it (scenario[i])")
+    scn = scenario.to(torch.complex128)
+    if method == "passive":
+        scn = passive_scenario(scn, fair=options.passive_fair)
+    R0, psi0, info = initial_point(scn, init, options)
+    times = {"p2": 0.0, "p3": 0.0}
+    if method == "transmit-only":
+        p2 = solve_transmit_sdp(scn, psi0, R_ref=R0, solver=options.p2_solver, eps=options.p2_eps,
+                                subspace=options.p2_subspace, verbose=options.verbose)
+        R = p2.R_s if p2.max_crb <= float(scn.max_crb(R0, psi0)) else R0
+        c = scn.crb(R, psi0).total
+        hist = [{"iter": 0, "max_crb": float(c.max()), "crb": c.tolist(), "t_p2": p2.times["total"], "t_p3": 0.0,
+                 "p2_status": p2.status, "p2_gap_bound": p2.gap_bound}]
+        times.update(p2=p2.times["total"], total=time.perf_counter() - t0)
+        return _result(scn, R, psi0, method=method, options=options, history=hist, status="single-step", nit=1,
+                       times=times, R0=R0, psi0=psi0, info=info)
+    if method == "reflective-only":
+        R = scn.isotropic_design()
+        psi_s = psi0 if init and init.get("psi") is not None else feasible_scale(scn, R, psi0)
+        p3 = _p3(scn, R, psi_s, options, 0)
+        c = scn.crb(R, p3.psi).total
+        hist = [{"iter": 0, "max_crb": float(c.max()), "crb": c.tolist(), "t_p2": 0.0, "t_p3": p3.times["total"],
+                 "p3_improved": list(p3.improved)}]
+        times.update(p3=p3.times["total"], total=time.perf_counter() - t0)
+        return _result(scn, R, p3.psi, method=method, options=options, history=hist, status="single-step", nit=1,
+                       times=times, R0=R, psi0=psi_s, info=info)
+    # AO (also for the passive benchmark, on the passive scenario)
+    starts = [(R0, psi0, "")]
+    if init is None and options.n_starts > 1:
+        starts.append((*amax_start(scn, options.seed), " (a_max start)"))
+        for k in range(2, options.n_starts):
+            opt_k = SolverOptions(**{**options.to_dict(), "seed": options.seed + k})
+            Rk, pk, _ = initial_point(scn, None, opt_k)
+            starts.append((Rk, pk, f" (start {k + 1})"))
+    best = None
+    all_hist = []
+    for si, (Rs, ps, label) in enumerate(starts):
+        R, psi, hist, status, nit, t2, t3 = _ao(scn, Rs, ps, options, progress, label)
+        times["p2"] += t2
+        times["p3"] += t3
+        for h in hist:
+            h["start"] = si
+        all_hist.append(hist)
+        mx = float(scn.max_crb(R, psi))
+        if best is None or mx < best[0]:
+            best = (mx, R, psi, hist, status, nit, si, Rs, ps)
+    mx, R, psi, hist, status, nit, si, Rs, ps = best
+    times["total"] = time.perf_counter() - t0
+    msg = f"best of {len(starts)} starts: start {si}" if len(starts) > 1 else ""
+    res = _result(scn, R, psi, method=method, options=options, history=hist, status=status, nit=nit, times=times,
+                  R0=Rs, psi0=ps, info=info, message=msg)
+    if len(starts) > 1:
+        res.options["starts_max_crb"] = [h[-1]["max_crb"] if h else float("nan") for h in all_hist]
+    return res
