@@ -79,6 +79,9 @@ def initial_point(scenario: Scenario, init: dict | None, options: SolverOptions)
         psi = scenario.random_phase_design(R, seed=options.seed)
         if not scenario.active:
             psi = feasible_scale(scenario, R, psi)
+    if not (R_given or psi_given) and scenario.active:
+        R, psi, rho = balance_power(scenario, R, psi)
+        info["power_balance_rho"] = rho.tolist()
     if R_given or psi_given:
         # repair: R_s PSD + BS budget (+ C1 by scaling R when psi is the given part)
         R0 = R
@@ -93,6 +96,35 @@ def initial_point(scenario: Scenario, init: dict | None, options: SolverOptions)
                 psi = psi * fac.unsqueeze(-1).to(psi.dtype)
                 info["psi_scaled_by"] = fac.tolist()
     return R, psi, info
+
+
+def balance_power(scenario: Scenario, R: torch.Tensor, psi: torch.Tensor, n_grid: int = 41):
+    """Trade BS power against IRS amplification, per slot, by a 1-D search (never worse).
+
+    When C1 binds, the AO keeps the amplitude level it starts from (NOTES.md): P2 cannot raise
+    |psi| and P3 cannot lower R_s. This step scans ``R_l -> rho R_l`` for ``rho`` in
+    ``logspace(-4, 0, n_grid)`` with psi_l rescaled by a real factor to the largest value meeting C1
+    and a_max (closed form, :meth:`Scenario.scale_psi_to_feasible`), and keeps, per IRS, the rho
+    with the lowest CRB_l (rho = 1 with the unscaled psi is a candidate, so the CRB never rises).
+    Each slot only shrinks, so the BS budget still holds. Passive IRSs are returned unchanged.
+
+    Shapes: R ``(L, M, M)``, psi ``(L, N)`` -> ``(R, psi, rho (L,))``.
+    """
+    if not scenario.active:
+        return R, psi, torch.ones(scenario.L, dtype=torch.float64)
+    rho = torch.logspace(-4, 0, n_grid, dtype=torch.float64)
+    Rb = rho.to(R.dtype)[:, None, None, None] * R  # (n, L, M, M)
+    psib = scenario.scale_psi_to_feasible(Rb, psi.expand(n_grid, *psi.shape))
+    c = scenario.crb(Rb, psib, validate=False).total  # (n, L)
+    c = torch.where(torch.isfinite(c), c, torch.full_like(c, float("inf")))
+    c_now = scenario.crb(R, psi, validate=False).total  # (L,)
+    best = c.argmin(0)  # (L,)
+    idx = torch.arange(scenario.L)
+    better = c[best, idx] < c_now
+    R_new = torch.where(better[:, None, None], Rb[best, idx], R)
+    psi_new = torch.where(better[:, None], psib[best, idx], psi)
+    rho_sel = torch.where(better, rho[best], torch.ones_like(rho[best]))
+    return R_new, psi_new, rho_sel
 
 
 def _repair_R_only(scenario, R):
@@ -184,12 +216,13 @@ def _ao(scn, R, psi, options, progress, label=""):
         p3 = _p3(scn, R, psi, options, it)
         t_p3 += p3.times["total"]
         psi = p3.psi
+        R, psi, rho = balance_power(scn, R, psi)
         c = scn.crb(R, psi).total
         cur = float(c.max())
         history.append({"iter": it, "max_crb": cur, "crb": c.tolist(), "t_p2": p2.times["total"],
                         "t_p3": p3.times["total"], "p2_status": p2.status, "p2_solver": p2.solver,
                         "p2_accepted": p2_accepted, "p2_gap_bound": p2.gap_bound, "p2_rounds": p2.rounds,
-                        "p3_improved": list(p3.improved)})
+                        "p3_improved": list(p3.improved), "balance_rho": rho.tolist()})
         if bar is not None:
             bar.set_postfix(max_crb=f"{cur:.4e}")
             bar.update(1)
