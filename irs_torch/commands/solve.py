@@ -16,7 +16,12 @@ def register(sub):
                     "crb by the torch model, history, settings, seed).")
     p.add_argument("--scenario", required=True, help="scenario .npz (irs-torch scenario file)")
     p.add_argument("--index", type=int, default=None, help="item of a batched scenario file")
-    p.add_argument("--method", choices=["ao", "transmit-only", "reflective-only", "passive"], default="ao")
+    p.add_argument("--method", choices=["ao", "transmit-only", "reflective-only", "passive", "learned"], default="ao",
+                   help="ao (cold exact solve, default), a benchmark, or learned (network warm start, then "
+                        "--refine)")
+    p.add_argument("--checkpoint", help="learned: model file (default: the shipped one for these array sizes)")
+    p.add_argument("--refine", choices=["ao", "none"], default="ao",
+                   help="learned: refine the network's design with the AO (default) or not")
     p.add_argument("--p3", choices=["first-order", "sca-sdr"], default=None,
                    help="reflective step (default: first-order, the lower max-CRB in our measurements)")
     p.add_argument("--init", default="random",
@@ -74,8 +79,15 @@ def run(args: argparse.Namespace) -> int:
     if args.p2_solver:
         kw["p2_solver"] = args.p2_solver.upper()
     opts = SolverOptions(**kw)
-    init = _init(args.init, s)
-    res = solve(s, args.method, init=init, options=opts, progress=not args.no_progress and not args.json)
+    if args.method == "learned":
+        from irs_torch.runtime import solve_learned
+
+        res = solve_learned(s, checkpoint=args.checkpoint, refine=args.refine, options=opts)
+    else:
+        if args.checkpoint:
+            raise ValueError("--checkpoint is only used with --method learned")
+        init = _init(args.init, s)
+        res = solve(s, args.method, init=init, options=opts, progress=not args.no_progress and not args.json)
     sol = res.to_solution(s)
     sol.metadata["scenario_file"] = str(args.scenario)
     out = str(sol.save(args.output)) if args.output else None
@@ -98,6 +110,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"{l + 1:>3} {res.crb[l].item():>13.4e} {res.init_crb[l].item():>11.4e} {math.sqrt(th[l]) * deg:>12.4g} "
               f"{math.sqrt(ph[l]) * deg:>12.4g} {irs[l] if math.isfinite(irs[l]) else float('nan'):>13.4f} "
               f"{amax[l]:>9.4g}")
+    if args.method == "learned":
+        t = res.times
+        print(f"learned: checkpoint {res.options.get('checkpoint')}; load {t['load']:.3f} s, network {t['predict'] * 1e3:.1f} ms, "
+              f"refine ({args.refine}) {t['refine']:.2f} s; network alone max-CRB {res.init_max_crb:.4e}")
     print(f"max-CRB: {res.max_crb:.4e} rad^2 (from {res.init_max_crb:.4e})   BS power: "
           f"{(1 - float(res.margins['bs'])) * 100:.2f}% of P_t   time: {res.times['total']:.2f} s "
           f"(P2 {res.times.get('p2', 0):.2f} s, P3 {res.times.get('p3', 0):.2f} s)")
