@@ -1,0 +1,154 @@
+"""A LightningDataModule over a data set's HDF5 shards (training the warm-start model).
+
+Splits are by instance (:func:`irs_torch.data.dataset.split_of`: a fixed hash of ``instance_id``
+with ``fractions`` = (train, val, test)), so they do not depend on shard sizes, failures or on how
+far the data set has grown, and every user of a data set sees the same test split.
+Distributed training needs nothing here: Lightning wraps the loaders in a DistributedSampler.
+
+Batches are dicts of stacked tensors (leading dim B) with the keys of
+:class:`~irs_torch.data.ShardDataset` (``status`` a list of str); turn one into a batched
+:class:`~irs_torch.Scenario` with :func:`irs_torch.data.scenario_from_batch` and :attr:`attrs`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from irs_torch.data.dataset import SPLITS, ShardDataset
+
+#: The keys a training batch needs (inputs of the Scenario + the solver labels + bookkeeping).
+TRAIN_KEYS = ("G", "theta", "phi", "beta", "bs_pos", "irs_pos", "irs_yaw", "target_pos", "P_t", "P_s",
+              "a_max", "sigma_r2", "sigma_b2", "T_c", "R_s", "psi", "crb", "max_crb", "instance_id", "seed")
+
+
+def collate_instances(items: list[dict]) -> dict:
+    """Stack a list of ShardDataset items: tensors -> ``(B, ...)`` tensors, others -> lists."""
+    if not items:
+        raise ValueError("collate_instances: empty batch")
+    out = {}
+    for k in items[0]:
+        vals = [it[k] for it in items]
+        out[k] = torch.stack(vals) if torch.is_tensor(vals[0]) else vals
+    return out
+
+
+class ShardDataModule(L.LightningDataModule):
+    """Train/val/test loaders over the data set at ``root`` (a directory with ``manifest.json``).
+
+    Args:
+        root: data set directory (``irs-torch dataset generate --out``).
+        batch_size: training batch size (per device).
+        eval_batch_size: validation/test/predict batch size (default: ``batch_size``).
+        num_workers: DataLoader worker processes (0: load in the main process).
+        fractions: (train, val, test) fractions of the instance split.
+        in_memory: read the shards into RAM once (fast; a data set of 10k instances at the paper's
+            sizes is ~100 MB).
+        require_success: drop instances whose solver did not report success.
+        max_train_instances: use only the first n training instances (for overfitting checks and
+            learning curves); None: all.
+        keys: item keys to read (default :data:`TRAIN_KEYS`).
+    """
+
+    def __init__(self, root: str, batch_size: int = 64, eval_batch_size: int | None = None,
+                 num_workers: int = 0, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+                 in_memory: bool = True, require_success: bool = True,
+                 max_train_instances: int | None = None, keys: list[str] | None = None):
+        super().__init__()
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        if eval_batch_size is not None and (not isinstance(eval_batch_size, int) or eval_batch_size < 1):
+            raise ValueError(f"eval_batch_size must be an integer >= 1, got {eval_batch_size!r}")
+        if not isinstance(num_workers, int) or num_workers < 0:
+            raise ValueError(f"num_workers must be an integer >= 0, got {num_workers!r}")
+        if max_train_instances is not None and (not isinstance(max_train_instances, int) or max_train_instances < 1):
+            raise ValueError(f"max_train_instances must be None or an integer >= 1, got {max_train_instances!r}")
+        self.save_hyperparameters()
+        self.root = Path(root)
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.fractions = tuple(fractions)
+        self.in_memory = in_memory
+        self.require_success = require_success
+        self.max_train_instances = max_train_instances
+        self.keys = list(keys) if keys is not None else list(TRAIN_KEYS)
+        self._sets: dict[str, torch.utils.data.Dataset] = {}
+        self._attrs: dict | None = None
+        self._manifest: dict | None = None
+
+    # ------------------------------------------------------------------ data sets
+    def _check_root(self):
+        if not (self.root / "manifest.json").exists():
+            raise FileNotFoundError(f"data.root: no data set at {self.root} (manifest.json not found); "
+                                    f"generate one with `irs-torch dataset generate --out {self.root} ...`")
+
+    def dataset(self, split: str) -> torch.utils.data.Dataset:
+        """The :class:`ShardDataset` of ``split`` ("train", "val" or "test"), built once."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if split not in self._sets:
+            self._check_root()
+            ds = ShardDataset(self.root, split=split, fractions=self.fractions, keys=self.keys,
+                              require_success=self.require_success, in_memory=self.in_memory)
+            if self._attrs is None:
+                self._attrs, self._manifest = dict(ds.attrs), ds.manifest
+            if len(ds) == 0:
+                raise ValueError(f"data.root: split {split!r} of {self.root} has no instances "
+                                 f"(fractions={list(self.fractions)}, require_success={self.require_success}); "
+                                 f"the data set is too small or its solves failed")
+            if split == "train" and self.max_train_instances is not None and len(ds) > self.max_train_instances:
+                ds = torch.utils.data.Subset(ds, range(self.max_train_instances))
+            self._sets[split] = ds
+        return self._sets[split]
+
+    @property
+    def attrs(self) -> dict:
+        """Data set attributes (M, N_h, N_v, L, d_h, d_v, active, config, dataset_seed, ...)."""
+        if self._attrs is None:
+            self._check_root()
+            ds = ShardDataset(self.root, keys=["instance_id"])
+            self._attrs, self._manifest = dict(ds.attrs), ds.manifest
+        return self._attrs
+
+    @property
+    def manifest(self) -> dict:
+        self.attrs
+        return self._manifest
+
+    def describe(self) -> dict:
+        """What a checkpoint records about its training data (path, seed, config hash, sizes)."""
+        a, m = self.attrs, self.manifest
+        return {"root": str(self.root), "dataset_seed": int(a.get("dataset_seed", -1)),
+                "config_sha256": m.get("config_sha256"), "config": m.get("config"), "sizes": m.get("sizes"),
+                "counts": m.get("counts"), "fractions": list(self.fractions)}
+
+    def setup(self, stage: str | None = None):
+        if stage in (None, "fit"):
+            self.dataset("train")
+            self.dataset("val")
+        if stage == "validate":
+            self.dataset("val")
+        if stage in (None, "test"):
+            self.dataset("test")
+        if stage == "predict":
+            self.dataset("test")
+
+    # ------------------------------------------------------------------ loaders
+    def _loader(self, split: str, shuffle: bool, batch_size: int):
+        return torch.utils.data.DataLoader(
+            self.dataset(split), batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
+            collate_fn=collate_instances, persistent_workers=self.num_workers > 0, drop_last=False)
+
+    def train_dataloader(self):
+        return self._loader("train", True, self.batch_size)
+
+    def val_dataloader(self):
+        return self._loader("val", False, self.eval_batch_size)
+
+    def test_dataloader(self):
+        return self._loader("test", False, self.eval_batch_size)
+
+    def predict_dataloader(self):
+        return self._loader("test", False, self.eval_batch_size)

@@ -1,0 +1,57 @@
+"""Losses of the warm-start model: a smooth log max-CRB and phase-invariant supervised terms.
+
+All functions are batched over ``...`` and differentiable; they return per-instance values
+``(...)`` (average them yourself).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+#: CRBs are clamped to this before the log: an infinite CRB (singular FIM) then has a finite loss
+#: and a zero gradient instead of NaN.
+CRB_CLAMP = 1e30
+
+
+def log_smooth_max(crb_total: torch.Tensor, tau: float) -> torch.Tensor:
+    """``tau * logsumexp(log CRB_l / tau)`` over the IRS dim: a smooth upper bound of
+    ``log max_l CRB_l`` (the paper's objective (P1) in log form), within ``tau log L`` of it.
+
+    Shapes: crb_total ``(..., L)`` -> ``(...)``. ``tau`` > 0 (in log units; 0.05 ~ 5 %).
+    """
+    if not tau > 0:
+        raise ValueError(f"tau must be > 0, got {tau}")
+    tiny = torch.finfo(crb_total.dtype).tiny
+    lc = torch.log(crb_total.clamp(min=tiny, max=CRB_CLAMP))
+    return tau * torch.logsumexp(lc / tau, dim=-1)
+
+
+def psi_label_loss(psi: torch.Tensor, psi_label: torch.Tensor, a_max) -> torch.Tensor:
+    """Distance of psi to the label that ignores each IRS's common phase (the CRB does too).
+
+    Per IRS: ``1 - |psi^H psi*| / (||psi|| ||psi*||)`` (0 iff equal up to a common phase and a
+    positive scale) plus ``((||psi|| - ||psi*||) / (sqrt(N) a_max))^2`` (the amplitude level);
+    averaged over the IRSs. Shapes: psi, psi_label ``(..., L, N)`` complex, a_max ``(...)`` or
+    scalar -> ``(...)``.
+    """
+    N = psi.shape[-1]
+    n1 = torch.linalg.vector_norm(psi, dim=-1)
+    n2 = torch.linalg.vector_norm(psi_label, dim=-1)
+    inner = (psi.conj() * psi_label).sum(-1).abs()
+    den = (n1 * n2).clamp_min(torch.finfo(n1.dtype).tiny)
+    direction = 1.0 - inner / den
+    amax = torch.as_tensor(a_max, dtype=n1.dtype, device=n1.device)
+    amax = amax.unsqueeze(-1) if amax.dim() else amax
+    level = ((n1 - n2) / (math.sqrt(N) * amax)) ** 2
+    return (direction + level).mean(-1)
+
+
+def transmit_label_loss(R_s: torch.Tensor, R_label: torch.Tensor) -> torch.Tensor:
+    """Normalised Frobenius distance ``sum_l ||R_l - R*_l||_F^2 / sum_l ||R*_l||_F^2``.
+
+    Shapes: ``(..., L, M, M)`` complex -> ``(...)``.
+    """
+    num = ((R_s - R_label).abs() ** 2).sum(dim=(-3, -2, -1))
+    den = (R_label.abs() ** 2).sum(dim=(-3, -2, -1)).clamp_min(torch.finfo(num.dtype).tiny)
+    return num / den

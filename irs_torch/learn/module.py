@@ -1,0 +1,308 @@
+"""The LightningModule of the warm-start model (training, validation metrics, checkpoints).
+
+Loss per instance (weights configurable, all logged separately):
+
+    w_crb * [ tau logsumexp_l(log CRB_l / tau) - log maxCRB_label ]          (smooth log max-CRB)
+  + w_sup * [ w_psi * psi_label_loss + w_R * transmit_label_loss ]          (towards the solver)
+
+The first term is the paper's objective (P1) in log form (the CRB spans decades across
+geometries) evaluated exactly (float64 torch physics) at the *feasible* output of the network;
+subtracting the label's log max-CRB changes no gradient but makes the value the log-ratio to the
+solver. The supervised term is invariant to each IRS's common psi phase (NOTES.md).
+
+Logged (TensorBoard): ``{train,val,test}/loss``, ``.../loss_crb``, ``.../loss_psi``, ``.../loss_R``;
+per epoch ``val/ratio_median``, ``val/ratio_p90``, ``val/ratio_mean`` (max-CRB of the prediction
+over the label's), ``val/max_crb_median``, ``val/label_max_crb_median``, the smallest constraint
+margins ``val/margin_{bs,irs,amp,psd}_min`` (>= 0: feasible), ``val/feasible_frac``, histograms
+``val/ratio`` and ``val/log10_ratio``; the learning rate through Lightning's LearningRateMonitor.
+Checkpoints carry the hyperparameters (sizes M, N_h, N_v, L included) and an ``irs_torch`` entry
+(data set description, package version, metrics).
+"""
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+
+from irs_torch.learn.features import scenario_features
+from irs_torch.learn.losses import log_smooth_max, psi_label_loss, transmit_label_loss
+from irs_torch.learn.nets import WarmStartNet
+
+SIZE_KEYS = ("M", "N_h", "N_v", "L")
+NET_KEYS = ("M", "N_h", "N_v", "L", "hidden", "depth", "rank", "echo_basis", "aligned_reference",
+            "learn_bs_power", "c1_mode", "dropout", "features", "free_transmit", "arch", "channels", "layers",
+            "d_h", "d_v")
+LR_SCHEDULES = ("cosine", "constant")
+
+
+class WarmStartModule(L.LightningModule):
+    """Train :class:`~irs_torch.learn.nets.WarmStartNet` on solver-labelled shards.
+
+    Args:
+        M, N_h, N_v, L: sizes the model is built for (must match the data set; stored in checkpoints).
+        d_h, d_v: IRS element spacings (wavelengths); active: active IRSs (must match the data set).
+        hidden, depth, rank, echo_basis, aligned_reference, learn_bs_power, c1_mode, dropout, features,
+            free_transmit, arch, channels, layers: the network (see :class:`~irs_torch.learn.nets.WarmStartNet`).
+        w_crb, w_sup, w_psi, w_R: loss weights (module docstring); tau: smooth-max temperature.
+        lr, weight_decay: AdamW; lr_schedule: "cosine" (linear warmup of ``warmup_steps`` then cosine
+            decay to ``min_lr_ratio * lr`` over the run) or "constant".
+        normalizer_instances: training instances used to fit the feature standardisation.
+    """
+
+    def __init__(self, M: int = 16, N_h: int = 4, N_v: int = 4, L: int = 2, d_h: float = 0.5, d_v: float = 0.5,
+                 active: bool = True, hidden: int = 256, depth: int = 2, rank: int = 2, echo_basis: bool = True,
+                 aligned_reference: bool = True, learn_bs_power: bool = True, c1_mode: str = "cap",
+                 dropout: float = 0.0, features: str = "gram", free_transmit: bool = False, arch: str = "mlp",
+                 channels: int = 32, layers: int = 4, w_crb: float = 1.0, w_sup: float = 0.1, w_psi: float = 1.0,
+                 w_R: float = 1.0, tau: float = 0.05, lr: float = 1e-3, weight_decay: float = 1e-6,
+                 lr_schedule: str = "cosine", warmup_steps: int = 100, min_lr_ratio: float = 0.02,
+                 normalizer_instances: int = 4096):
+        super().__init__()
+        for name in ("w_crb", "w_sup", "w_psi", "w_R", "weight_decay"):
+            v = locals()[name]
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+        if w_crb == 0 and w_sup == 0:
+            raise ValueError("w_crb and w_sup are both 0: nothing to train")
+        if not (isinstance(tau, (int, float)) and tau > 0):
+            raise ValueError(f"tau must be > 0, got {tau!r}")
+        if not (isinstance(lr, (int, float)) and lr > 0):
+            raise ValueError(f"lr must be > 0, got {lr!r}")
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
+        if not 0 <= min_lr_ratio <= 1:
+            raise ValueError(f"min_lr_ratio must be in [0, 1], got {min_lr_ratio!r}")
+        if not isinstance(warmup_steps, int) or warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be an integer >= 0, got {warmup_steps!r}")
+        if not isinstance(normalizer_instances, int) or normalizer_instances < 1:
+            raise ValueError(f"normalizer_instances must be an integer >= 1, got {normalizer_instances!r}")
+        self.save_hyperparameters()
+        hp = self.hparams
+        self.net = WarmStartNet(**{k: hp[k] for k in NET_KEYS})
+        self._val_rows: list[dict] = []
+        self.irs_meta: dict = {}
+
+    # ------------------------------------------------------------------ data -> scenario
+    @property
+    def attrs(self) -> dict:
+        hp = self.hparams
+        return {"M": hp.M, "N_h": hp.N_h, "N_v": hp.N_v, "L": hp.L, "d_h": hp.d_h, "d_v": hp.d_v,
+                "active": int(hp.active)}
+
+    def scenario(self, batch: dict):
+        """Batched complex128 :class:`~irs_torch.Scenario` of a collated batch."""
+        from irs_torch.data.dataset import scenario_from_batch
+
+        return scenario_from_batch(batch, self.attrs).to(torch.complex128)
+
+    def check_data_attrs(self, attrs: dict, source: str = "the data set"):
+        """Raise ValueError if ``attrs`` (a data set's) differ from the model's sizes / model."""
+        mine = self.attrs
+        bad = []
+        for k in SIZE_KEYS + ("d_h", "d_v", "active"):
+            if k in attrs:
+                a, b = attrs[k], mine[k]
+                if (float(a) != float(b)) if k in ("d_h", "d_v") else int(a) != int(b):
+                    bad.append(f"{k}={a} (model {b})")
+        if bad:
+            raise ValueError(f"{source} has {', '.join(bad)}: the model is built for "
+                             f"M={mine['M']}, N_h={mine['N_h']}, N_v={mine['N_v']}, L={mine['L']}; set "
+                             f"model.M/N_h/N_v/L (and d_h, d_v, active) to the data set's")
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, stage: str):
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is not None and hasattr(dm, "attrs"):
+            self.check_data_attrs(dm.attrs, f"data set {getattr(dm, 'root', '')}")
+            if hasattr(dm, "describe"):
+                self.irs_meta["dataset"] = dm.describe()
+        if stage == "fit" and not bool(self.net.stats_fitted) and dm is not None and hasattr(dm, "dataset"):
+            self._fit_normalizer(dm.dataset("train"))
+
+    def _fit_normalizer(self, dataset):
+        """Feature standardisation from up to ``normalizer_instances`` evenly spaced training items."""
+        from irs_torch.data.datamodule import collate_instances
+
+        n = len(dataset)
+        k = min(n, self.hparams.normalizer_instances)
+        idx = torch.linspace(0, n - 1, k).round().long().unique().tolist()
+        feats = []
+        for i in range(0, len(idx), 512):
+            b = collate_instances([dataset[j] for j in idx[i:i + 512]])
+            feats.append(scenario_features(self.scenario(b), kind=self.hparams.features))
+        per = torch.cat([f.per_irs for f in feats])
+        gl = torch.cat([f.glob for f in feats])
+        from irs_torch.learn.features import Features
+
+        self.net.fit_normalizer(Features(per, gl))
+        self.irs_meta["normalizer_instances"] = len(idx)
+
+    # ------------------------------------------------------------------ forward / loss
+    def forward(self, scenario):
+        return self.net(scenario)
+
+    def _compute(self, batch: dict) -> dict:
+        hp = self.hparams
+        scen = self.scenario(batch)
+        if not bool(self.net.stats_fitted):
+            # No datamodule to fit on (e.g. plain dataloaders): fit on the first batch seen.
+            self.net.fit_normalizer(scenario_features(scen, kind=self.hparams.features))
+        d = self.net(scen)
+        c = scen.crb(d.R_s, d.psi, validate=False)
+        smax = log_smooth_max(c.total, hp.tau)
+        out = {"scenario": scen, "design": d, "crb": c.total}
+        label = batch.get("max_crb")
+        if label is not None:
+            label = label.to(smax.dtype)
+            loss_crb = smax - torch.log(label)
+        else:
+            loss_crb = smax
+        loss = hp.w_crb * loss_crb.mean()
+        out["loss_crb"] = loss_crb.mean()
+        if hp.w_sup > 0 and "psi" in batch and "R_s" in batch:
+            lp = psi_label_loss(d.psi, batch["psi"].to(d.psi.dtype), scen._budget("a_max")).mean()
+            lr_ = transmit_label_loss(d.R_s, batch["R_s"].to(d.R_s.dtype)).mean()
+            loss = loss + hp.w_sup * (hp.w_psi * lp + hp.w_R * lr_)
+            out["loss_psi"], out["loss_R"] = lp, lr_
+        out["loss"] = loss
+        if label is not None:
+            out["ratio"] = (c.total.detach().amax(-1) / label).detach()
+        return out
+
+    def _log_losses(self, out: dict, stage: str, bs: int):
+        on_step = stage == "train"
+        for k in ("loss", "loss_crb", "loss_psi", "loss_R"):
+            if k in out:
+                self.log(f"{stage}/{k}", out[k].detach().float(), on_step=on_step, on_epoch=True,
+                         batch_size=bs, sync_dist=not on_step, prog_bar=(k == "loss"))
+
+    def training_step(self, batch, batch_idx):
+        out = self._compute(batch)
+        bs = int(batch["G"].shape[0])
+        self._log_losses(out, "train", bs)
+        if "ratio" in out:
+            self.log("train/ratio_median", out["ratio"].median().float(), on_step=True, on_epoch=False,
+                     batch_size=bs)
+        return out["loss"]
+
+    def _eval_step(self, batch, stage: str):
+        out = self._compute(batch)
+        bs = int(batch["G"].shape[0])
+        self._log_losses(out, stage, bs)
+        scen, d = out["scenario"], out["design"]
+        m = scen.constraint_margins(d.R_s.detach(), d.psi.detach())
+        row = {"max_crb": out["crb"].detach().amax(-1), "bs": m["bs"].reshape(bs),
+               "irs": m["irs"].amin(-1), "amp": m["amp"].amin(-1), "psd": m["psd"].amin(-1),
+               "feasible": scen.is_feasible(d.R_s.detach(), d.psi.detach()).to(torch.float64)}
+        if "ratio" in out:
+            row["ratio"] = out["ratio"]
+            row["label"] = batch["max_crb"].to(torch.float64)
+        self._val_rows.append(row)
+        return out["loss"]
+
+    def validation_step(self, batch, batch_idx):
+        return self._eval_step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        return self._eval_step(batch, "test")
+
+    def on_validation_epoch_start(self):
+        self._val_rows = []
+
+    def on_test_epoch_start(self):
+        self._val_rows = []
+
+    def on_validation_epoch_end(self):
+        self._epoch_metrics("val")
+
+    def on_test_epoch_end(self):
+        self._epoch_metrics("test")
+
+    def _gather(self, t: torch.Tensor) -> torch.Tensor:
+        if self.trainer is not None and self.trainer.world_size > 1:
+            t = self.all_gather(t).reshape(-1)  # (world, n) -> flat; ranks hold equal counts
+        return t
+
+    def _epoch_metrics(self, stage: str):
+        rows = self._val_rows
+        self._val_rows = []
+        if not rows:
+            return
+        cat = {k: torch.cat([r[k] for r in rows]) for k in rows[0]}
+        cat = {k: self._gather(v) for k, v in cat.items()}
+        metrics = epoch_metrics(cat)
+        for k, v in metrics.items():
+            self.log(f"{stage}/{k}", v, sync_dist=False)  # identical on every rank (gathered)
+        self.last_metrics = {f"{stage}/{k}": float(v) for k, v in metrics.items()}
+        self.irs_meta[f"{stage}_metrics"] = self.last_metrics
+        if "ratio" in cat and self.logger is not None and hasattr(self.logger, "experiment") \
+                and hasattr(self.logger.experiment, "add_histogram") and not self.trainer.sanity_checking:
+            r = cat["ratio"].detach().cpu()
+            r = r[torch.isfinite(r)]
+            if len(r):
+                self.logger.experiment.add_histogram(f"{stage}/ratio", r, self.global_step)
+                self.logger.experiment.add_histogram(f"{stage}/log10_ratio", torch.log10(r), self.global_step)
+
+    def predict_step(self, batch, batch_idx):
+        d = self.net(self.scenario(batch))
+        return {"R_s": d.R_s, "psi": d.psi, "instance_id": batch.get("instance_id")}
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self):
+        hp = self.hparams
+        opt = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        if hp.lr_schedule == "constant":
+            return opt
+        total = max(1, int(self.trainer.estimated_stepping_batches)) if self._trainer is not None else 1000
+        warm = min(hp.warmup_steps, max(0, total - 1))
+
+        def factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            t = min(1.0, (step - warm) / max(1, total - warm))
+            return hp.min_lr_ratio + (1 - hp.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict):
+        from irs_torch import __version__
+
+        meta = dict(self.irs_meta)
+        meta.update({"format": "irs-torch/warm-start", "version": __version__,
+                     "sizes": {k: int(self.hparams[k]) for k in SIZE_KEYS}})
+        checkpoint["irs_torch"] = meta
+
+    def on_load_checkpoint(self, checkpoint: dict):
+        hp = checkpoint.get("hyper_parameters", {})
+        theirs = {k: hp.get(k) for k in SIZE_KEYS}
+        mine = {k: int(self.hparams[k]) for k in SIZE_KEYS}
+        if any(v is not None and int(v) != mine[k] for k, v in theirs.items()):
+            raise ValueError(f"checkpoint was trained for M={theirs['M']}, N_h={theirs['N_h']}, N_v={theirs['N_v']}, "
+                             f"L={theirs['L']}, but this model is built for M={mine['M']}, N_h={mine['N_h']}, "
+                             f"N_v={mine['N_v']}, L={mine['L']}")
+        self.irs_meta = dict(checkpoint.get("irs_torch", {}))
+
+
+def epoch_metrics(cat: dict) -> dict:
+    """Epoch summary of concatenated per-instance rows (see the module docstring): ratio median /
+    p90 / mean and geometric mean, max-CRB medians, smallest margins, feasible fraction."""
+    out = {}
+    q = lambda x, p: float(torch.quantile(x.double(), p)) if len(x) else float("nan")  # noqa: E731
+    mc = cat["max_crb"]
+    out["max_crb_median"] = q(mc[torch.isfinite(mc)], 0.5)
+    if "ratio" in cat:
+        r = cat["ratio"]
+        rf = r[torch.isfinite(r)]
+        out["ratio_median"] = q(rf, 0.5)
+        out["ratio_p90"] = q(rf, 0.9)
+        out["ratio_mean"] = float(rf.mean()) if len(rf) else float("nan")
+        out["ratio_geomean"] = float(torch.exp(torch.log(rf).mean())) if len(rf) else float("nan")
+        out["ratio_inf_frac"] = float((~torch.isfinite(r)).double().mean())
+        out["label_max_crb_median"] = q(cat["label"], 0.5)
+    for k in ("bs", "irs", "amp", "psd"):
+        out[f"margin_{k}_min"] = float(cat[k].min())
+    out["feasible_frac"] = float(cat["feasible"].mean())
+    return out

@@ -1,0 +1,221 @@
+"""Features, network and losses of the warm-start model (no Lightning, no data set)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from irs_torch import Scenario
+from irs_torch.learn.features import N_GLOBAL, per_irs_width, scenario_features
+from irs_torch.learn.losses import log_smooth_max, psi_label_loss, transmit_label_loss
+from irs_torch.learn.nets import WarmStartNet
+
+
+@pytest.fixture(scope="module")
+def batch():
+    return Scenario.stack([Scenario.random(seed=i, P_t=5.0 + 3 * i, a_max=2.0 + i) for i in range(5)])
+
+
+def _net(**kw):
+    torch.manual_seed(0)
+    net = WarmStartNet(hidden=32, depth=1, **kw)
+    with torch.no_grad():  # random (non-initial) outputs, so the tests see a generic network
+        for p in net.head[-1].parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return net.double()
+
+
+def test_raw_features_shapes_and_normalisation(batch):
+    f = scenario_features(batch, kind="raw")
+    assert f.per_irs.shape == (5, 2, per_irs_width(16, 16, "raw")) and f.glob.shape == (5, N_GLOBAL)
+    assert torch.isfinite(f.per_irs).all() and torch.isfinite(f.glob).all()
+    # channel block has unit mean power, whatever the path loss
+    g = f.per_irs[..., -2 * 16 * 16:]
+    assert torch.allclose((g ** 2).sum(-1) / (16 * 16), torch.ones(5, 2, dtype=torch.float64), rtol=1e-12)
+    # the log channel power is the first column
+    assert torch.allclose(f.per_irs[..., 0], torch.log10((batch.G.abs() ** 2).mean((-2, -1))))
+    # per-instance budgets enter the global features
+    assert torch.allclose(f.glob[:, 0], torch.log10(torch.as_tensor(batch.P_t)))
+
+
+def _gram_reference(s, l):
+    """K of the module docstring, written out densely for one IRS of an unbatched scenario."""
+    import numpy as np
+
+    import reference as ref
+
+    G = s.G[l].numpy()
+    a = ref.steering(float(s.theta[l]), float(s.phi[l]), s.N_h, s.N_v, s.d_h, s.d_v)
+    U, sv, Vh = np.linalg.svd(G)
+    r = np.exp(-1j * np.angle(a * (G @ Vh[0].conj())))
+    H = np.diag(r * a) @ G
+    K = H @ H.conj().T
+    return K / np.real(np.trace(K)) * K.shape[0]
+
+
+def test_gram_features_match_a_dense_reference(batch):
+    f = scenario_features(batch, kind="gram")
+    N = 16
+    assert f.per_irs.shape == (5, 2, per_irs_width(16, 16, "gram")) == (5, 2, 6 + N * N)
+    for b in (0, 3):
+        for l in range(2):
+            K = torch.from_numpy(_gram_reference(batch[b], l))
+            iu = torch.triu_indices(N, N, offset=1)
+            v = f.per_irs[b, l, 6:]
+            assert torch.allclose(v[:N], K.diagonal().real, rtol=1e-9, atol=1e-12)
+            # the aligned frame fixes K up to the (irrelevant) common phase of r: compare |K_ij|
+            assert torch.allclose(torch.complex(v[N:N + len(iu[0])], v[N + len(iu[0]):]).abs(),
+                                  K[iu[0], iu[1]].abs(), rtol=1e-9, atol=1e-12)
+
+
+def _bs_unitary(M, seed):
+    g = torch.Generator().manual_seed(seed)
+    A = torch.complex(torch.randn(M, M, generator=g, dtype=torch.float64), torch.randn(M, M, generator=g, dtype=torch.float64))
+    Q, _ = torch.linalg.qr(A)
+    return Q
+
+
+def test_gram_net_is_covariant_under_a_change_of_bs_basis(batch):
+    """G -> G U (U unitary): the design becomes (U^H R_s U, psi) and the CRB is unchanged."""
+    net = _net()
+    net.fit_normalizer(scenario_features(batch))
+    net.eval()
+    U = _bs_unitary(16, 5).to(batch.G.dtype)
+    rot = batch.replace(G=batch.G @ U)
+    fa, fb = scenario_features(batch), scenario_features(rot)
+    assert torch.allclose(fa.per_irs, fb.per_irs, atol=1e-9)
+    d, dr = net(batch), net(rot)
+    Uh = U.conj().transpose(-1, -2)
+    assert torch.allclose(dr.R_s, Uh @ d.R_s @ U, rtol=1e-7, atol=1e-10)
+    assert torch.allclose(rot.crb(dr.R_s, dr.psi).total, batch.crb(d.R_s, d.psi).total, rtol=1e-7)
+
+
+def test_gram_net_is_equivariant_to_element_phase_rotations(batch):
+    """G -> D G with D = diag(e^{j t_n}): psi -> conj(D) psi (up to a common phase), R_s unchanged."""
+    net = _net()
+    net.fit_normalizer(scenario_features(batch))
+    net.eval()
+    t = torch.linspace(0, 5, 16, dtype=torch.float64)
+    D = torch.exp(1j * t)
+    rot = batch.replace(G=D[:, None] * batch.G)
+    d, dr = net(batch), net(rot)
+    assert torch.allclose(dr.R_s, d.R_s, rtol=1e-7, atol=1e-10)
+    want = d.psi * D.conj()
+    inner = (dr.psi.conj() * want).sum(-1).abs()
+    assert torch.allclose(inner, (d.psi.abs() ** 2).sum(-1), rtol=1e-9)
+
+
+def test_features_ignore_beta_phase_and_channel_scale_only_moves_the_log(batch):
+    for kind in ("gram", "raw"):
+        f = scenario_features(batch, kind=kind)
+        rot = batch.replace(beta=batch.beta * torch.exp(1j * torch.tensor([[0.3, 2.0]] * 5)))
+        assert torch.allclose(scenario_features(rot, kind=kind).per_irs, f.per_irs)
+        scaled = batch.replace(G=batch.G * 10.0)
+        f2 = scenario_features(scaled, kind=kind)
+        assert torch.allclose(f2.per_irs[..., 0], f.per_irs[..., 0] + 2.0)
+        assert torch.allclose(f2.per_irs[..., 1:], f.per_irs[..., 1:], atol=1e-12)
+
+
+def test_untrained_net_is_feasible_and_beats_a_random_design(batch):
+    net = WarmStartNet(hidden=32, depth=1).double()
+    net.fit_normalizer(scenario_features(batch))
+    d = net(batch)
+    assert bool(batch.is_feasible(d.R_s, d.psi, rtol=0.0).all())
+    c_net = batch.max_crb(d.R_s, d.psi)
+    R0 = batch.isotropic_design()
+    c_rand = batch.max_crb(R0, batch.random_phase_design(R0, seed=0))
+    # the initial output is the aligned design with a beam on the echo: much better than random
+    assert (c_net < c_rand).all()
+
+
+@pytest.mark.parametrize("kind", ["gram", "raw"])
+def test_batched_equals_loop_and_unbatched_works(batch, kind):
+    net = _net(features=kind, free_transmit=kind == "raw")
+    net.fit_normalizer(scenario_features(batch, kind=kind))
+    net.eval()
+    d = net(batch)
+    for i in range(3):
+        di = net(batch[i])
+        assert di.R_s.shape == (2, 16, 16) and di.psi.shape == (2, 16)
+        assert torch.allclose(di.R_s, d.R_s[i], rtol=1e-9, atol=1e-12)
+        assert torch.allclose(di.psi, d.psi[i], rtol=1e-9, atol=1e-12)
+
+
+def test_net_is_equivariant_to_permuting_the_irss(batch):
+    """Swapping IRS 1 and 2 in the scenario swaps the designs (shared encoder + mean pooling)."""
+    net = _net()
+    net.fit_normalizer(scenario_features(batch))
+    net.eval()
+    perm = [1, 0]
+    sw = batch.replace(G=batch.G[:, perm], theta=batch.theta[:, perm], phi=batch.phi[:, perm],
+                       beta=batch.beta[:, perm], irs_pos=batch.irs_pos[:, perm], irs_yaw=batch.irs_yaw[:, perm])
+    d, ds = net(batch), net(sw)
+    assert torch.allclose(ds.R_s, d.R_s[:, perm], rtol=1e-9, atol=1e-12)
+    # psi up to the common phase of the aligned reference (an SVD phase convention)
+    inner = (ds.psi.conj() * d.psi[:, perm]).sum(-1).abs()
+    assert torch.allclose(inner, (d.psi.abs() ** 2).sum(-1)[:, perm], rtol=1e-9)
+    c, cs = batch.crb(d.R_s, d.psi).total, sw.crb(ds.R_s, ds.psi).total
+    assert torch.allclose(cs, c[:, perm], rtol=1e-7)
+
+
+def test_wrong_sizes_raise_naming_them(batch):
+    net = WarmStartNet(M=8, N_h=4, N_v=4, L=2, hidden=8, depth=1)
+    with pytest.raises(ValueError, match=r"trained for M=8, N_h=4, N_v=4, L=2, but the scenario has M=16 \(model 8\)"):
+        net(batch)
+    with pytest.raises(ValueError, match="hidden must be an integer >= 1"):
+        WarmStartNet(hidden=0)
+    with pytest.raises(ValueError, match="c1_mode must be one of"):
+        WarmStartNet(c1_mode="none")
+    with pytest.raises(ValueError, match="features must be one of"):
+        WarmStartNet(features="pixels")
+    with pytest.raises(ValueError, match="no transmit output"):
+        WarmStartNet(echo_basis=False, free_transmit=False)
+
+
+def test_gradients_reach_every_parameter(batch):
+    net = _net()
+    net.fit_normalizer(scenario_features(batch))
+    d = net(batch)
+    loss = log_smooth_max(batch.crb(d.R_s, d.psi).total, 0.05).mean()
+    loss.backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    assert sum(float(p.grad.abs().sum()) for p in net.parameters()) > 0
+
+
+# ---------------------------------------------------------------------- losses
+def test_log_smooth_max_bounds_and_infinite_crb():
+    c = torch.tensor([[1e-3, 2e-3], [5.0, 5.0], [1.0, float("inf")]], dtype=torch.float64, requires_grad=True)
+    tau = 0.1
+    v = log_smooth_max(c, tau)
+    lmax = torch.log(c.detach().clamp(max=1e30)).amax(-1)
+    assert (v >= lmax - 1e-12).all() and (v <= lmax + tau * math.log(2) + 1e-12).all()
+    assert math.isclose(float(v[1].detach()), math.log(5.0) + tau * math.log(2), rel_tol=1e-12)
+    v.sum().backward()
+    assert torch.isfinite(c.grad).all() and float(c.grad[2, 1]) == 0.0
+    with pytest.raises(ValueError, match="tau must be > 0"):
+        log_smooth_max(c, 0.0)
+
+
+def test_psi_loss_is_phase_invariant_and_zero_only_at_the_label():
+    g = torch.Generator().manual_seed(0)
+    psi = torch.randn(4, 2, 16, dtype=torch.complex128, generator=g)
+    ph = torch.exp(1j * torch.rand(4, 2, 1, generator=g, dtype=torch.float64) * 6.28)
+    assert torch.allclose(psi_label_loss(psi * ph, psi, 8.0), torch.zeros(4, dtype=torch.float64), atol=1e-12)
+    other = torch.randn(4, 2, 16, dtype=torch.complex128, generator=g)
+    assert (psi_label_loss(other, psi, 8.0) > 0.05).all()
+    # a per-element phase change is not invariant; a scale change is penalised through the level term
+    assert (psi_label_loss(psi * torch.exp(1j * torch.linspace(0, 3, 16)), psi, 8.0) > 1e-3).all()
+    lvl = psi_label_loss(2 * psi, psi, torch.full((4,), 8.0, dtype=torch.float64))
+    expect = ((torch.linalg.vector_norm(psi, dim=-1) / (4 * 8.0)) ** 2).mean(-1)
+    assert torch.allclose(lvl, expect, rtol=1e-12)
+
+
+def test_transmit_loss():
+    g = torch.Generator().manual_seed(1)
+    A = torch.randn(3, 2, 4, 4, dtype=torch.complex128, generator=g)
+    R = A @ A.conj().transpose(-1, -2)
+    assert torch.allclose(transmit_label_loss(R, R), torch.zeros(3, dtype=torch.float64))
+    assert torch.allclose(transmit_label_loss(2 * R, R), torch.ones(3, dtype=torch.float64))
+    assert torch.allclose(transmit_label_loss(torch.zeros_like(R), R), torch.ones(3, dtype=torch.float64))
