@@ -5,39 +5,58 @@ design (by construction) -> the AO solver started from the prediction -> a :clas
 whose ``times`` hold the per-stage wall times (``load``, ``predict``, ``refine``, ``total``).
 
 Without ``checkpoint`` the shipped model in ``checkpoints/`` that matches the scenario's array sizes
-(M, N_h, N_v, L) is used (:func:`find_checkpoint`); it says which on stderr.
+(M, N_h, N_v, L) is used (:func:`find_checkpoint`); it says which on stderr. The directories searched
+are :func:`checkpoint_dirs`: those listed in the environment variable ``IRS_TORCH_CHECKPOINTS``
+(``os.pathsep``-separated) if it is set, else the repository's ``checkpoints/``.
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
 
+import torch
 
 from irs_torch.scenario import Scenario
 
 CHECKPOINT_DIRS = (Path(__file__).resolve().parent.parent / "checkpoints",)
+CHECKPOINTS_ENV = "IRS_TORCH_CHECKPOINTS"
 REFINE = ("ao", "none")
 
 
-def shipped_checkpoints() -> list[Path]:
-    """Model files shipped in ``checkpoints/`` (``*.pt``)."""
+def checkpoint_dirs(dirs=None) -> list[Path]:
+    """Directories searched for shipped models: ``dirs`` if given, else ``$IRS_TORCH_CHECKPOINTS``
+    (``os.pathsep``-separated) if set, else :data:`CHECKPOINT_DIRS`."""
+    if dirs is None:
+        env = os.environ.get(CHECKPOINTS_ENV)
+        dirs = [d for d in env.split(os.pathsep) if d] if env else CHECKPOINT_DIRS
+    elif isinstance(dirs, (str, Path)):
+        dirs = [dirs]
+    return [Path(d) for d in dirs]
+
+
+def shipped_checkpoints(dirs=None) -> list[Path]:
+    """Model files (``*.pt``) in :func:`checkpoint_dirs`."""
     out = []
-    for d in CHECKPOINT_DIRS:
+    for d in checkpoint_dirs(dirs):
         if d.is_dir():
             out.extend(sorted(d.glob("*.pt")))
     return out
 
 
-def find_checkpoint(scenario: Scenario) -> Path:
-    """The shipped model for the scenario's sizes; FileNotFoundError listing what exists otherwise."""
+def find_checkpoint(scenario: Scenario, dirs=None) -> Path:
+    """The shipped model for the scenario's sizes (and ``active``), searched in
+    :func:`checkpoint_dirs` (``dirs``); FileNotFoundError listing the directories and what they hold
+    otherwise. Unreadable files are skipped (and listed as such)."""
     from irs_torch.learn.checkpoint import load_model
 
     seen = []
-    for p in shipped_checkpoints():
+    for p in shipped_checkpoints(dirs):
         try:
             net = load_model(p)
         except ValueError:
+            seen.append(f"{p.name} (unreadable)")
             continue
         sizes = {k: int(net.hparams[k]) for k in ("M", "N_h", "N_v", "L")}
         seen.append(f"{p.name} {sizes}")
@@ -46,7 +65,9 @@ def find_checkpoint(scenario: Scenario) -> Path:
             return p
     raise FileNotFoundError(
         f"no shipped checkpoint for M={scenario.M}, N_h={scenario.N_h}, N_v={scenario.N_v}, L={scenario.L} "
-        f"(active={scenario.active}); shipped: {seen or 'none'}. Train one (training/README.md) and pass --checkpoint")
+        f"(active={scenario.active}) in {', '.join(str(d) for d in checkpoint_dirs(dirs))} "
+        f"(set ${CHECKPOINTS_ENV} to search elsewhere); found: {'; '.join(seen) or 'none'}. "
+        f"Train one (training/README.md) and pass --checkpoint")
 
 
 def solve_learned(scenario: Scenario, checkpoint=None, refine: str = "ao", options=None, net=None,
@@ -109,7 +130,7 @@ def predict_batch(scenario: Scenario, checkpoint=None):
     return R, psi, time.perf_counter() - t
 
 
-__all__ = ["solve_learned", "find_checkpoint", "shipped_checkpoints", "predict_batch"]
+__all__ = ["solve_learned", "find_checkpoint", "checkpoint_dirs", "shipped_checkpoints", "predict_batch", "bench_warmstart"]
 
 
 def bench_warmstart(data, checkpoint=None, split: str = "test", limit: int | None = None, out=None,
@@ -154,11 +175,11 @@ def bench_warmstart(data, checkpoint=None, split: str = "test", limit: int | Non
         warm = solve(s, method="ao", init={"R_s": R_p, "psi": psi_p}, options=opts)
         t3 = time.perf_counter()
         net_crb = float(s.max_crb(R_p, psi_p))
-        rows.append({"index": i, "seed": s.seed, "cold_max_crb": cold.max_crb, "cold_time": t1 - t0,
+        rows.append({"index": i, "instance_id": int(ds.instance_ids[i]), "seed": s.seed, "cold_max_crb": cold.max_crb, "cold_time": t1 - t0,
                      "net_max_crb": net_crb, "net_time": t2 - t1, "warm_max_crb": warm.max_crb,
                      "warm_time": (t2 - t1) + (t3 - t2), "warm_nit": warm.nit, "cold_nit": cold.nit,
                      "net_feasible": bool(s.is_feasible(R_p, psi_p, rtol=1e-6))})
-    a = {k: np.array([r[k] for r in rows], dtype=float) for k in rows[0] if k not in ("seed",)}
+    a = {k: np.array([r[k] for r in rows], dtype=float) for k in rows[0] if k not in ("seed", "instance_id")}
 
     def q(x, p):
         return float(np.quantile(x, p))

@@ -71,7 +71,7 @@ def _check_feasible_independently(S, R, psi, strict=True):
 
 
 @pytest.mark.parametrize("scale", [1e-3, 1.0, 30.0])
-@pytest.mark.parametrize("c1_mode", ["cap", "max"])
+@pytest.mark.parametrize("c1_mode", ["cap", "max", "power"])
 def test_random_outputs_are_feasible(scale, c1_mode):
     S = _batch(6, seed=1)
     gen = torch.Generator().manual_seed(int(scale * 1000) + len(c1_mode))
@@ -107,7 +107,7 @@ def _adversarial_cases(S):
                                    rho_logit=None)
 
 
-@pytest.mark.parametrize("c1_mode", ["cap", "max"])
+@pytest.mark.parametrize("c1_mode", ["cap", "max", "power"])
 def test_adversarial_outputs_are_feasible(c1_mode):
     S = _batch(4, seed=2)
     ref_phase = aligned_reference(S)
@@ -181,6 +181,34 @@ def test_c1_scaling_is_the_largest_feasible_or_untouched():
     d2 = feasible_design(S, o["W"], z, V=None, omega=o["omega"], c1_mode="max", safety=0.0)
     m = S.constraint_margins(d2.R_s, d2.psi)
     assert torch.minimum(m["irs"], m["amp"]).abs().max() < 1e-9
+
+
+def test_power_mode_meets_c1_with_the_bs_power_and_keeps_psi():
+    """power: psi = psi0 untouched; each slot's R_s is the cap design's R_s (same direction) scaled
+    down by t <= 1 so that C1 binds exactly where psi0 violated it, and untouched where it did not."""
+    S = _batch(6, seed=6)
+    o = _outputs(S, torch.Generator().manual_seed(2))
+    z = o["z"] * 3
+    psi0 = amplitude_map(z, S._per_irs("a_max").unsqueeze(-1))
+    dc = feasible_design(S, o["W"], z, V=None, omega=o["omega"], c1_mode="cap", safety=0.0)
+    dp = feasible_design(S, o["W"], z, V=None, omega=o["omega"], c1_mode="power", safety=0.0)
+    assert torch.allclose(dp.psi, psi0, rtol=1e-12)
+    P_s = S._per_irs("P_s").expand(S.batch_shape + (S.L,))
+    free = S.irs_power(dc.R_s, psi0) <= P_s
+    assert (~free).any() and free.any()
+    t = torch.diagonal(dp.R_s, dim1=-2, dim2=-1).real.sum(-1) / torch.diagonal(dc.R_s, dim1=-2, dim2=-1).real.sum(-1)
+    assert torch.allclose(dp.R_s, dc.R_s * t[..., None, None], rtol=1e-10, atol=0)
+    assert torch.allclose(t[free], torch.ones_like(t[free]), rtol=1e-12)
+    assert (t[~free] < 1).all()
+    # C1 by the dense reference of eq. (7), met with equality where it binds
+    G = S.G.numpy()
+    for b, l in zip(*torch.nonzero(~free, as_tuple=True)):
+        b, l = int(b), int(l)
+        p = ref.irs_power_dense(G[b, l], dp.psi[b, l].numpy(), dp.R_s[b, l].numpy(), float(S.theta[b, l]),
+                                float(S.phi[b, l]), complex(S.beta[b, l]),
+                                float(torch.as_tensor(S.sigma_r2).reshape(-1)[b if torch.as_tensor(S.sigma_r2).dim() else 0]),
+                                S.N_h, S.N_v, S.d_h, S.d_v).sum()
+        assert p == pytest.approx(float(P_s[b, l]), rel=1e-9)
 
 
 def test_amplitude_map_is_below_a_max_and_phase_preserving():

@@ -19,11 +19,19 @@ def batch():
 
 def _net(**kw):
     torch.manual_seed(0)
-    net = WarmStartNet(hidden=32, depth=1, **kw)
+    kw.setdefault("hidden", 32)
+    kw.setdefault("depth", 1)
+    net = WarmStartNet(**kw)
     with torch.no_grad():  # random (non-initial) outputs, so the tests see a generic network
-        for p in net.head[-1].parameters():
-            p.add_(0.3 * torch.randn_like(p))
+        last = [net.head[-1]] if net.arch == "mlp" else [net.gnn.z_out, net.gnn.v_out, net.gnn.omega_out]
+        for m in last:
+            for p in m.parameters():
+                p.add_(0.3 * torch.randn_like(p))
     return net.double()
+
+
+ARCHS = [dict(arch="mlp"), dict(arch="gnn", rank=3, channels=8, layers=2), dict(arch="mlp", hypotheses=3),
+         dict(arch="mlp", c1_mode="power", free_transmit=True, transmit_basis="channel", hypotheses=2)]
 
 
 def test_raw_features_shapes_and_normalisation(batch):
@@ -76,9 +84,10 @@ def _bs_unitary(M, seed):
     return Q
 
 
-def test_gram_net_is_covariant_under_a_change_of_bs_basis(batch):
+@pytest.mark.parametrize("kw", ARCHS, ids=lambda k: "-".join(f"{a}={b}" for a, b in k.items()))
+def test_gram_net_is_covariant_under_a_change_of_bs_basis(batch, kw):
     """G -> G U (U unitary): the design becomes (U^H R_s U, psi) and the CRB is unchanged."""
-    net = _net()
+    net = _net(**kw)
     net.fit_normalizer(scenario_features(batch))
     net.eval()
     U = _bs_unitary(16, 5).to(batch.G.dtype)
@@ -91,9 +100,10 @@ def test_gram_net_is_covariant_under_a_change_of_bs_basis(batch):
     assert torch.allclose(rot.crb(dr.R_s, dr.psi).total, batch.crb(d.R_s, d.psi).total, rtol=1e-7)
 
 
-def test_gram_net_is_equivariant_to_element_phase_rotations(batch):
+@pytest.mark.parametrize("kw", ARCHS, ids=lambda k: "-".join(f"{a}={b}" for a, b in k.items()))
+def test_gram_net_is_equivariant_to_element_phase_rotations(batch, kw):
     """G -> D G with D = diag(e^{j t_n}): psi -> conj(D) psi (up to a common phase), R_s unchanged."""
-    net = _net()
+    net = _net(**kw)
     net.fit_normalizer(scenario_features(batch))
     net.eval()
     t = torch.linspace(0, 5, 16, dtype=torch.float64)
@@ -142,9 +152,10 @@ def test_batched_equals_loop_and_unbatched_works(batch, kind):
         assert torch.allclose(di.psi, d.psi[i], rtol=1e-9, atol=1e-12)
 
 
-def test_net_is_equivariant_to_permuting_the_irss(batch):
+@pytest.mark.parametrize("kw", ARCHS, ids=lambda k: "-".join(f"{a}={b}" for a, b in k.items()))
+def test_net_is_equivariant_to_permuting_the_irss(batch, kw):
     """Swapping IRS 1 and 2 in the scenario swaps the designs (shared encoder + mean pooling)."""
-    net = _net()
+    net = _net(**kw)
     net.fit_normalizer(scenario_features(batch))
     net.eval()
     perm = [1, 0]
@@ -173,11 +184,16 @@ def test_wrong_sizes_raise_naming_them(batch):
         WarmStartNet(echo_basis=False, free_transmit=False)
 
 
-def test_gradients_reach_every_parameter(batch):
-    net = _net()
+@pytest.mark.parametrize("kw", ARCHS, ids=lambda k: "-".join(f"{a}={b}" for a, b in k.items()))
+def test_gradients_reach_every_parameter(batch, kw):
+    net = _net(**kw)
     net.fit_normalizer(scenario_features(batch))
-    d = net(batch)
-    loss = log_smooth_max(batch.crb(d.R_s, d.psi).total, 0.05).mean()
+    if net.hypotheses > 1:
+        _, c, _ = net(batch, return_all=True)
+        loss = log_smooth_max(c, 0.05).mean()
+    else:
+        d = net(batch)
+        loss = log_smooth_max(batch.crb(d.R_s, d.psi).total, 0.05).mean()
     loss.backward()
     for name, p in net.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
@@ -219,3 +235,20 @@ def test_transmit_loss():
     assert torch.allclose(transmit_label_loss(R, R), torch.zeros(3, dtype=torch.float64))
     assert torch.allclose(transmit_label_loss(2 * R, R), torch.ones(3, dtype=torch.float64))
     assert torch.allclose(transmit_label_loss(torch.zeros_like(R), R), torch.ones(3, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("arch", ["mlp", "gnn"])
+def test_hypotheses_return_the_best_feasible_candidate(batch, arch):
+    net = _net(arch=arch, rank=3, hypotheses=4, channels=8, layers=2)
+    net.fit_normalizer(scenario_features(batch))
+    net.eval()
+    d_all, c_all, sk = net(batch, return_all=True)
+    assert c_all.shape == (5, 4, 2) and d_all.R_s.shape == (5, 4, 2, 16, 16) and sk.batch_shape == (5, 4)
+    assert bool(sk.is_feasible(d_all.R_s, d_all.psi, rtol=0.0).all())
+    # candidates differ, and the returned design is the one with the smallest max-CRB
+    assert (c_all.amax(-1).std(-1) > 0).all()
+    d = net(batch)
+    assert torch.allclose(batch.max_crb(d.R_s, d.psi), c_all.amax(-1).amin(-1), rtol=1e-10)
+    # the candidate CRBs are those of each candidate design, recomputed per instance
+    b, k = 2, 3
+    assert torch.allclose(batch[b].crb(d_all.R_s[b, k], d_all.psi[b, k]).total, c_all[b, k], rtol=1e-10)

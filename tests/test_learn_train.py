@@ -22,13 +22,15 @@ from irs_torch.data import generate_dataset, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_YAML = REPO / "training" / "tiny.yaml"
+TINY_DATA_YAML = REPO / "training" / "tiny-data.yaml"
 
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    """48 instances of the ``tiny`` preset (M = 4, 2 x 2 elements, L = 2), labelled by the solver."""
+    """48 instances of training/tiny-data.yaml (M = 4, 2 x 2 elements, L = 2); for speed labelled by
+    the "transmit-only" baseline (random phases + the P2 SDP), which is all these tests need."""
     root = tmp_path_factory.mktemp("data") / "tiny"
-    cfg = load_config("tiny").replace(solver={"method": "ao", "max_iter": 1}, shard_size=16)
+    cfg = load_config(TINY_DATA_YAML).replace(solver={"method": "transmit-only"}, shard_size=16)
     generate_dataset(root, 48, cfg, workers=1, progress=False, log=lambda m: None)
     return root
 
@@ -78,6 +80,31 @@ def test_fit_logs_checkpoints_and_resumes(tiny_data, tmp_path):
         assert torch.equal(ck2["state_dict"][k], ck["state_dict"][k])
 
 
+def test_unlabelled_instances_join_the_training_set(tiny_data, tmp_path):
+    from irs_torch.data.datamodule import UNLABELLED_ID_OFFSET, ShardDataModule, collate_instances
+    from irs_torch.data import instance_seed
+    from irs_torch.learn.module import WarmStartModule
+
+    dm = ShardDataModule(str(tiny_data), batch_size=8, unlabelled=6)
+    n_lab = len(ShardDataModule(str(tiny_data)).dataset("train"))
+    ds = dm.dataset("train")
+    assert len(ds) == n_lab + 6
+    extra = ds[n_lab + 2]
+    assert not bool(extra["labelled"]) and int(extra["instance_id"]) == UNLABELLED_ID_OFFSET + 2
+    assert int(extra["seed"]) == instance_seed(0, UNLABELLED_ID_OFFSET + 2)
+    assert torch.isnan(extra["max_crb"]) and extra["G"].shape == (2, 4, 4)
+    # the same instance twice (deterministic), and a mixed batch trains both terms
+    assert torch.equal(extra["G"], dm.dataset("train")[n_lab + 2]["G"])
+    batch = collate_instances([ds[0], ds[1], ds[n_lab], ds[n_lab + 1]])
+    assert batch["labelled"].tolist() == [True, True, False, False]
+    m = WarmStartModule(M=4, N_h=2, N_v=2, L=2, hidden=16, depth=1, w_sup=1.0)
+    out = m._compute(batch)
+    assert torch.isfinite(out["loss"]) and out["ratio"].shape == (2,)
+    out["loss"].backward()
+    assert _fit(["fit"], tiny_data, tmp_path, ["--trainer.fast_dev_run=true", "--data.unlabelled=16",
+                                               "--model.hypotheses=2"]) == 0
+
+
 @pytest.mark.slow
 def test_tiny_model_overfits_a_handful_of_instances(tiny_data):
     """Supervised + CRB loss on 4 instances: the loss falls by more than an order of magnitude."""
@@ -93,7 +120,7 @@ def test_tiny_model_overfits_a_handful_of_instances(tiny_data):
     first = None
     for _ in range(300):
         loss = m._compute(batch)["loss"]
-        first = float(loss) if first is None else first
+        first = float(loss.detach()) if first is None else first
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -17,7 +17,10 @@ def register(sub):
     w.add_argument("--split", default="test", choices=["train", "val", "test"])
     w.add_argument("--limit", type=int, help="at most this many instances")
     w.add_argument("--out", default="bench-warmstart", help="output directory (default bench-warmstart)")
+    w.add_argument("--max-iter", type=int, default=None, help="AO iteration cap, cold and warm (default 20)")
+    w.add_argument("--seed", type=int, default=0, help="seed of the cold AO's random start (default 0)")
     w.add_argument("--json", action="store_true", help="print the summary as JSON")
+    w.add_argument("--no-progress", action="store_true", help="no progress bar")
     w.set_defaults(func=run)
 
 
@@ -30,7 +33,13 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"data set directory not found: {args.data}")
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
-    s = bench_warmstart(args.data, checkpoint=args.checkpoint, split=args.split, limit=args.limit, out=args.out)
+    from irs_torch.solvers import SolverOptions
+
+    kw = {"seed": args.seed}
+    if args.max_iter is not None:
+        kw["max_iter"] = args.max_iter
+    s = bench_warmstart(args.data, checkpoint=args.checkpoint, split=args.split, limit=args.limit, out=args.out,
+                        options=SolverOptions(**kw), progress=not (args.no_progress or args.json))
     if args.json:
         print(json.dumps(s))
         return 0

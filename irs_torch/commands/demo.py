@@ -55,13 +55,15 @@ def run(args: argparse.Namespace) -> int:
             res.to_solution().save(Path(args.out) / f"{method}.npz")
     deg = 180.0 / math.pi
     print(f"\n{'method':<16} {'max-CRB':>10} " + " ".join(f"{'CRB IRS' + str(l + 1):>10}" for l in range(scen.L))
-          + " " + " ".join(f"{'rCRB' + str(l + 1) + '[deg]':>11}" for l in range(scen.L))
+          + " " + " ".join(f"{'rCRBang' + str(l + 1) + '[deg]':>14}" for l in range(scen.L))
           + f" {'BS margin':>9} {'IRS margin':>10} {'time [s]':>8}  status")
     for method, res, dt in rows:
         crb = [float(c) for c in res.crb]
+        # root of the angle CRB (theta + phi, rad^2) in degrees; tr(F^-1) also holds beta's terms
+        ang = [float(a) + float(b) for a, b in zip(res.crb_theta, res.crb_phi)]
         m = res.margins
         irs_m = min(float(v) for v in m["irs"].flatten()) if "irs" in m else float("nan")
         print(f"{method:<16} {res.max_crb:>10.3e} " + " ".join(f"{c:>10.3e}" for c in crb) + " "
-              + " ".join(f"{math.sqrt(c) * deg:>11.3g}" for c in crb)
+              + " ".join(f"{math.sqrt(a) * deg:>14.3g}" for a in ang)
               + f" {float(m['bs']):>9.2e} {irs_m:>10.2e} {dt:>8.2f}  {res.status}")
     return 0

@@ -82,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
     if args.method == "learned":
         from irs_torch.runtime import solve_learned
 
+        if args.init != "random":
+            raise ValueError(f"--init {args.init!r} is not used with --method learned (the network gives the start)")
         res = solve_learned(s, checkpoint=args.checkpoint, refine=args.refine, options=opts)
     else:
         if args.checkpoint:

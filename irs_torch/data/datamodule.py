@@ -23,15 +23,76 @@ TRAIN_KEYS = ("G", "theta", "phi", "beta", "bs_pos", "irs_pos", "irs_yaw", "targ
               "a_max", "sigma_r2", "sigma_b2", "T_c", "R_s", "psi", "crb", "max_crb", "instance_id", "seed")
 
 
+#: Instance ids of unlabelled training instances start here (far above any labelled id).
+UNLABELLED_ID_OFFSET = 1 << 40
+
+
 def collate_instances(items: list[dict]) -> dict:
-    """Stack a list of ShardDataset items: tensors -> ``(B, ...)`` tensors, others -> lists."""
+    """Stack a list of ShardDataset items: tensors -> ``(B, ...)`` tensors, others -> lists.
+
+    Items with a ``labelled`` flag (:class:`SampledScenarios`) may be mixed with shard items
+    (which count as labelled); the batch then has a bool ``labelled`` ``(B,)``.
+    """
     if not items:
         raise ValueError("collate_instances: empty batch")
+    if any("labelled" in it for it in items):
+        items = [it if "labelled" in it else {**it, "labelled": torch.tensor(True)} for it in items]
     out = {}
     for k in items[0]:
         vals = [it[k] for it in items]
         out[k] = torch.stack(vals) if torch.is_tensor(vals[0]) else vals
     return out
+
+
+class SampledScenarios(torch.utils.data.Dataset):
+    """Unlabelled training instances drawn from a data set's own distribution (no solver).
+
+    The CRB term of the loss needs no label, so training can see many more geometries than were
+    solved. Instance ``i`` is ``config.instance_scenario(UNLABELLED_ID_OFFSET + offset + i)``: its seed
+    is :func:`irs_torch.data.instance_seed` of the data set seed and that id, so the instances are
+    reproducible and disjoint from the labelled ones. Items have the keys of :data:`TRAIN_KEYS`
+    with NaN labels and ``labelled = False``. Built lazily and cached per process (about 9 kB
+    per instance at the paper's sizes).
+    """
+
+    def __init__(self, config, n: int, offset: int = 0):
+        from irs_torch.data.distribution import DatasetConfig, instance_seed
+
+        self.config = config if isinstance(config, DatasetConfig) else DatasetConfig.from_dict(config)
+        if not isinstance(n, int) or n < 0:
+            raise ValueError(f"unlabelled must be an integer >= 0, got {n!r}")
+        self.n = n
+        self.offset = int(offset)
+        self._seed = instance_seed
+        self._cache: dict[int, dict] = {}
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict:
+        i = int(i)
+        if not 0 <= i < self.n:
+            raise IndexError(f"index {i} out of range for {self.n} sampled instances")
+        if i in self._cache:
+            return self._cache[i]
+        cfg = self.config
+        iid = UNLABELLED_ID_OFFSET + self.offset + i
+        seed = self._seed(cfg.seed, iid)
+        s = cfg.scenario(seed)
+        L, N, M = s.L, s.N, s.M
+        nan = float("nan")
+        f64 = lambda v: torch.tensor(float(v), dtype=torch.float64)  # noqa: E731
+        item = {"G": s.G, "theta": s.theta, "phi": s.phi, "beta": s.beta, "bs_pos": s.bs_pos,
+                "irs_pos": s.irs_pos, "irs_yaw": s.irs_yaw, "target_pos": s.target_pos,
+                "P_t": f64(s.P_t), "P_s": f64(s.P_s), "a_max": f64(s.a_max), "sigma_r2": f64(s.sigma_r2),
+                "sigma_b2": f64(s.sigma_b2), "T_c": f64(s.T_c),
+                "R_s": torch.full((L, M, M), complex(nan, nan), dtype=torch.complex128),
+                "psi": torch.full((L, N), complex(nan, nan), dtype=torch.complex128),
+                "crb": torch.full((L,), nan, dtype=torch.float64), "max_crb": f64(nan),
+                "instance_id": torch.tensor(iid, dtype=torch.int64), "seed": torch.tensor(seed, dtype=torch.int64),
+                "labelled": torch.tensor(False)}
+        self._cache[i] = item
+        return item
 
 
 class ShardDataModule(L.LightningDataModule):
@@ -48,13 +109,16 @@ class ShardDataModule(L.LightningDataModule):
         require_success: drop instances whose solver did not report success.
         max_train_instances: use only the first n training instances (for overfitting checks and
             learning curves); None: all.
+        unlabelled: add this many unlabelled training instances drawn from the data set's own
+            distribution (:class:`SampledScenarios`; the CRB term trains on them, the supervised
+            term only on labelled ones). 0: none.
         keys: item keys to read (default :data:`TRAIN_KEYS`).
     """
 
     def __init__(self, root: str, batch_size: int = 64, eval_batch_size: int | None = None,
                  num_workers: int = 0, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
                  in_memory: bool = True, require_success: bool = True,
-                 max_train_instances: int | None = None, keys: list[str] | None = None):
+                 max_train_instances: int | None = None, unlabelled: int = 0, keys: list[str] | None = None):
         super().__init__()
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
@@ -64,6 +128,8 @@ class ShardDataModule(L.LightningDataModule):
             raise ValueError(f"num_workers must be an integer >= 0, got {num_workers!r}")
         if max_train_instances is not None and (not isinstance(max_train_instances, int) or max_train_instances < 1):
             raise ValueError(f"max_train_instances must be None or an integer >= 1, got {max_train_instances!r}")
+        if isinstance(unlabelled, bool) or not isinstance(unlabelled, int) or unlabelled < 0:
+            raise ValueError(f"unlabelled must be an integer >= 0, got {unlabelled!r}")
         self.save_hyperparameters()
         self.root = Path(root)
         self.batch_size = batch_size
@@ -73,6 +139,7 @@ class ShardDataModule(L.LightningDataModule):
         self.in_memory = in_memory
         self.require_success = require_success
         self.max_train_instances = max_train_instances
+        self.unlabelled = unlabelled
         self.keys = list(keys) if keys is not None else list(TRAIN_KEYS)
         self._sets: dict[str, torch.utils.data.Dataset] = {}
         self._attrs: dict | None = None
@@ -101,6 +168,10 @@ class ShardDataModule(L.LightningDataModule):
             if split == "train" and self.max_train_instances is not None and len(ds) > self.max_train_instances:
                 ds = torch.utils.data.Subset(ds, range(self.max_train_instances))
             self._sets[split] = ds
+            if split == "train" and self.unlabelled:
+                self._sets["train"] = torch.utils.data.ConcatDataset(
+                    [ds, SampledScenarios(self.manifest["config"], self.unlabelled)])
+            return self._sets[split]
         return self._sets[split]
 
     @property
@@ -122,7 +193,8 @@ class ShardDataModule(L.LightningDataModule):
         a, m = self.attrs, self.manifest
         return {"root": str(self.root), "dataset_seed": int(a.get("dataset_seed", -1)),
                 "config_sha256": m.get("config_sha256"), "config": m.get("config"), "sizes": m.get("sizes"),
-                "counts": m.get("counts"), "fractions": list(self.fractions)}
+                "counts": m.get("counts"), "fractions": list(self.fractions),
+                "unlabelled": self.unlabelled, "unlabelled_id_offset": UNLABELLED_ID_OFFSET}
 
     def setup(self, stage: str | None = None):
         if stage in (None, "fit"):

@@ -12,15 +12,19 @@ ValueError that names them. Checkpoints are pickles: load only files you trust.
 """
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import torch
 
-from irs_torch.learn.module import NET_KEYS, SIZE_KEYS, WarmStartModule
 from irs_torch.learn.nets import WarmStartNet
 from irs_torch.scenario import Scenario
 
 MODEL_FORMAT = "irs-torch/warm-start-model"
+# No Lightning import here (it costs seconds at start-up; the runtime CLI only needs the network):
+# the sizes and the network's constructor arguments (module.SIZE_KEYS / module.NET_KEYS).
+SIZE_KEYS = ("M", "N_h", "N_v", "L")
+NET_KEYS = tuple(k for k in inspect.signature(WarmStartNet.__init__).parameters if k != "self")
 
 
 def _read(path) -> dict:
@@ -116,7 +120,7 @@ def export_model(ckpt_path, out_path, extra_meta: dict | None = None) -> Path:
 def _as_net(model) -> WarmStartNet:
     if isinstance(model, (str, Path)):
         return load_model(model)
-    if isinstance(model, WarmStartModule):
+    if isinstance(getattr(model, "net", None), WarmStartNet):  # a WarmStartModule
         return model.net
     if isinstance(model, WarmStartNet):
         return model

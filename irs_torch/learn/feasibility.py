@@ -18,7 +18,14 @@ never tips a constraint over:
   largest feasible scale ``s_max`` is closed form (:func:`irs_torch.crb.c1_max_scale`) and
   ``psi = min(1, s_max) (1 - safety) psi0`` (``c1_mode="cap"``: the network chooses the amplitude
   level below the C1 limit) or ``psi = min(s_max, a_max / max|psi0|) (1 - safety) psi0``
-  (``c1_mode="max"``: always the largest feasible amplitude).
+  (``c1_mode="max"``: always the largest feasible amplitude). ``c1_mode="power"`` meets C1 by
+  lowering the slot's BS power instead: C1 is affine in R_s, ``C1(t R) = t P_sig + P_noise``, so
+  ``R_s,l <- t R_s,l`` with ``t = min(1, ((1 - safety) P_s - P_noise) / P_sig)`` (at least
+  ``MIN_POWER_FRACTION``), then the "cap" scaling of psi for what remains (only when the IRS
+  noise alone exceeds P_s). Why: with the echo's noise dominated by the BS receiver, the echo
+  SNR grows like ``s^4 t`` in the psi scale s and power scale t while C1 grows like ``s^2 t``, so at a
+  binding C1 the best design keeps |psi| at a_max and lowers the BS power; the solver's labels
+  have |psi_n| = a_max on nearly every element and C1 binding.
 
 Every step is differentiable (``s_max`` is a smooth function of ``(R_s, psi0)`` where C1 binds).
 A passive scenario (``scenario.active`` False) gets unit-modulus ``psi = e^{j arg z}`` and no C1.
@@ -44,7 +51,10 @@ from irs_torch.scenario import Scenario
 
 _crb = importlib.import_module("irs_torch.crb")
 
-C1_MODES = ("cap", "max")
+C1_MODES = ("cap", "max", "power")
+
+#: Smallest fraction of a slot's power that ``c1_mode="power"`` keeps (below it, psi is scaled).
+MIN_POWER_FRACTION = 1e-6
 
 
 @dataclass(frozen=True)
@@ -185,8 +195,23 @@ def feasible_design(scenario: Scenario, W: torch.Tensor | None, z: torch.Tensor,
     P4, P2 = _crb.irs_power_coefficients(scenario.G, psi0, R, scenario.theta, scenario.phi,
                                          scenario.beta, scenario._per_irs("sigma_r2"), scenario.N_h,
                                          scenario.N_v, scenario.d_h, scenario.d_v)
+    if c1_mode == "power":
+        # C1 is affine in R_s: C1(t R) = t (P_sig) + P_noise. Lower the slot power to meet it and
+        # keep psi's amplitude (with sigma_r2 << the echo power, SNR ~ s^2 at fixed C1: see the module doc).
+        P_s_l = scenario._per_irs("P_s")
+        zero = torch.zeros_like(R)
+        P4n, P2n = _crb.irs_power_coefficients(scenario.G, psi0, zero, scenario.theta, scenario.phi,
+                                               scenario.beta, scenario._per_irs("sigma_r2"), scenario.N_h,
+                                               scenario.N_v, scenario.d_h, scenario.d_v)
+        noise = P4n + P2n
+        sig = (P4 + P2 - noise).clamp(min=0.0)
+        room = (1.0 - safety) * P_s_l - noise
+        t = torch.where(sig > 0, room / torch.where(sig > 0, sig, torch.ones_like(sig)), torch.ones_like(sig))
+        t = t.clamp(min=MIN_POWER_FRACTION, max=1.0)
+        R = R * t[..., None, None].to(cdt)
+        P4, P2 = P4n + (P4 - P4n) * t, P2n + (P2 - P2n) * t
     s_max = _crb.c1_max_scale(P4, P2, scenario._per_irs("P_s"))
-    if c1_mode == "cap":
+    if c1_mode in ("cap", "power"):
         s = torch.clamp(s_max, max=1.0)
     else:
         amax_psi = psi0.abs().amax(-1)

@@ -27,12 +27,12 @@ import torch
 
 from irs_torch.learn.features import scenario_features
 from irs_torch.learn.losses import log_smooth_max, psi_label_loss, transmit_label_loss
-from irs_torch.learn.nets import WarmStartNet
+from irs_torch.learn.nets import WarmStartNet, select_best
 
 SIZE_KEYS = ("M", "N_h", "N_v", "L")
 NET_KEYS = ("M", "N_h", "N_v", "L", "hidden", "depth", "rank", "echo_basis", "aligned_reference",
             "learn_bs_power", "c1_mode", "dropout", "features", "free_transmit", "arch", "channels", "layers",
-            "d_h", "d_v")
+            "d_h", "d_v", "hypotheses", "transmit_basis")
 LR_SCHEDULES = ("cosine", "constant")
 
 
@@ -43,8 +43,11 @@ class WarmStartModule(L.LightningModule):
         M, N_h, N_v, L: sizes the model is built for (must match the data set; stored in checkpoints).
         d_h, d_v: IRS element spacings (wavelengths); active: active IRSs (must match the data set).
         hidden, depth, rank, echo_basis, aligned_reference, learn_bs_power, c1_mode, dropout, features,
-            free_transmit, arch, channels, layers: the network (see :class:`~irs_torch.learn.nets.WarmStartNet`).
-        w_crb, w_sup, w_psi, w_R: loss weights (module docstring); tau: smooth-max temperature.
+            free_transmit, arch, channels, layers, hypotheses, transmit_basis: the network (see
+            :class:`~irs_torch.learn.nets.WarmStartNet`).
+        w_crb, w_sup, w_psi, w_R: loss weights (module docstring); tau: smooth-max temperature;
+            hyp_mean_weight: with K > 1 hypotheses the CRB term is that of the best candidate plus
+            this weight times the mean over candidates (keeps every head training).
         lr, weight_decay: AdamW; lr_schedule: "cosine" (linear warmup of ``warmup_steps`` then cosine
             decay to ``min_lr_ratio * lr`` over the run) or "constant".
         normalizer_instances: training instances used to fit the feature standardisation.
@@ -54,12 +57,12 @@ class WarmStartModule(L.LightningModule):
                  active: bool = True, hidden: int = 256, depth: int = 2, rank: int = 2, echo_basis: bool = True,
                  aligned_reference: bool = True, learn_bs_power: bool = True, c1_mode: str = "cap",
                  dropout: float = 0.0, features: str = "gram", free_transmit: bool = False, arch: str = "mlp",
-                 channels: int = 32, layers: int = 4, w_crb: float = 1.0, w_sup: float = 0.1, w_psi: float = 1.0,
-                 w_R: float = 1.0, tau: float = 0.05, lr: float = 1e-3, weight_decay: float = 1e-6,
+                 channels: int = 32, layers: int = 4, hypotheses: int = 1, transmit_basis: str = "bs", w_crb: float = 1.0, w_sup: float = 0.1, w_psi: float = 1.0,
+                 w_R: float = 1.0, tau: float = 0.05, hyp_mean_weight: float = 0.1, lr: float = 1e-3, weight_decay: float = 1e-6,
                  lr_schedule: str = "cosine", warmup_steps: int = 100, min_lr_ratio: float = 0.02,
                  normalizer_instances: int = 4096):
         super().__init__()
-        for name in ("w_crb", "w_sup", "w_psi", "w_R", "weight_decay"):
+        for name in ("w_crb", "w_sup", "w_psi", "w_R", "weight_decay", "hyp_mean_weight"):
             v = locals()[name]
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
@@ -148,31 +151,47 @@ class WarmStartModule(L.LightningModule):
         if not bool(self.net.stats_fitted):
             # No datamodule to fit on (e.g. plain dataloaders): fit on the first batch seen.
             self.net.fit_normalizer(scenario_features(scen, kind=self.hparams.features))
-        d = self.net(scen)
-        c = scen.crb(d.R_s, d.psi, validate=False)
-        smax = log_smooth_max(c.total, hp.tau)
-        out = {"scenario": scen, "design": d, "crb": c.total}
+        B = int(batch["G"].shape[0])
         label = batch.get("max_crb")
         if label is not None:
-            label = label.to(smax.dtype)
-            loss_crb = smax - torch.log(label)
+            label = label.to(torch.float64)
+            has = batch["labelled"].to(torch.bool) if "labelled" in batch else torch.isfinite(label)
         else:
-            loss_crb = smax
-        loss = hp.w_crb * loss_crb.mean()
-        out["loss_crb"] = loss_crb.mean()
-        if hp.w_sup > 0 and "psi" in batch and "R_s" in batch:
-            lp = psi_label_loss(d.psi, batch["psi"].to(d.psi.dtype), scen._budget("a_max")).mean()
-            lr_ = transmit_label_loss(d.R_s, batch["R_s"].to(d.R_s.dtype)).mean()
-            loss = loss + hp.w_sup * (hp.w_psi * lp + hp.w_R * lr_)
-            out["loss_psi"], out["loss_R"] = lp, lr_
+            has = torch.zeros(B, dtype=torch.bool, device=scen.G.device)
+        # log of the label where there is one (unlabelled instances: plain log max-CRB, same gradient)
+        logl = torch.where(has, torch.log(torch.where(has, label, torch.ones_like(label))), 0.0) \
+            if label is not None else torch.zeros(B, dtype=torch.float64, device=scen.G.device)
+        if self.net.hypotheses > 1:
+            d_all, c_all, _ = self.net(scen, return_all=True)
+            sm_all = log_smooth_max(c_all, hp.tau)  # (B, K)
+            d, ctot, _ = select_best(d_all, c_all)
+            smax = sm_all.min(-1).values
+            extra = hp.hyp_mean_weight * (sm_all.mean(-1) - logl)
+        else:
+            d = self.net(scen)
+            ctot = scen.crb(d.R_s, d.psi, validate=False).total
+            smax = log_smooth_max(ctot, hp.tau)
+            extra = torch.zeros_like(smax)
+        out = {"scenario": scen, "design": d, "crb": ctot}
+        loss = hp.w_crb * (smax - logl + extra).mean()
+        out["log_max_crb"] = smax.mean()
+        if bool(has.any()):
+            out["loss_crb"] = (smax - logl)[has].mean()  # log ratio to the solver labels
+            if hp.w_sup > 0 and "psi" in batch and "R_s" in batch:
+                a_max = scen._budget("a_max")
+                a_max = a_max[has] if a_max.dim() else a_max
+                lp = psi_label_loss(d.psi[has], batch["psi"][has].to(d.psi.dtype), a_max).mean()
+                lr_ = transmit_label_loss(d.R_s[has], batch["R_s"][has].to(d.R_s.dtype)).mean()
+                loss = loss + hp.w_sup * (has.double().mean()) * (hp.w_psi * lp + hp.w_R * lr_)
+                out["loss_psi"], out["loss_R"] = lp, lr_
+            out["ratio"] = (ctot.detach().amax(-1)[has] / label[has]).detach()
         out["loss"] = loss
-        if label is not None:
-            out["ratio"] = (c.total.detach().amax(-1) / label).detach()
+        out["labelled"] = has
         return out
 
     def _log_losses(self, out: dict, stage: str, bs: int):
         on_step = stage == "train"
-        for k in ("loss", "loss_crb", "loss_psi", "loss_R"):
+        for k in ("loss", "loss_crb", "loss_psi", "loss_R", "log_max_crb"):
             if k in out:
                 self.log(f"{stage}/{k}", out[k].detach().float(), on_step=on_step, on_epoch=True,
                          batch_size=bs, sync_dist=not on_step, prog_bar=(k == "loss"))
@@ -195,7 +214,7 @@ class WarmStartModule(L.LightningModule):
         row = {"max_crb": out["crb"].detach().amax(-1), "bs": m["bs"].reshape(bs),
                "irs": m["irs"].amin(-1), "amp": m["amp"].amin(-1), "psd": m["psd"].amin(-1),
                "feasible": scen.is_feasible(d.R_s.detach(), d.psi.detach()).to(torch.float64)}
-        if "ratio" in out:
+        if "ratio" in out and bool(out["labelled"].all()):
             row["ratio"] = out["ratio"]
             row["label"] = batch["max_crb"].to(torch.float64)
         self._val_rows.append(row)

@@ -34,6 +34,24 @@ from irs_torch.scenario import Scenario
 
 
 ARCHS = ("mlp", "gnn")
+TRANSMIT_BASES = ("bs", "channel")
+
+
+def channel_transmit(G: torch.Tensor, B: torch.Tensor, reference: torch.Tensor | None) -> torch.Tensor:
+    """Free transmit factors given in the IRS-element basis: ``W = Gs^H (conj(r) * B)``.
+
+    G ``(..., L, N, M)``; B ``(..., L, N, r)`` complex, in the frame of the reference phases r
+    ``(..., L, N)`` (or None); ``Gs = G sqrt(N) / ||G||_F`` so that a unit-norm column of B gives a
+    beam of norm ~1. Returns W ``(..., L, M, r)`` in the BS basis. Why: with BS-basis-invariant
+    ("gram") features a network cannot say where a BS-basis beam points; beams formed through the
+    channel are covariant under a change of BS basis (G -> G U gives W -> U^H W) and under element
+    phase rotations (with the reference), so the network stays equivariant.
+    """
+    nrm = torch.linalg.vector_norm(G, dim=(-2, -1), keepdim=True)
+    Gs = G * (G.shape[-2] ** 0.5 / torch.where(nrm > 0, nrm, torch.ones_like(nrm)))
+    if reference is not None:
+        B = reference.conj().unsqueeze(-1).to(B.dtype) * B
+    return Gs.conj().transpose(-1, -2) @ B.to(G.dtype)
 
 
 def _mlp(d_in: int, hidden: int, depth: int, d_out: int | None = None, dropout: float = 0.0) -> nn.Sequential:
@@ -174,7 +192,9 @@ class WarmStartNet(nn.Module):
     depth (layers of the encoder; the head has ``depth`` too), rank r of the transmit factors,
     echo_basis (add ``Xn^* V`` to the transmit factor), aligned_reference (predict psi relative to
     the aligned reflection), learn_bs_power (a learned used fraction of P_t; else full budget),
-    c1_mode ("cap" or "max", see :mod:`~irs_torch.learn.feasibility`), dropout.
+    c1_mode ("cap", "max" or "power", see :mod:`~irs_torch.learn.feasibility`), dropout;
+    transmit_basis: the basis of the free transmit factors W (``free_transmit``): "bs" (BS antennas,
+    for ``features="raw"``) or "channel" (IRS elements, through :func:`channel_transmit`).
     """
 
     def __init__(self, M: int = 16, N_h: int = 4, N_v: int = 4, L: int = 2, hidden: int = 256,
@@ -182,7 +202,7 @@ class WarmStartNet(nn.Module):
                  learn_bs_power: bool = True, c1_mode: str = "cap", dropout: float = 0.0,
                  features: str = "gram", free_transmit: bool = False, arch: str = "mlp",
                  channels: int = 32, layers: int = 4, d_h: float = 0.5, d_v: float = 0.5,
-                 hypotheses: int = 1):
+                 hypotheses: int = 1, transmit_basis: str = "bs"):
         super().__init__()
         for name, v, lo in (("M", M, 1), ("N_h", N_h, 1), ("N_v", N_v, 1), ("L", L, 1), ("hidden", hidden, 1),
                             ("depth", depth, 1), ("rank", rank, 1)):
@@ -192,6 +212,8 @@ class WarmStartNet(nn.Module):
             raise ValueError(f"c1_mode must be one of {C1_MODES}, got {c1_mode!r}")
         if arch not in ARCHS:
             raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
+        if transmit_basis not in TRANSMIT_BASES:
+            raise ValueError(f"transmit_basis must be one of {TRANSMIT_BASES}, got {transmit_basis!r}")
         if arch == "gnn" and (features != "gram" or free_transmit or not echo_basis):
             raise ValueError("arch='gnn' needs features='gram', echo_basis=true and free_transmit=false")
         for name, v in (("channels", channels), ("layers", layers), ("hypotheses", hypotheses)):
@@ -214,13 +236,14 @@ class WarmStartNet(nn.Module):
         self.c1_mode = c1_mode
         self.features = features
         self.free_transmit = free_transmit
+        self.transmit_basis = transmit_basis
         self.arch = arch
         self.hypotheses = hypotheses
         K = hypotheses
         f_in = per_irs_width(M, self.N, features)
         self._n_z = 2 * self.N
         self._n_v = 2 * 3 * rank if echo_basis else 0
-        self._n_w = 2 * M * rank if free_transmit else 0
+        self._n_w = 2 * (self.N if transmit_basis == "channel" else M) * rank if free_transmit else 0
         if arch == "mlp":
             self.enc = _mlp(f_in, hidden, depth, dropout=dropout)
             self.glob = _mlp(N_GLOBAL, hidden, 1)
@@ -246,7 +269,9 @@ class WarmStartNet(nn.Module):
             last.weight.mul_(0.1)
             last.bias.zero_()
             b = last.bias.view(self.hypotheses, self._n_out)
-            b[:, : self.N] = 1.0  # Re z = 1: psi0 = tanh(1) a_max * reference
+            # Re z = 1: psi0 = tanh(1) a_max * reference; c1_mode "power" keeps |psi| near a_max
+            # (tanh(3) = 0.995) and meets C1 with the BS power instead
+            b[:, : self.N] = 3.0 if self.c1_mode == "power" else 1.0
             if self.echo_basis:
                 v = b[:, self._n_z: self._n_z + self._n_v].view(self.hypotheses, 2, 3, self.rank)
                 v[:, 0, 0, 0] = 1.0  # first column of V = e_1: beam on u^*
@@ -321,7 +346,8 @@ class WarmStartNet(nn.Module):
             V = torch.complex(vr[..., 0, :, :], vr[..., 1, :, :])
         W = None
         if self.free_transmit:
-            wr = y[..., i: i + self._n_w].reshape(bs + (2, self.M, self.rank)); i += self._n_w
+            nw = self.N if self.transmit_basis == "channel" else self.M
+            wr = y[..., i: i + self._n_w].reshape(bs + (2, nw, self.rank)); i += self._n_w
             W = torch.complex(wr[..., 0, :, :], wr[..., 1, :, :])
         omega = y[..., i]
         rho_logit = self.rho_head(ctx)  # (..., K)
@@ -347,7 +373,10 @@ class WarmStartNet(nn.Module):
             if ref is not None:
                 nb = len(scenario.batch_shape)
                 ref = ref.unsqueeze(nb).expand(ref.shape[:nb] + (K,) + ref.shape[nb:])
-        d = feasible_design(scen, None if out["W"] is None else out["W"].to(dev), out["z"].to(dev),
+        W = None if out["W"] is None else out["W"].to(dev)
+        if W is not None and self.transmit_basis == "channel":
+            W = channel_transmit(scen.G, W, ref)
+        d = feasible_design(scen, W, out["z"].to(dev),
                             V=None if out["V"] is None else out["V"].to(dev),
                             omega=out["omega"].to(dev),
                             rho_logit=None if out["rho_logit"] is None else out["rho_logit"].to(dev),

@@ -1,0 +1,393 @@
+"""The runtime pipeline (issue #7): network -> feasible design -> AO refinement, its CLI and the
+warm-start benchmark, with a tiny model (M = 4, 2 x 2 elements, L = 2) made in seconds.
+
+Physics checks are independent of irs_torch's CRB code: the CRB of a returned design is recomputed
+with the closed form (15)-(16) of tests/reference.py (numpy, written from the paper) and the
+constraints (17a)-(17d) with its dense eq. (7).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import reference as ref
+from irs_torch import Scenario, Solution
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_DATA_YAML = REPO / "training" / "tiny-data.yaml"
+
+
+# ----------------------------------------------------------------------------- fixtures
+def _export(module, path: Path, meta: dict | None = None) -> Path:
+    """Slim model file of a WarmStartModule via a minimal Lightning-style checkpoint."""
+    from irs_torch.learn import export_model
+
+    ck = path.with_suffix(".ckpt")
+    ck.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict(),
+                "irs_torch": dict(meta or {})}, ck)
+    return export_model(ck, path)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny data set (48 instances of training/tiny-data.yaml labelled by "transmit-only": 38
+    train, 4 val, 6 test), a tiny model trained 40 steps on the CRB loss (model.pt), a model for
+    other sizes (other.pt: M = 8, L = 3), a test scenario file and one of the paper's sizes."""
+    from irs_torch.data import ShardDataset, generate_dataset, load_config
+    from irs_torch.data.datamodule import collate_instances
+    from irs_torch.learn.module import WarmStartModule
+
+    root = tmp_path_factory.mktemp("runtime")
+    data = root / "data"
+    cfg = load_config(TINY_DATA_YAML).replace(solver={"method": "transmit-only"}, shard_size=16)
+    generate_dataset(data, 48, cfg, workers=1, progress=False, log=lambda m: None)
+    train = ShardDataset(data, split="train")
+    batch = collate_instances([train[i] for i in range(len(train))])
+    torch.manual_seed(0)
+    m = WarmStartModule(M=4, N_h=2, N_v=2, L=2, hidden=32, depth=1, w_crb=1.0, w_sup=0.0)
+    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+    for _ in range(40):
+        loss = m._compute(batch)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model = _export(m, root / "models" / "model.pt", {"note": "tiny runtime test model"})
+    other = _export(WarmStartModule(M=8, N_h=2, N_v=2, L=3, hidden=8, depth=1), root / "models" / "other.pt")
+    test = ShardDataset(data, split="test")
+    s = test.scenario(0)
+    scen_file = s.save(root / "scenario.npz")
+    big_file = Scenario.random(seed=0).save(root / "big.npz")  # M = 16, N = 4 x 4
+    empty = root / "no-checkpoints"
+    empty.mkdir()
+    return {"root": root, "data": data, "model": model, "other": other, "scenario": s, "scenario_file": scen_file,
+            "big_file": big_file, "n_test": len(test), "empty_dir": empty}
+
+
+def _cli(args, env_extra=None, timeout=300):
+    env = {k: v for k, v in os.environ.items() if k != "IRS_TORCH_DEBUG"}
+    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "irs_torch", *map(str, args)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _cli_inprocess(args, monkeypatch, capsys, env_extra=None):
+    """``irs-torch ARGS`` in this process (the same ``cli.main``; saves the ~3 s start-up of a
+    subprocess on a busy machine). Returns an object with returncode, stdout, stderr."""
+    from types import SimpleNamespace
+
+    from irs_torch.cli import main
+
+    monkeypatch.delenv("IRS_TORCH_DEBUG", raising=False)
+    for k, v in (env_extra or {}).items():
+        monkeypatch.setenv(k, v)
+    capsys.readouterr()
+    rc = main([str(a) for a in args])
+    cap = capsys.readouterr()
+    return SimpleNamespace(returncode=rc, stdout=cap.out, stderr=cap.err)
+
+
+def _ref_crb(s: Scenario, R, psi) -> np.ndarray:
+    """Per-IRS tr(F^-1) by the dense closed form (15)-(16) of tests/reference.py."""
+    R, psi = np.asarray(R), np.asarray(psi)
+    out = []
+    for l in range(s.L):
+        F = ref.closed_form_fim(s.G[l].numpy(), psi[l], R[l], float(s.theta[l]), float(s.phi[l]), complex(s.beta[l]),
+                                float(s.sigma_r2), float(s.sigma_b2), s.T_L, s.N_h, s.N_v, s.d_h, s.d_v)
+        out.append(ref.trace_inverse(F).sum())
+    return np.array(out)
+
+
+def _check_feasible_independently(s: Scenario, R, psi, rtol=1e-6):
+    """(17a) C1 by the dense eq. (7), (17b) the average BS power, (17c) PSD, (17d) |psi| <= a_max."""
+    R, psi = np.asarray(R), np.asarray(psi)
+    for l in range(s.L):
+        np.testing.assert_allclose(R[l], R[l].conj().T, atol=1e-12 * np.abs(R[l]).max())
+        assert np.linalg.eigvalsh(R[l]).min() >= -1e-9 * np.trace(R[l]).real, "R_s not PSD"
+        c1 = ref.irs_power_dense(s.G[l].numpy(), psi[l], R[l], float(s.theta[l]), float(s.phi[l]), complex(s.beta[l]),
+                                 float(s.sigma_r2), s.N_h, s.N_v, s.d_h, s.d_v).sum()
+        assert c1 <= float(s.P_s) * (1 + rtol), (l, c1, float(s.P_s))
+        assert np.abs(psi[l]).max() <= float(s.a_max) * (1 + rtol)
+    bs = np.trace(R, axis1=-2, axis2=-1).real.mean()
+    assert bs <= float(s.P_t) * (1 + rtol), (bs, float(s.P_t))
+
+
+# ----------------------------------------------------------------------------- 1. Python API
+def test_network_only_design_is_feasible_and_its_crb_is_recomputed(tiny):
+    from irs_torch.learn import load_model, predict
+    from irs_torch.runtime import solve_learned
+
+    s = tiny["scenario"]
+    res = solve_learned(s, checkpoint=tiny["model"], refine="none", verbose=False)
+    assert res.success and res.status == "network-only" and res.nit == 0
+    assert bool(s.is_feasible(res.R_s, res.psi, rtol=1e-6))
+    _check_feasible_independently(s, res.R_s, res.psi)
+    # the returned design is the network's own (the AO's start repair leaves a feasible design alone)
+    R_p, psi_p = predict(load_model(tiny["model"]), s)
+    torch.testing.assert_close(res.R_s, R_p, rtol=1e-9, atol=1e-12 * float(R_p.abs().max()))
+    torch.testing.assert_close(res.psi, psi_p, rtol=1e-12, atol=0.0)
+    # CRB: the reported one is that of the returned design, by an independent derivation
+    c_ref = _ref_crb(s, res.R_s, res.psi)
+    np.testing.assert_allclose(res.crb.numpy(), c_ref, rtol=1e-6)
+    np.testing.assert_allclose(res.max_crb, c_ref.max(), rtol=1e-6)
+    t = res.times
+    assert {"load", "predict", "refine", "total"} <= set(t)
+    assert t["refine"] == 0.0 and t["load"] > 0 and t["predict"] > 0
+    assert t["total"] >= t["load"] + t["predict"]
+    assert res.options["method"] == "learned" and res.options["refine"] == "none"
+    assert res.options["checkpoint"] == str(tiny["model"])
+    sol = res.to_solution(s)
+    assert sol.method == "learned" and sol.metadata["options"]["checkpoint"] == str(tiny["model"])
+
+
+def test_ao_refinement_never_worse_than_the_network_and_feasible(tiny):
+    from irs_torch.runtime import solve_learned
+    from irs_torch.solvers import SolverOptions
+
+    s = tiny["scenario"]
+    net = solve_learned(s, checkpoint=tiny["model"], refine="none", verbose=False)
+    res = solve_learned(s, checkpoint=tiny["model"], refine="ao", options=SolverOptions(max_iter=3), verbose=False)
+    assert res.success and res.nit >= 1 and res.options["refine"] == "ao"
+    assert bool(s.is_feasible(res.R_s, res.psi, rtol=1e-6))
+    _check_feasible_independently(s, res.R_s, res.psi)
+    # AO started at the network's design: its start is that design, and it never goes up
+    np.testing.assert_allclose(res.init_max_crb, net.max_crb, rtol=1e-9)
+    assert res.max_crb <= net.max_crb * (1 + 1e-9), (res.max_crb, net.max_crb)
+    hist = [h["max_crb"] for h in res.history]
+    assert all(b <= a * (1 + 1e-9) for a, b in zip([net.max_crb] + hist, hist)), hist
+    c_ref = _ref_crb(s, res.R_s, res.psi)
+    np.testing.assert_allclose(res.crb.numpy(), c_ref, rtol=1e-6)
+    assert res.times["refine"] > 0 and res.times["total"] >= res.times["refine"]
+
+
+def test_solve_learned_rejects_bad_arguments(tiny):
+    from irs_torch.runtime import solve_learned
+
+    s = tiny["scenario"]
+    with pytest.raises(ValueError, match="refine must be one of"):
+        solve_learned(s, checkpoint=tiny["model"], refine="sca")
+    with pytest.raises(ValueError, match=r"batch shape \(2,\)"):
+        solve_learned(Scenario.stack([s, s]), checkpoint=tiny["model"])
+    with pytest.raises(ValueError, match=r"M=16 \(model 4\)"):
+        solve_learned(Scenario.random(seed=0), checkpoint=tiny["model"])
+    with pytest.raises(ValueError, match=r"M=4 \(model 8\), L=2 \(model 3\)"):
+        solve_learned(s, checkpoint=tiny["other"])
+
+
+def test_find_checkpoint_picks_the_matching_model(tiny, tmp_path, monkeypatch):
+    from irs_torch.runtime import find_checkpoint
+
+    s = tiny["scenario"]
+    d = tmp_path / "ckpts"
+    d.mkdir()
+    shutil.copy(tiny["other"], d / "a-other.pt")
+    (d / "b-garbage.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(FileNotFoundError) as e:
+        find_checkpoint(s, dirs=d)
+    msg = str(e.value)
+    assert "M=4, N_h=2, N_v=2, L=2" in msg and str(d) in msg
+    assert "a-other.pt {'M': 8, 'N_h': 2, 'N_v': 2, 'L': 3}" in msg and "b-garbage.pt (unreadable)" in msg
+    shutil.copy(tiny["model"], d / "c-tiny.pt")
+    assert find_checkpoint(s, dirs=d) == d / "c-tiny.pt"
+    # the environment variable is the default search path
+    monkeypatch.setenv("IRS_TORCH_CHECKPOINTS", str(d))
+    assert find_checkpoint(s) == d / "c-tiny.pt"
+    monkeypatch.setenv("IRS_TORCH_CHECKPOINTS", str(tiny["empty_dir"]))
+    with pytest.raises(FileNotFoundError, match="found: none"):
+        find_checkpoint(s)
+
+
+# ----------------------------------------------------------------------------- 2. the solve CLI
+def test_cli_solve_learned_matches_crb_command(tiny, tmp_path):
+    out = tmp_path / "x.npz"
+    r = _cli(["solve", "--scenario", tiny["scenario_file"], "--method", "learned", "--checkpoint", tiny["model"],
+              "--max-iter", "1", "-o", out, "--json"], {"IRS_TORCH_CHECKPOINTS": str(tiny["empty_dir"])})
+    assert r.returncode == 0, r.stderr[-3000:]
+    rep = json.loads(r.stdout)
+    assert rep["method"] == "learned" and rep["output"] == str(out) and rep["success"]
+    assert {"load", "predict", "refine", "total"} <= set(rep["times"])
+    sol = Solution.load(out)
+    assert sol.method == "learned"
+    assert sol.metadata["options"]["checkpoint"] == str(tiny["model"]) and sol.metadata["options"]["refine"] == "ao"
+    assert sol.metadata["scenario_seed"] == tiny["scenario"].seed
+    c = _cli(["crb", "--scenario", tiny["scenario_file"], "--solution", out, "--json"])
+    assert c.returncode == 0, c.stderr[-3000:]
+    crb = json.loads(c.stdout)
+    np.testing.assert_allclose(sol.crb.numpy(), crb["crb"], rtol=1e-10)
+    np.testing.assert_allclose(rep["crb"], crb["crb"], rtol=1e-10)
+    assert crb["feasible"]
+    np.testing.assert_allclose(crb["crb"], _ref_crb(tiny["scenario"], sol.R_s, sol.psi), rtol=1e-6)
+
+
+def test_cli_solve_without_checkpoint_uses_or_asks_for_a_shipped_one(tiny, tmp_path, monkeypatch, capsys):
+    args = ["solve", "--scenario", tiny["scenario_file"], "--method", "learned", "--refine", "none"]
+    r = _cli_inprocess(args, monkeypatch, capsys, {"IRS_TORCH_CHECKPOINTS": str(tiny["empty_dir"])})
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert r.stderr.startswith("irs-torch: error: no shipped checkpoint for M=4, N_h=2, N_v=2, L=2"), r.stderr
+    assert "--checkpoint" in r.stderr and str(tiny["empty_dir"]) in r.stderr
+    d = tmp_path / "ckpts"
+    d.mkdir()
+    shutil.copy(tiny["other"], d / "other.pt")
+    shutil.copy(tiny["model"], d / "tiny.pt")
+    r = _cli([*args, "-o", tmp_path / "y.npz"], {"IRS_TORCH_CHECKPOINTS": str(d)})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"using shipped checkpoint {d / 'tiny.pt'}" in r.stderr
+    assert f"learned: checkpoint {d / 'tiny.pt'}" in r.stdout
+    assert Solution.load(tmp_path / "y.npz").metadata["options"]["checkpoint"] == str(d / "tiny.pt")
+
+
+def test_demo_uses_the_shipped_model_or_skips_it(tiny, tmp_path, monkeypatch, capsys):
+    import math
+
+    d = tmp_path / "ckpts"
+    d.mkdir()
+    shutil.copy(tiny["model"], d / "tiny.pt")
+    args = ["demo", "--scenario", tiny["scenario_file"], "--methods", "learned", "transmit-only", "--out", tmp_path / "o"]
+    r = _cli_inprocess(args, monkeypatch, capsys, {"IRS_TORCH_CHECKPOINTS": str(d)})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"using shipped checkpoint {d / 'tiny.pt'}" in r.stderr
+    sol = Solution.load(tmp_path / "o" / "learned.npz")
+    assert sol.method == "learned" and sol.metadata["options"]["checkpoint"] == str(d / "tiny.pt")
+    row = next(line for line in r.stdout.splitlines() if line.startswith("learned "))
+    vals = row.split()
+    np.testing.assert_allclose(float(vals[1]), float(sol.crb.max()), rtol=1e-3)
+    ang = (sol.arrays["crb_theta"] + sol.arrays["crb_phi"]).numpy()  # root angle CRB in degrees
+    np.testing.assert_allclose([float(v) for v in vals[2 + tiny["scenario"].L: 2 + 2 * tiny["scenario"].L]],
+                               np.sqrt(ang) * 180 / math.pi, rtol=1e-2)
+    r = _cli_inprocess(args[:-2], monkeypatch, capsys, {"IRS_TORCH_CHECKPOINTS": str(tiny["empty_dir"])})
+    assert r.returncode == 0 and "learned: skipped (no shipped checkpoint for M=4" in r.stdout, r.stdout
+
+
+# ----------------------------------------------------------------------------- 3. bench warmstart
+def test_cli_bench_warmstart_outputs_are_consistent(tiny, tmp_path):
+    from irs_torch.data import ShardDataset
+    from irs_torch.learn import load_model, predict
+    from irs_torch.solvers import SolverOptions, solve
+
+    out = tmp_path / "bench"
+    limit = 2
+    r = _cli(["bench", "warmstart", "--data", tiny["data"], "--checkpoint", tiny["model"], "--limit", limit,
+              "--max-iter", "1", "--out", out, "--no-progress"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "network + AO" in r.stdout and "cold AO" in r.stdout
+    js = json.loads((out / "warmstart.json").read_text())
+    S, rows = js["summary"], js["instances"]
+    n = min(limit, tiny["n_test"])
+    assert S["instances"] == len(rows) == n and S["split"] == "test" and S["checkpoint"] == str(tiny["model"])
+    assert S["solver_options"]["max_iter"] == 1 and S["solver_options"]["seed"] == 0
+    with open(out / "warmstart.csv", newline="") as f:
+        csv_rows = list(csv.DictReader(f))
+    assert len(csv_rows) == n
+    cols = ("cold_max_crb", "cold_time", "net_max_crb", "net_time", "warm_max_crb", "warm_time")
+    for row, cr in zip(rows, csv_rows):
+        for k in cols:
+            np.testing.assert_allclose(float(cr[k]), row[k], rtol=1e-12)
+            assert np.isfinite(row[k]) and row[k] > 0, (k, row[k])
+        assert row["warm_time"] >= row["net_time"]
+        assert row["warm_max_crb"] <= row["net_max_crb"] * (1 + 1e-9)  # AO from the network's start
+        assert row["net_feasible"] is True
+    a = {k: np.array([row[k] for row in rows]) for k in cols}
+    r_net, r_warm = a["net_max_crb"] / a["cold_max_crb"], a["warm_max_crb"] / a["cold_max_crb"]
+    t_ratio = a["warm_time"] / a["cold_time"]
+    want = {"cold_time_median": np.median(a["cold_time"]), "cold_time_p90": np.quantile(a["cold_time"], 0.9),
+            "net_time_median": np.median(a["net_time"]), "warm_time_median": np.median(a["warm_time"]),
+            "warm_time_p90": np.quantile(a["warm_time"], 0.9),
+            "crb_ratio_net_median": np.median(r_net), "crb_ratio_net_p90": np.quantile(r_net, 0.9),
+            "crb_ratio_warm_median": np.median(r_warm), "crb_ratio_warm_p90": np.quantile(r_warm, 0.9),
+            "time_ratio_warm_median": np.median(t_ratio), "time_ratio_warm_p90": np.quantile(t_ratio, 0.9)}
+    for k, v in want.items():
+        np.testing.assert_allclose(S[k], v, rtol=1e-12, err_msg=k)
+    assert S["net_feasible_fraction"] == 1.0 and S["net_batched_time_per_instance"] > 0
+    assert (out / "warmstart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the rows are the test split's instances in order: recompute instance 0 here
+    test = ShardDataset(tiny["data"], split="test")
+    assert [row["instance_id"] for row in rows] == test.instance_ids[:n].tolist()
+    s = test.scenario(0)
+    assert rows[0]["seed"] == s.seed
+    R, psi = predict(load_model(tiny["model"]), s)
+    np.testing.assert_allclose(rows[0]["net_max_crb"], _ref_crb(s, R, psi).max(), rtol=1e-6)
+    cold = solve(s, method="ao", options=SolverOptions(max_iter=1, seed=0))
+    np.testing.assert_allclose(rows[0]["cold_max_crb"], cold.max_crb, rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------- 4. clear errors
+def _corrupt_copy(tiny, tmp_path) -> Path:
+    d = tmp_path / "corrupt"
+    shutil.copytree(tiny["data"], d)
+    shard = sorted((d / "shards").glob("*.h5"))[-1]
+    shard.write_bytes(b"\x00garbage" * 64)
+    return d
+
+
+# (case, run as a subprocess): two cases end to end in a fresh process, the others through the same
+# cli.main in this process (start-up time).
+@pytest.mark.parametrize("case, subproc", [("other-checkpoint", False), ("bench-other-checkpoint", False),
+                                           ("empty-data", False), ("corrupt-shard", True),
+                                           ("missing-checkpoint", False), ("garbage-checkpoint", False),
+                                           ("other-scenario", True), ("learned-init", False)])
+def test_cli_errors_are_clear(tiny, tmp_path, monkeypatch, capsys, case, subproc):
+    scen, model, data = tiny["scenario_file"], tiny["model"], tiny["data"]
+    learned = ["solve", "--method", "learned", "--refine", "none"]
+    if case == "other-checkpoint":
+        args, want = [*learned, "--scenario", scen, "--checkpoint", tiny["other"]], \
+            [str(tiny["other"]), "trained for M=8, N_h=2, N_v=2, L=3", "M=4 (model 8), L=2 (model 3)"]
+    elif case == "bench-other-checkpoint":
+        args, want = ["bench", "warmstart", "--data", data, "--checkpoint", tiny["other"], "--out", tmp_path / "b"], \
+            [str(tiny["other"]), "M=4 (model 8), L=2 (model 3)"]
+    elif case == "empty-data":
+        (tmp_path / "empty").mkdir()
+        args, want = ["bench", "warmstart", "--data", tmp_path / "empty", "--checkpoint", model,
+                      "--out", tmp_path / "b"], [str(tmp_path / "empty"), "not a data set directory"]
+    elif case == "corrupt-shard":
+        d = _corrupt_copy(tiny, tmp_path)
+        shard = sorted((d / "shards").glob("*.h5"))[-1]
+        args, want = ["bench", "warmstart", "--data", d, "--checkpoint", model, "--out", tmp_path / "b"], \
+            [str(shard), "corrupt"]
+    elif case == "missing-checkpoint":
+        args, want = [*learned, "--scenario", scen, "--checkpoint", tmp_path / "nope.pt"], \
+            ["checkpoint not found", str(tmp_path / "nope.pt")]
+    elif case == "garbage-checkpoint":
+        (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+        args, want = [*learned, "--scenario", scen, "--checkpoint", tmp_path / "bad.pt"], \
+            [str(tmp_path / "bad.pt"), "not a readable checkpoint"]
+    elif case == "learned-init":
+        args, want = [*learned, "--scenario", scen, "--checkpoint", model, "--init", "aligned"], \
+            ["--init 'aligned' is not used with --method learned"]
+    else:  # a scenario of other sizes than the model
+        args, want = [*learned, "--scenario", tiny["big_file"], "--checkpoint", model], \
+            [str(model), "trained for M=4, N_h=2, N_v=2, L=2", "M=16 (model 4)", "N_h=4 (model 2)"]
+    env = {"IRS_TORCH_CHECKPOINTS": str(tiny["empty_dir"])}
+    r = _cli(args, env) if subproc else _cli_inprocess(args, monkeypatch, capsys, env)
+    assert r.returncode == 2, (r.returncode, r.stdout[-2000:], r.stderr[-3000:])
+    assert "Traceback" not in r.stderr and r.stderr.startswith("irs-torch: error: "), r.stderr[-3000:]
+    for w in want:
+        assert w in r.stderr, (w, r.stderr)
+    assert not (tmp_path / "b" / "warmstart.json").exists()
+
+
+@pytest.mark.slow
+def test_cli_bench_warmstart_default_checkpoint_and_solver(tiny, tmp_path):
+    """The whole test split with the default AO settings and the checkpoint found by find_checkpoint."""
+    d = tmp_path / "ckpts"
+    d.mkdir()
+    shutil.copy(tiny["other"], d / "other.pt")
+    shutil.copy(tiny["model"], d / "tiny.pt")
+    out = tmp_path / "bench"
+    r = _cli(["bench", "warmstart", "--data", tiny["data"], "--out", out, "--json"], {"IRS_TORCH_CHECKPOINTS": str(d)})
+    assert r.returncode == 0, r.stderr[-3000:]
+    S = json.loads(r.stdout)
+    assert S["checkpoint"] == str(d / "tiny.pt") and S["instances"] == tiny["n_test"]
+    assert S["solver_options"]["max_iter"] == 20
+    rows = json.loads((out / "warmstart.json").read_text())["instances"]
+    assert all(row["warm_max_crb"] <= row["net_max_crb"] * (1 + 1e-9) for row in rows)
+    assert all(row["net_feasible"] for row in rows)
