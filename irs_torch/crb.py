@@ -27,10 +27,11 @@ with ``R_w`` normalised by ``sigma_b2``:
 so ``CRB_theta = [Fhat^-1]_00 / c`` and ``CRB_Re(beta) = [Fhat^-1]_22 sigma_b2 / (2 T_L)``. Fhat is
 inverted after a Jacobi (unit-diagonal) congruence, by Cholesky.
 
-Speed. The Gram matrix, R_w's Cholesky factor and ``A`` come from one batched product
-``P^H [P | conj(Z)]`` (``P = Psi G``) with a hand-written, rank-<=6 backward (``_EchoGrams``), and
-the CRB inverts Fhat in closed form (Schur complement of its beta block). Functions here are
-differentiable once (no double backward, no torch.func transforms through ``_EchoGrams``).
+Speed. The Gram matrix, R_w's Cholesky factor, X and ``A`` come from one batched product
+``[rho |psi|^2 (.) G^H ; (psi (.) Z)^T] G`` per cache-sized chunk of the batch, factored in place
+(``_EchoGrams``, with a hand-written, rank-<=6 backward), and the CRB inverts Fhat in closed form
+(Schur complement of its beta block). Functions here are differentiable once (no double backward,
+no torch.func transforms through ``_EchoGrams``).
 
 Singular FIM. If Fhat is not positive definite (e.g. ``psi = 0``, ``R_s = 0``), the CRB is
 ``+inf`` (never NaN) and its gradient there is zero.
@@ -123,71 +124,105 @@ def _sum_to(t, shape):
     return t.sum(dim=dims, keepdim=True) if dims else t
 
 
+# Batch chunk of the forward of _EchoGrams, in complex elements of its work buffers (~2 MB in complex128):
+# small enough that the Gram products, Cholesky factors and solves of one chunk stay in cache.
+_CHUNK_ELEMENTS = 1 << 17
+
+
 class _EchoGrams(torch.autograd.Function):
-    """``Xc = P^H Zc`` and ``Ac = Xc^H (I + rho P^H P)^{-1} Xc`` for ``P = Psi G``, with a thin backward.
+    """``X = P^T Z`` and ``A = X^H W X`` for ``P = Psi G`` and ``W = (I + rho P^T P^*)^{-1}``, thin backward.
 
-    Inputs: G (..., N, M), psi (..., N), ``Zc = conj([a, da/dtheta, da/dphi])`` (..., N, 3) and
-    ``rho = sigma_r2 / sigma_b2`` (real, broadcastable to ``(...)``). Then ``Xc = conj(X)`` with
-    ``X = G^T Psi Z`` and ``I + rho P^H P = conj(R_w / sigma_b2)``, so ``Ac = conj(X^H W X)`` with
-    ``W = (R_w / sigma_b2)^{-1}``.
+    Inputs: G (..., N, M), psi (..., N), ``Z = [a, da/dtheta, da/dphi]`` (..., N, 3) and
+    ``rho = sigma_r2 / sigma_b2`` (real, broadcastable to ``(...)``). Then ``X = G^T Psi Z`` (..., M, 3)
+    holds the echo vectors ``[u, u_theta, u_phi]`` and ``I + rho P^T P^* = R_w / sigma_b2`` (paper
+    after (13)), so ``A`` (..., 3, 3) is the whitened Gram matrix of the echo vectors. Returns ``(X, A)``.
 
-    Forward: ``P`` is written into a buffer ``[P | Zc]``, then one batched product ``P^H [P | Zc]``
-    (the Gram matrix and Xc at once), one Cholesky, one triangular solve; few large temporaries.
-    Backward (derived by hand, checked by gradcheck in tests/test_crb.py): with ``V = Rc^{-1} Xc`` and
-    ``S = gAc + gAc^H``: ``gXc += V S``, ``gP = Zc gXc^H - rho (P V)(S V^H)``, ``gZc = P gXc``,
-    ``grho = -Re <gAc, (P V)^H (P V)>``, then ``gG = conj(psi) gP``, ``gpsi = sum_m conj(G) gP`` -
-    all thin (rank <= 6) products; no Cholesky backward. Not twice differentiable.
+    Forward, per chunk of the flattened batch (buffers reused and cache-resident): one batched
+    product ``[rho |psi|^2 (.) G^H ; (psi (.) Z)^T] G = [rho P^H P ; X^T]``. Since R_w is Hermitian,
+    ``I + rho P^H P`` stored row-major is ``R_w / sigma_b2`` stored column-major, the layout LAPACK
+    factors in place: Cholesky ``L L^H = R_w / sigma_b2``, ``Y = L^-1 X``, ``A = Y^H Y``; when a
+    gradient is needed also ``V = W X = L^-H Y`` (saved instead of L). No M x M temporary spans the
+    batch, no transposed or conjugated copy of an M x M matrix is made.
+
+    Backward (derived by hand for PyTorch's convention ``dl = Re <g, dz>``, checked by gradcheck in
+    tests/test_crb.py): with ``S = gA + gA^H`` and ``gX' = gX + V S``:
+    ``gP = conj(Z) gX'^T - rho (P conj(V)) conj(S) V^T``, ``gZ = conj(P) gX'``,
+    ``grho = -Re sum(gA (.) (P conj(V))^H (P conj(V)))``, ``gG = conj(psi) (.) gP`` and
+    ``gpsi_n = sum_m gP_nm conj(G_nm) = sum_k left_nk conj((G right^H)_nk)`` for ``gP = left right``.
+    All of it comes from one thin product ``G conj([V | gX'])`` (N x 6); gP (N x M) is formed only
+    when G needs a gradient. No Cholesky backward. Not twice differentiable.
     """
 
     @staticmethod
-    def forward(ctx, G, psi, Zc, rho):
+    def forward(ctx, G, psi, Z, rho):
         N, M = G.shape[-2:]
-        shape = torch.broadcast_shapes(G.shape[:-2], psi.shape[:-1], Zc.shape[:-2])
-        buf = torch.empty(shape + (N, M + 3), dtype=G.dtype, device=G.device)
-        torch.mul(G.expand(shape + (N, M)).mT, psi.expand(shape + (N,)).unsqueeze(-2),
-                  out=buf[..., :M].mT)  # P = Psi G
-        buf[..., M:] = Zc
-        P = buf[..., :M]
-        Q = P.mH @ buf  # (..., M, M + 3) = [P^H P | Xc]
-        Rc = Q[..., :M]
-        Rc.mul_(rho[..., None, None])
-        Rc.diagonal(dim1=-2, dim2=-1).add_(1.0)
-        Lc, info = torch.linalg.cholesky_ex(Rc)
+        shape = torch.broadcast_shapes(G.shape[:-2], psi.shape[:-1], Z.shape[:-2], rho.shape)
+        # Flat batch (views, unless an input is broadcast along some but not all batch dims).
+        Gf = G.expand(shape + (N, M)).reshape(-1, N, M)
+        Zt = Z.mT.expand(shape + (3, N)).reshape(-1, 3, N)  # Z^T
+        pf = psi.unsqueeze(-2).expand(shape + (1, N)).reshape(-1, 1, N)
+        s = rho.unsqueeze(-1) * (psi * psi.conj()).real  # rho |psi_n|^2
+        sf = s.unsqueeze(-2).expand(shape + (1, N)).reshape(-1, 1, N)
+        n = Gf.shape[0]
+        keep = any(ctx.needs_input_grad)
+        c = max(1, min(n, _CHUNK_ELEMENTS // ((M + 3) * (M + N))))
+        kw = dict(dtype=G.dtype, device=G.device)
+        H = torch.empty((c, M + 3, N), **kw)
+        Q = torch.empty((c, M + 3, M), **kw)
+        Lt = torch.empty((c, M, M), **kw)  # L^T row-major = L column-major
+        Yt = torch.empty((c, 3, M), **kw)
+        Xt = torch.empty((n, 3, M), **kw)
+        Vt = torch.empty((n, 3, M), **kw) if keep else None
+        A = torch.empty((n, 3, 3), **kw)
+        info = torch.empty((n,), dtype=torch.int32, device=G.device)
+        eye = torch.eye(M, **kw)
+        for i in range(0, n, c):
+            j = min(i + c, n)
+            h, q, lt, yt = H[:j - i], Q[:j - i], Lt[:j - i], Yt[:j - i]
+            torch.mul(Gf[i:j].mT, sf[i:j], out=h[:, :M])
+            torch.conj_physical(h[:, :M], out=h[:, :M])  # rho |psi|^2 (.) G^H
+            torch.mul(Zt[i:j], pf[i:j], out=h[:, M:])  # (psi (.) Z)^T
+            torch.bmm(h, Gf[i:j], out=q)  # [rho P^H P ; X^T]
+            torch.add(q[:, :M], eye, out=lt)
+            Xt[i:j] = q[:, M:]
+            L = lt.mT
+            torch.linalg.cholesky_ex(L, out=(L, info[i:j]))
+            torch.linalg.solve_triangular(L, Xt[i:j].mT, upper=False, out=yt.mT)
+            if keep:
+                torch.linalg.solve_triangular(L.mH, yt.mT, upper=True, out=Vt[i:j].mT)
+            torch.bmm(yt.conj(), yt.mT, out=A[i:j])  # Y^H Y
         if bool((info != 0).any()):
             raise ValueError("R_w is not positive definite (non-finite G, psi or sigma_r2?)")
-        Xc = Q[..., M:].contiguous()
-        Y = torch.linalg.solve_triangular(Lc, Xc, upper=False)
-        Ac = Y.mH @ Y
-        ctx.save_for_backward(G, psi, Zc, rho, P, Lc, Y)
-        return Xc, Ac
+        if keep:
+            ctx.save_for_backward(G, psi, Z, rho, Vt.mT.reshape(shape + (M, 3)))
+        return Xt.mT.reshape(shape + (M, 3)), A.reshape(shape + (3, 3))
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, gXc, gAc):
-        G, psi, Zc, rho, P, Lc, Y = ctx.saved_tensors
-        shape = Lc.shape[:-2]
-        if gXc is None:
-            gXc = torch.zeros_like(Y)
-        if gAc is None:
-            gAc = torch.zeros(shape + (3, 3), dtype=Y.dtype, device=Y.device)
-        V = torch.linalg.solve_triangular(Lc.mH, Y, upper=True)  # Rc^{-1} Xc, (..., M, 3)
-        S = gAc + gAc.mH
-        gX = gXc + V @ S
+    def backward(ctx, gX, gA):
+        G, psi, Z, rho, V = ctx.saved_tensors
+        shape = V.shape[:-2]
+        if gA is None:
+            gA = torch.zeros(shape + (3, 3), dtype=V.dtype, device=V.device)
+        S = gA + gA.mH
+        gXt = V @ S if gX is None else gX + V @ S  # gX'
+        GW = G @ torch.cat([V, gXt], dim=-1).conj()  # (..., N, 6) = [G conj(V) | G conj(gX')]
+        GV, GgX = GW[..., :3], GW[..., 3:]
+        PV = psi.unsqueeze(-1) * GV  # P conj(V)
+        r = rho[..., None, None].to(V.dtype)
         gG = gpsi = gZ = grho = None
-        PV = P @ V  # (..., N, 3)
-        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
-            r = rho[..., None, None].to(P.dtype)
-            left = torch.cat([Zc.expand(shape + Zc.shape[-2:]), -r * PV], dim=-1)  # (..., N, 6)
-            right = torch.cat([gX.mH, S @ V.mH], dim=-2)  # (..., 6, M)
-            gP = left @ right  # (..., N, M)
-            if ctx.needs_input_grad[0]:
-                gG = _sum_to((gP.mT * psi.conj().unsqueeze(-2)).mT, G.shape)
-            if ctx.needs_input_grad[1]:
-                gpsi = _sum_to((gP * G.conj()).sum(-1), psi.shape)
+        if ctx.needs_input_grad[0]:
+            left = torch.cat([Z.conj().expand(shape + Z.shape[-2:]), -r * PV], dim=-1)  # (..., N, 6)
+            right = torch.cat([gXt.mT, S.conj() @ V.mT], dim=-2)  # (..., 6, M)
+            gG = _sum_to(psi.conj().unsqueeze(-1) * (left @ right), G.shape)
+        if ctx.needs_input_grad[1]:
+            # G right^H = [G conj(gX') | G conj(V) S^T]
+            t = (Z * GgX).conj().sum(-1) - (r * PV * (GV @ S.mT).conj()).sum(-1)
+            gpsi = _sum_to(t, psi.shape)
         if ctx.needs_input_grad[2]:
-            gZ = _sum_to(P @ gX, Zc.shape)
+            gZ = _sum_to((psi.unsqueeze(-1) * GgX).conj(), Z.shape)
         if ctx.needs_input_grad[3]:
-            grho = _sum_to(-(gAc.conj() * (PV.mH @ PV)).real.sum((-1, -2)), rho.shape)
+            grho = _sum_to(-(gA * (PV.mH @ PV)).real.sum((-1, -2)), rho.shape)
         return gG, gpsi, gZ, grho
 
 
@@ -204,12 +239,11 @@ def _fim_terms(G, psi, R_s, theta, phi, beta, sigma_r2, sigma_b2, N_h, N_v, d_h,
     rdt = _real_dtype(psi.dtype)
     a, da_t, da_p = upa_steering_derivatives(torch.as_tensor(theta, dtype=rdt),
                                              torch.as_tensor(phi, dtype=rdt), N_h, N_v, d_h, d_v)
-    Zc = torch.stack([a, da_t, da_p], dim=-1).to(G.dtype).conj()  # (..., N, 3)
+    Z = torch.stack([a, da_t, da_p], dim=-2).to(G.dtype).mT  # (..., N, 3)
     rho = (torch.as_tensor(sigma_r2, dtype=rdt, device=psi.device)
            / torch.as_tensor(sigma_b2, dtype=rdt, device=psi.device))
-    Xc, Ac = _EchoGrams.apply(G, psi, Zc, rho)  # conj(X), conj(A)
-    A = Ac.conj()
-    B = Xc.mH @ (R_s.to(Xc.dtype) @ Xc)  # X^T R X^*
+    X, A = _EchoGrams.apply(G, psi, Z, rho)
+    B = (X.mT @ R_s.to(X.dtype)) @ X.conj()  # X^T R X^*
     # Hermitian part: equals X^T herm(R_s) X^*, so F and its gradient only see the Hermitian part of R_s.
     B = 0.5 * (B + B.mH)
     A00, B00 = A[..., 0, 0], B[..., 0, 0]
@@ -217,7 +251,7 @@ def _fim_terms(G, psi, R_s, theta, phi, beta, sigma_r2, sigma_b2, N_h, N_v, d_h,
     def t_ang(i, j):
         return A[..., i, 0] * B[..., j, 0] + A[..., i, j] * B00 + A00 * B[..., j, i] + A[..., 0, j] * B[..., 0, i]
 
-    bt = torch.as_tensor(beta, dtype=Xc.dtype)
+    bt = torch.as_tensor(beta, dtype=X.dtype)
     e = torch.sgn(bt).conj()  # e^{-j arg beta}
     e = torch.where(bt == 0, torch.ones_like(e), e)
     eT_th = e * (A[..., 1, 0] * B00 + A00 * B[..., 0, 1])

@@ -318,6 +318,17 @@ def test_cli_bench_warmstart_outputs_are_consistent(tiny, tmp_path):
     np.testing.assert_allclose(rows[0]["net_max_crb"], _ref_crb(s, R, psi).max(), rtol=1e-6)
     cold = solve(s, method="ao", options=SolverOptions(max_iter=1, seed=0))
     np.testing.assert_allclose(rows[0]["cold_max_crb"], cold.max_crb, rtol=1e-6)
+    # resumable: a rerun reuses the finished rows (rows.jsonl), a cut last line is recomputed
+    log = (out / "rows.jsonl").read_text().splitlines()
+    assert len(log) == n
+    (out / "rows.jsonl").write_text("\n".join(log[:-1]) + "\n" + log[-1][: len(log[-1]) // 2])
+    r2 = _cli(["bench", "warmstart", "--data", tiny["data"], "--checkpoint", tiny["model"], "--limit", limit,
+               "--max-iter", "1", "--out", out, "--no-progress"])
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    rows2 = json.loads((out / "warmstart.json").read_text())["instances"]
+    assert rows2[:-1] == rows[:-1]  # reused exactly (times included)
+    assert rows2[-1]["instance_id"] == rows[-1]["instance_id"]
+    np.testing.assert_allclose(rows2[-1]["cold_max_crb"], rows[-1]["cold_max_crb"], rtol=1e-9)
 
 
 # ----------------------------------------------------------------------------- 4. clear errors
