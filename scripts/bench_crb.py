@@ -13,17 +13,22 @@ M = N = 16 (N_h = N_v = 4).
     python scripts/bench_crb.py                      # defaults: batch 4096, M=16, 4x4 IRS
     python scripts/bench_crb.py --threads 1 --profile
 
-Timings on a shared machine are noisy: the script prints the load average, the median and best
-wall-clock rates and the process CPU time per evaluation (all threads summed; the least noisy
-number). With more torch threads than idle cores, intra-op parallelism can be many times slower
-than one thread; compare with ``--threads 1``. glibc returning the ~16 MB temporaries to the OS
-costs page faults on every call; ``MALLOC_MMAP_THRESHOLD_=4000000000 MALLOC_TRIM_THRESHOLD_=8000000000``
-(or jemalloc / tcmalloc) removes most of that.
+    python scripts/bench_crb.py --compare /tmp/crb_before.py   # time another crb.py in the same run
+
+Timings on a shared machine are noisy: irs_torch.crb and the ``--compare`` versions are timed in
+interleaved rounds (so a change of load hits them alike; the naive reference runs on its own after
+them), and the script prints the load average, the median and best wall-clock rates and the
+process CPU time per evaluation (all threads summed). With more torch threads than idle cores,
+intra-op parallelism can be many times slower than one thread (OpenMP threads spin while waiting
+for a descheduled partner; ``OMP_WAIT_POLICY=PASSIVE`` stops that); compare with ``--threads 1``. glibc returning large temporaries to the OS costs page faults on
+every call; ``MALLOC_MMAP_THRESHOLD_=4000000000 MALLOC_TRIM_THRESHOLD_=8000000000`` (or jemalloc /
+tcmalloc) removes most of that.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import math
 import os
 import statistics
@@ -58,9 +63,26 @@ def make_problem(batch, M, N_h, N_v, seed, dtype=torch.complex128):
                 N_h=N_h, N_v=N_v)
 
 
-def crb_fast(p, R_s, psi):
-    return crbmod.crb(p["G"], psi, R_s, p["theta"], p["phi"], p["beta"], p["sigma_r2"], p["sigma_b2"], p["T_L"],
-                      p["N_h"], p["N_v"]).total
+def crb_with(module):
+    """The per-IRS CRB ``tr(F^-1)`` of ``module.crb`` (irs_torch.crb or another version of it)."""
+    def crb_total(p, R_s, psi):
+        return module.crb(p["G"], psi, R_s, p["theta"], p["phi"], p["beta"], p["sigma_r2"], p["sigma_b2"],
+                          p["T_L"], p["N_h"], p["N_v"]).total
+    return crb_total
+
+
+crb_fast = crb_with(crbmod)
+
+
+def load_module(path):
+    """Import a crb.py from ``path`` (e.g. an earlier version kept for comparison) under a private name."""
+    name = "bench_crb_compare_" + os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None:
+        raise FileNotFoundError(f"--compare: cannot import {path!r}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def crb_naive(p, R_s, psi):
@@ -100,35 +122,44 @@ def crb_naive(p, R_s, psi):
     return torch.diagonal(torch.linalg.inv(F), dim1=-2, dim2=-1).sum(-1)
 
 
-def timeit(fn, repeats, warmup=2):
-    """Run ``fn`` ``repeats`` times; returns (median wall, best wall, median process CPU time) in s.
+def timeit_interleaved(fns, repeats):
+    """Time each of ``fns`` (name -> callable) ``repeats`` times, in rounds of one timed call each.
 
-    Process CPU time sums all threads; on a machine shared with other jobs it is the less noisy
-    measure (time spent waiting for a core is not counted)."""
-    for _ in range(warmup):
-        fn()
-    wall, cpu = [], []
+    Returns name -> (median wall, best wall, median process CPU time) in s. Process CPU time sums all
+    threads. Interleaving the rounds exposes every implementation to the same changes of load; an
+    untimed call just before each timed one gives it the steady state of repeated calls (warm
+    caches, and the allocator state its own previous call left, not the one of another version)."""
+    wall = {k: [] for k in fns}
+    cpu = {k: [] for k in fns}
     for _ in range(repeats):
-        c0, t0 = time.process_time(), time.perf_counter()
-        fn()
-        wall.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
-    return statistics.median(wall), min(wall), statistics.median(cpu)
+        for k, fn in fns.items():
+            fn()
+            c0, t0 = time.process_time(), time.perf_counter()
+            fn()
+            wall[k].append(time.perf_counter() - t0)
+            cpu[k].append(time.process_time() - c0)
+    return {k: (statistics.median(wall[k]), min(wall[k]), statistics.median(cpu[k])) for k in fns}
 
 
-def bench(impl, p, repeats):
+def bench(impls, p, repeats):
+    """impls: name -> crb function. Returns (forward, forward+backward) timings, each as timeit_interleaved."""
     R0, psi0 = p["R_s"], p["psi"]
 
-    def fwd():
-        with torch.no_grad():
-            impl(p, R0, psi0)
+    def fwd(impl):
+        def run():
+            with torch.no_grad():
+                impl(p, R0, psi0)
+        return run
 
-    def fwd_bwd():
-        R = R0.clone().requires_grad_(True)
-        psi = psi0.clone().requires_grad_(True)
-        impl(p, R, psi).sum().backward()
+    def fwd_bwd(impl):
+        def run():
+            R = R0.clone().requires_grad_(True)
+            psi = psi0.clone().requires_grad_(True)
+            impl(p, R, psi).sum().backward()
+        return run
 
-    return timeit(fwd, repeats), timeit(fwd_bwd, repeats)
+    return (timeit_interleaved({k: fwd(f) for k, f in impls.items()}, repeats),
+            timeit_interleaved({k: fwd_bwd(f) for k, f in impls.items()}, repeats))
 
 
 def main(argv=None):
@@ -142,6 +173,9 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--complex64", action="store_true", help="complex64 instead of complex128")
     ap.add_argument("--profile", action="store_true", help="print a torch.profiler table of the fast version")
+    ap.add_argument("--compare", nargs="+", default=[], metavar="CRB_PY",
+                    help="also time these crb.py files (e.g. an earlier version), interleaved in the same run")
+    ap.add_argument("--no-naive", action="store_true", help="skip the naive dense reference")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -152,26 +186,45 @@ def main(argv=None):
     print(f"irs-torch CRB benchmark: batch {B}, M={args.M}, N={args.N_h}x{args.N_v}, {dtype}, "
           f"torch {torch.__version__}, threads {torch.get_num_threads()}, seed {args.seed}, "
           f"median of {args.repeats}")
+    if (args.threads > 1 and os.getloadavg()[0] > os.cpu_count() - 1
+            and os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE"):
+        print("note: the machine is busy; with several torch threads each OpenMP parallel region can wait for "
+              "a scheduler time slice (threads spin-wait), so wall rates measure the load more than the code: "
+              "compare with --threads 1 or OMP_WAIT_POLICY=PASSIVE")
 
+    impls = {"fast (irs_torch.crb)": crb_fast}
+    for path in args.compare:
+        impls[f"compare {os.path.basename(path)}"] = crb_with(load_module(path))
+    others = dict(list(impls.items())[1:])
+    if not args.no_naive:
+        others["naive dense"] = crb_naive
     with torch.no_grad():
         c_fast = crb_fast(p, p["R_s"], p["psi"])
-        c_naive = crb_naive(p, p["R_s"], p["psi"])
-    rel = ((c_fast - c_naive).abs() / c_naive.abs()).max().item()
-    print(f"agreement fast vs naive: max relative difference of the CRB {rel:.2e}")
+        for name, impl in others.items():
+            c = impl(p, p["R_s"], p["psi"])
+            rel = ((c_fast - c).abs() / c.abs()).max().item()
+            print(f"agreement fast vs {name}: max relative difference of the CRB {rel:.2e}")
 
-    rows = {}
-    print(f"{'':<22} {'mode':<17} {'median wall /s':>15} {'best wall /s':>13} {'CPU us/eval':>12}")
-    for name, impl in (("fast (irs_torch.crb)", crb_fast), ("naive dense", crb_naive)):
-        res = bench(impl, p, args.repeats)
-        rows[name] = res
-        for mode, (w_med, w_min, c_med) in zip(("forward", "forward+backward"), res):
-            print(f"{name:<22} {mode:<17} {B / w_med:>15,.0f} {B / w_min:>13,.0f} {c_med / B * 1e6:>12.2f}")
-    (f_fast, b_fast), (f_naive, b_naive) = rows["fast (irs_torch.crb)"], rows["naive dense"]
-    ff, fb = B / f_fast[0], B / b_fast[0]
-    print(f"speed-up over naive (median wall): forward x{f_naive[0] / f_fast[0]:.2f}, "
-          f"forward+backward x{b_naive[0] / b_fast[0]:.2f}")
+    # irs_torch.crb and the --compare versions interleaved; the naive reference (large temporaries that
+    # would disturb the allocator and caches of the others) on its own afterwards.
+    fwd, fb = bench(impls, p, args.repeats)
+    if not args.no_naive:
+        nf, nb = bench({"naive dense": crb_naive}, p, args.repeats)
+        fwd.update(nf)
+        fb.update(nb)
+        impls["naive dense"] = crb_naive
+    print(f"{'':<28} {'mode':<17} {'median wall /s':>15} {'best wall /s':>13} {'CPU us/eval':>12}")
+    for mode, res in (("forward", fwd), ("forward+backward", fb)):
+        for name, (w_med, w_min, c_med) in res.items():
+            print(f"{name:<28} {mode:<17} {B / w_med:>15,.0f} {B / w_min:>13,.0f} {c_med / B * 1e6:>12.2f}")
+    fast = "fast (irs_torch.crb)"
+    for name in impls:
+        if name != fast:
+            print(f"speed-up over {name} (median wall): forward x{fwd[name][0] / fwd[fast][0]:.2f}, "
+                  f"forward+backward x{fb[name][0] / fb[fast][0]:.2f}")
+    ff, fbr = B / fwd[fast][0], B / fb[fast][0]
     print(f"targets (median wall): forward >= 100,000/s {'MET' if ff >= 1e5 else 'MISSED'} ({ff:,.0f}); "
-          f"forward+backward >= 30,000/s {'MET' if fb >= 3e4 else 'MISSED'} ({fb:,.0f})")
+          f"forward+backward >= 30,000/s {'MET' if fbr >= 3e4 else 'MISSED'} ({fbr:,.0f})")
     print(f"load average after the run: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores "
           f"(other jobs on the machine make wall-clock rates pessimistic)")
 
