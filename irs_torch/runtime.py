@@ -70,22 +70,33 @@ def find_checkpoint(scenario: Scenario, dirs=None) -> Path:
         f"Train one (training/README.md) and pass --checkpoint")
 
 
-def warm_start_options(options=None):
+#: AO iterations of the refinement stage by default (measured on the shipped model's test split: the
+#: first 2-3 warm iterations bring the network's design to the cold AO's level; later ones add about
+#: 1% each at 0.1-0.15x of a cold solve's time each; see README "Learned warm start").
+REFINE_ITER = 3
+
+
+def warm_start_options(options=None, refine_iter: int | None = REFINE_ITER):
     """The AO settings of the refinement stage: ``options`` (default :class:`SolverOptions`) with the
     first reflective step (P3) run like the AO's later ones - one start (the current psi, i.e. the
     network's), ``p3_warm_steps`` Adam steps - instead of the cold solve's multi-start
     (``p3_starts`` x ``p3_steps``, whose random restarts are what a good start makes unnecessary).
-    Measured on the paper data set: the cold first P3 is most of a warm AO's time."""
+    Measured on the paper data set: the cold first P3 is most of a warm AO's time. ``refine_iter``:
+    cap on the AO iterations (``min(options.max_iter, refine_iter)``; None: ``options.max_iter``)."""
     import dataclasses
 
     from irs_torch.solvers import SolverOptions
 
     opts = options or SolverOptions()
-    return dataclasses.replace(opts, p3_starts=1, p3_steps=opts.p3_warm_steps)
+    if refine_iter is not None and (isinstance(refine_iter, bool) or not isinstance(refine_iter, int)
+                                    or refine_iter < 1):
+        raise ValueError(f"refine_iter must be None or an integer >= 1, got {refine_iter!r}")
+    it = opts.max_iter if refine_iter is None else min(opts.max_iter, refine_iter)
+    return dataclasses.replace(opts, p3_starts=1, p3_steps=opts.p3_warm_steps, max_iter=it)
 
 
 def solve_learned(scenario: Scenario, checkpoint=None, refine: str = "ao", options=None, net=None,
-                  verbose: bool = True):
+                  verbose: bool = True, refine_iter: int | None = REFINE_ITER):
     """Predict a design with the warm-start network and (optionally) refine it with the AO.
 
     scenario: unbatched. checkpoint: path of a model file or Lightning checkpoint (default: the shipped
@@ -115,7 +126,7 @@ def solve_learned(scenario: Scenario, checkpoint=None, refine: str = "ao", optio
     t2 = time.perf_counter()
     opts = options or SolverOptions()
     if refine == "ao":
-        res = solve(scenario, method="ao", init={"R_s": R_p, "psi": psi_p}, options=warm_start_options(opts))
+        res = solve(scenario, method="ao", init={"R_s": R_p, "psi": psi_p}, options=warm_start_options(opts, refine_iter))
     else:
         from irs_torch.solvers.ao import _result, initial_point
 
@@ -149,7 +160,7 @@ __all__ = ["solve_learned", "find_checkpoint", "checkpoint_dirs", "shipped_check
 
 
 def bench_warmstart(data, checkpoint=None, split: str = "test", limit: int | None = None, out=None,
-                    options=None, progress: bool = True) -> dict:
+                    options=None, progress: bool = True, refine_iter: int | None = REFINE_ITER) -> dict:
     """Cold AO vs network alone vs network + AO refinement over a held-out split of a data set.
 
     Per instance: max-CRB and wall time of (a) the cold AO, (b) the network alone, (c) network + AO.
@@ -188,6 +199,7 @@ def bench_warmstart(data, checkpoint=None, split: str = "test", limit: int | Non
     # Resumable: finished instances are appended to out/rows.jsonl (one JSON line each, keyed by the
     # checkpoint, the solver options and the split) and reused when the bench is rerun.
     key = {"checkpoint": str(getattr(net, "source", checkpoint)), "options": opts.to_dict(),
+           "refine_options": warm_start_options(opts, refine_iter).to_dict(),
            "fractions": list(fractions), "split": split}
     done: dict[int, dict] = {}
     log_path = None
@@ -213,7 +225,7 @@ def bench_warmstart(data, checkpoint=None, split: str = "test", limit: int | Non
         t1 = time.perf_counter()
         R_p, psi_p = predict(net, s)
         t2 = time.perf_counter()
-        warm = solve_learned(s, refine="ao", options=opts, net=net, verbose=False)
+        warm = solve_learned(s, refine="ao", options=opts, net=net, verbose=False, refine_iter=refine_iter)
         t3 = time.perf_counter()
         net_crb = float(s.max_crb(R_p, psi_p))
         row = {"index": i, "instance_id": iid, "seed": s.seed, "cold_max_crb": cold.max_crb, "cold_time": t1 - t0,
@@ -244,7 +256,7 @@ def bench_warmstart(data, checkpoint=None, split: str = "test", limit: int | Non
         "fraction_warm_le_cold": float((a["warm_max_crb"] <= a["cold_max_crb"] * (1 + 1e-9)).mean()),
         "fractions": list(fractions), "torch_threads": torch.get_num_threads(),
         "net_feasible_fraction": float(a["net_feasible"].mean()),
-        "solver_options": {**opts.to_dict()},
+        "solver_options": {**opts.to_dict()}, "refine_options": warm_start_options(opts, refine_iter).to_dict(),
     }
     if out is not None:
         out = Path(out)

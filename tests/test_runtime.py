@@ -402,3 +402,18 @@ def test_cli_bench_warmstart_default_checkpoint_and_solver(tiny, tmp_path):
     rows = json.loads((out / "warmstart.json").read_text())["instances"]
     assert all(row["warm_max_crb"] <= row["net_max_crb"] * (1 + 1e-9) for row in rows)
     assert all(row["net_feasible"] for row in rows)
+
+
+def test_warm_start_options_trust_the_start_and_cap_the_iterations():
+    from irs_torch.runtime import REFINE_ITER, warm_start_options
+    from irs_torch.solvers import SolverOptions
+
+    base = SolverOptions(max_iter=20, p3_steps=100, p3_starts=4, p3_warm_steps=30, seed=5)
+    w = warm_start_options(base)
+    assert (w.p3_starts, w.p3_steps, w.max_iter) == (1, 30, REFINE_ITER)
+    assert w.seed == 5 and w.p2_solver == base.p2_solver  # everything else kept
+    assert warm_start_options(base, refine_iter=None).max_iter == 20
+    assert warm_start_options(SolverOptions(max_iter=1), refine_iter=3).max_iter == 1
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="refine_iter"):
+            warm_start_options(base, refine_iter=bad)

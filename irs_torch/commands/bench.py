@@ -19,6 +19,8 @@ def register(sub):
     w.add_argument("--out", default="bench-warmstart", help="output directory (default bench-warmstart)")
     w.add_argument("--max-iter", type=int, default=None, help="AO iteration cap, cold and warm (default 20)")
     w.add_argument("--seed", type=int, default=0, help="seed of the cold AO's random start (default 0)")
+    w.add_argument("--refine-iter", type=int, default=3,
+                   help="AO iterations of the network + AO refinement (default 3)")
     w.add_argument("--json", action="store_true", help="print the summary as JSON")
     w.add_argument("--no-progress", action="store_true", help="no progress bar")
     w.set_defaults(func=run)
@@ -39,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
     if args.max_iter is not None:
         kw["max_iter"] = args.max_iter
     s = bench_warmstart(args.data, checkpoint=args.checkpoint, split=args.split, limit=args.limit, out=args.out,
-                        options=SolverOptions(**kw), progress=not (args.no_progress or args.json))
+                        options=SolverOptions(**kw), progress=not (args.no_progress or args.json),
+                        refine_iter=args.refine_iter)
     if args.json:
         print(json.dumps(s))
         return 0

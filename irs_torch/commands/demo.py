@@ -15,7 +15,7 @@ def register(sub):
     p.add_argument("--seed", type=int, default=0, help="channel seed of the paper scenario (default 0)")
     p.add_argument("--scenario", help="a scenario .npz instead of the paper preset")
     p.add_argument("--methods", nargs="+",
-                   default=["learned", "ao", "transmit-only", "reflective-only", "passive"],
+                   default=["ao", "learned", "transmit-only", "reflective-only", "passive"],
                    help="methods to compare (default: all available)")
     p.add_argument("--out", help="directory to write one solution .npz per method")
     p.set_defaults(func=run)
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
                 print("learned: skipped (the runtime pipeline is not available in this version)")
                 continue
             try:
-                res = solve_learned(scen, refine="ao")
+                res = solve_learned(scen, refine="ao", options=SolverOptions(seed=args.seed))
             except FileNotFoundError as e:
                 print(f"learned: skipped ({e})")
                 continue
@@ -53,6 +53,11 @@ def run(args: argparse.Namespace) -> int:
             from pathlib import Path
 
             res.to_solution().save(Path(args.out) / f"{method}.npz")
+    for method, res, _ in rows:
+        if method == "learned":
+            t = res.times
+            print(f"stages of 'learned': network {t['predict'] * 1e3:.0f} ms (max-CRB {res.init_max_crb:.3e}), "
+                  f"AO refinement {t['refine']:.2f} s ({res.nit} iterations), model {res.options.get('checkpoint')}")
     deg = 180.0 / math.pi
     print(f"\n{'method':<16} {'max-CRB':>10} " + " ".join(f"{'CRB IRS' + str(l + 1):>10}" for l in range(scen.L))
           + " " + " ".join(f"{'rCRBang' + str(l + 1) + '[deg]':>14}" for l in range(scen.L))

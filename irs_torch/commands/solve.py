@@ -22,6 +22,8 @@ def register(sub):
     p.add_argument("--checkpoint", help="learned: model file (default: the shipped one for these array sizes)")
     p.add_argument("--refine", choices=["ao", "none"], default="ao",
                    help="learned: refine the network's design with the AO (default) or not")
+    p.add_argument("--refine-iter", type=int, default=3,
+                   help="learned: AO iterations of the refinement (default 3; capped by --max-iter)")
     p.add_argument("--p3", choices=["first-order", "sca-sdr"], default=None,
                    help="reflective step (default: first-order, the lower max-CRB in our measurements)")
     p.add_argument("--init", default="random",
@@ -84,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
 
         if args.init != "random":
             raise ValueError(f"--init {args.init!r} is not used with --method learned (the network gives the start)")
-        res = solve_learned(s, checkpoint=args.checkpoint, refine=args.refine, options=opts)
+        res = solve_learned(s, checkpoint=args.checkpoint, refine=args.refine, options=opts,
+                            refine_iter=args.refine_iter)
     else:
         if args.checkpoint:
             raise ValueError("--checkpoint is only used with --method learned")
