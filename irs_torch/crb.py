@@ -384,6 +384,27 @@ def crb(G, psi, R_s, theta, phi, beta, sigma_r2, sigma_b2, T_L,
     return CRBResult(total=th + ph + bb, theta=th, phi=ph, beta=bb)
 
 
+def irs_power_terms(G, psi, R_s, theta, phi, beta, sigma_r2, N_h: int, N_v: int,
+                    d_h: float = 0.5, d_v: float = 0.5):
+    """The four terms of C1 (eq. (7)) [W], each ``(...)`` real, in the order
+    ``(echo signal |beta|^2 (u^T R_s u^*) ||psi||^2, echo noise sigma_r2 |beta|^2 ||psi||^4,
+    direct signal sum_n |psi_n|^2 [G R_s G^H]_nn, direct noise 2 sigma_r2 ||psi||^2)``,
+    with ``u = G^T (psi * a)``. Shapes as :func:`irs_power`.
+    """
+    rdt = _real_dtype(psi.dtype)
+    a = upa_steering(torch.as_tensor(theta, dtype=rdt), torch.as_tensor(phi, dtype=rdt),
+                     N_h, N_v, d_h, d_v).to(psi.dtype)
+    R = R_s.to(psi.dtype)
+    u = (G.transpose(-1, -2) @ (psi * a).unsqueeze(-1)).squeeze(-1)  # (..., M)
+    uRu = ((R @ u.conj().unsqueeze(-1)).squeeze(-1) * u).sum(-1).real  # u^T R u^*
+    pa = psi.abs() ** 2
+    p2 = pa.sum(-1)
+    b2 = torch.as_tensor(beta).abs().to(rdt) ** 2
+    sr = torch.as_tensor(sigma_r2, dtype=rdt)
+    GRG = ((G @ R) * G.conj()).sum(-1).real  # diag(G R G^H), (..., N)
+    return b2 * uRu * p2, sr * b2 * p2 ** 2, (pa * GRG).sum(-1), 2.0 * sr * p2
+
+
 def irs_power(G, psi, R_s, theta, phi, beta, sigma_r2, N_h: int, N_v: int,
               d_h: float = 0.5, d_v: float = 0.5):
     """IRS transmit power, left-hand side of C1 (eq. (7)) [W].
@@ -394,20 +415,7 @@ def irs_power(G, psi, R_s, theta, phi, beta, sigma_r2, N_h: int, N_v: int,
     Shapes: G ``(..., N, M)``, psi ``(..., N)``, R_s ``(..., M, M)``, theta/phi/beta ``(...)``
     -> ``(...)`` real.
     """
-    rdt = _real_dtype(psi.dtype)
-    a = upa_steering(torch.as_tensor(theta, dtype=rdt), torch.as_tensor(phi, dtype=rdt),
-                     N_h, N_v, d_h, d_v).to(psi.dtype)
-    R = R_s.to(psi.dtype)
-    u = (G.transpose(-1, -2) @ (psi * a).unsqueeze(-1)).squeeze(-1)  # (..., M)
-    uRu = torch.einsum("...m,...mn,...n->...", u, R, u.conj()).real
-    p2 = (psi.abs() ** 2).sum(-1)
-    b2 = torch.as_tensor(beta).abs().to(rdt) ** 2
-    sr = torch.as_tensor(sigma_r2, dtype=rdt)
-    GRG = torch.einsum("...nm,...mk,...nk->...n", G, R, G.conj()).real  # diag(G R G^H)
-    t1 = b2 * uRu * p2
-    t2 = sr * b2 * p2 ** 2
-    t3 = ((psi.abs() ** 2) * GRG).sum(-1)
-    t4 = 2.0 * sr * p2
+    t1, t2, t3, t4 = irs_power_terms(G, psi, R_s, theta, phi, beta, sigma_r2, N_h, N_v, d_h, d_v)
     return t1 + t2 + t3 + t4
 
 
@@ -426,10 +434,8 @@ def irs_power_coefficients(G, psi, R_s, theta, phi, beta, sigma_r2, N_h: int, N_
     ``P4 = |beta|^2 (u^T R u^*) ||psi||^2 + sigma_r2 |beta|^2 ||psi||^4`` (the echo terms) and
     ``P2 = sum_n |psi_n|^2 [G R G^H]_nn + 2 sigma_r2 ||psi||^2``. Shapes -> ``(P4, P2)`` ``(...)``.
     """
-    P2 = irs_power(G, psi, R_s, theta, phi, torch.zeros_like(torch.as_tensor(beta)), sigma_r2,
-                   N_h, N_v, d_h, d_v)
-    total = irs_power(G, psi, R_s, theta, phi, beta, sigma_r2, N_h, N_v, d_h, d_v)
-    return total - P2, P2
+    t1, t2, t3, t4 = irs_power_terms(G, psi, R_s, theta, phi, beta, sigma_r2, N_h, N_v, d_h, d_v)
+    return t1 + t2, t3 + t4
 
 
 def c1_max_scale(P4, P2, P_s):

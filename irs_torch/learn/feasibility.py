@@ -192,24 +192,21 @@ def feasible_design(scenario: Scenario, W: torch.Tensor | None, z: torch.Tensor,
     # ---- C1 (17a) by a closed-form real scale of psi
     if not scenario.active:
         return FeasibleDesign(R_s=R, psi=psi0, rho=rho, c1_scale=torch.ones(bshape + (L,), dtype=rdt))
-    P4, P2 = _crb.irs_power_coefficients(scenario.G, psi0, R, scenario.theta, scenario.phi,
-                                         scenario.beta, scenario._per_irs("sigma_r2"), scenario.N_h,
-                                         scenario.N_v, scenario.d_h, scenario.d_v)
+    t1, t2, t3, t4 = _crb.irs_power_terms(scenario.G, psi0, R, scenario.theta, scenario.phi, scenario.beta,
+                                          scenario._per_irs("sigma_r2"), scenario.N_h, scenario.N_v,
+                                          scenario.d_h, scenario.d_v)
+    P4, P2 = t1 + t2, t3 + t4
     if c1_mode == "power":
         # C1 is affine in R_s: C1(t R) = t (P_sig) + P_noise. Lower the slot power to meet it and
         # keep psi's amplitude (with sigma_r2 << the echo power, SNR ~ s^2 at fixed C1: see the module doc).
         P_s_l = scenario._per_irs("P_s")
-        zero = torch.zeros_like(R)
-        P4n, P2n = _crb.irs_power_coefficients(scenario.G, psi0, zero, scenario.theta, scenario.phi,
-                                               scenario.beta, scenario._per_irs("sigma_r2"), scenario.N_h,
-                                               scenario.N_v, scenario.d_h, scenario.d_v)
-        noise = P4n + P2n
-        sig = (P4 + P2 - noise).clamp(min=0.0)
+        noise = t2 + t4
+        sig = t1 + t3
         room = (1.0 - safety) * P_s_l - noise
         t = torch.where(sig > 0, room / torch.where(sig > 0, sig, torch.ones_like(sig)), torch.ones_like(sig))
         t = t.clamp(min=MIN_POWER_FRACTION, max=1.0)
         R = R * t[..., None, None].to(cdt)
-        P4, P2 = P4n + (P4 - P4n) * t, P2n + (P2 - P2n) * t
+        P4, P2 = t2 + t1 * t, t4 + t3 * t
     s_max = _crb.c1_max_scale(P4, P2, scenario._per_irs("P_s"))
     if c1_mode in ("cap", "power"):
         s = torch.clamp(s_max, max=1.0)
