@@ -193,9 +193,13 @@ def bench_warmstart(data, checkpoint=None, split: str = "test", limit: int | Non
     opts = options or SolverOptions()
     scen = [ds.scenario(i) for i in range(n)]
     batch = Scenario.stack([s.replace(seed=None) for s in scen])
-    t = time.perf_counter()
+    # steady-state batched throughput: one untimed warm-up call, then the best of 3 timed calls
     predict(net, batch)
-    t_batch = (time.perf_counter() - t) / n
+    t_batch = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        predict(net, batch)
+        t_batch = min(t_batch, (time.perf_counter() - t) / n)
     # Resumable: finished instances are appended to out/rows.jsonl (one JSON line each, keyed by the
     # checkpoint, the solver options and the split) and reused when the bench is rerun.
     key = {"checkpoint": str(getattr(net, "source", checkpoint)), "options": opts.to_dict(),
