@@ -202,7 +202,11 @@ def bench_warmstart(data, checkpoint=None, split: str = "test", limit: int | Non
         t_batch = min(t_batch, (time.perf_counter() - t) / n)
     # Resumable: finished instances are appended to out/rows.jsonl (one JSON line each, keyed by the
     # checkpoint, the solver options and the split) and reused when the bench is rerun.
-    key = {"checkpoint": str(getattr(net, "source", checkpoint)), "options": opts.to_dict(),
+    import hashlib
+
+    src = Path(str(getattr(net, "source", checkpoint)))
+    digest = hashlib.sha256(src.read_bytes()).hexdigest() if src.is_file() else None
+    key = {"checkpoint": str(src), "checkpoint_sha256": digest, "options": opts.to_dict(),
            "refine_options": warm_start_options(opts, refine_iter).to_dict(),
            "fractions": list(fractions), "split": split}
     done: dict[int, dict] = {}
