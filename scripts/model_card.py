@@ -19,7 +19,6 @@ import json
 import sys
 from pathlib import Path
 
-import torch
 
 
 def _plot_ratio(ratios, path: Path):
@@ -54,7 +53,6 @@ def main(argv=None) -> int:
     p.add_argument("--command", default=None, help="the training command to record (default: derived)")
     a = p.parse_args(argv)
 
-    from irs_torch.data.dataset import ShardDataset, split_of
     from irs_torch.learn.checkpoint import _read, export_model, load_model
     from irs_torch.learn.evaluate import evaluate
 
@@ -67,11 +65,8 @@ def main(argv=None) -> int:
     command = a.command or f"python -m irs_torch.learn.train fit --config {cfg.as_posix()}"
     net = load_model(ckpt)
     fractions = net.meta.get("dataset", {}).get("fractions") or [0.8, 0.1, 0.1]
-    metrics = evaluate(ckpt, data, "test", fractions=fractions, progress=False)
-    # per-instance ratios for the plot (the same computation as evaluate, kept to the test ids)
-    ds = ShardDataset(data, split="test", fractions=fractions, keys=["instance_id"])
-    ids = [int(ds[i]["instance_id"]) for i in range(len(ds))]
-    assert all(s == "test" for s in split_of(ids, fractions)), "test split mismatch"
+    metrics = evaluate(ckpt, data, "test", fractions=fractions, progress=False, return_ratios=True)
+    ratio = metrics.pop("ratios")
     meta = {"training_command": command, "training_config": cfg.read_text(),
             "epoch": int(raw.get("epoch", -1)), "global_step": int(raw.get("global_step", -1)),
             "test_metrics": metrics, "data_root": str(data)}
@@ -79,17 +74,7 @@ def main(argv=None) -> int:
     stem = out.with_suffix("")
     (stem.parent / (stem.name + ".metrics.json")).write_text(json.dumps(metrics, indent=2) + "\n")
 
-    # ratios again, per instance, for the CDF plot
-    from irs_torch.data.datamodule import TRAIN_KEYS, collate_instances
-    from irs_torch.data.dataset import scenario_from_batch
-
-    dst = ShardDataset(data, split="test", fractions=fractions, keys=list(TRAIN_KEYS), in_memory=True)
-    b = collate_instances([dst[i] for i in range(len(dst))])
-    scen = scenario_from_batch(b, dst.attrs).to(torch.complex128)
     shipped = load_model(out)
-    with torch.no_grad():
-        d = shipped(scen)
-        ratio = (scen.crb(d.R_s, d.psi).total.amax(-1) / b["max_crb"].double()).tolist()
     _plot_ratio(ratio, stem.parent / (stem.name + ".ratio.png"))
 
     m = metrics

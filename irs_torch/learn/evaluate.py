@@ -22,8 +22,9 @@ import torch
 
 
 def evaluate(checkpoint, data_root, split: str = "test", batch_size: int = 256, fractions=None,
-             require_success: bool = True, progress: bool = True) -> dict:
-    """Metrics of ``checkpoint`` on ``split`` of the data set at ``data_root`` (module docstring)."""
+             require_success: bool = True, progress: bool = True, return_ratios: bool = False) -> dict:
+    """Metrics of ``checkpoint`` on ``split`` of the data set at ``data_root`` (module docstring).
+    ``return_ratios``: also return the per-instance ratios (list, split order) under ``"ratios"``."""
     from tqdm import tqdm
 
     from irs_torch.data.datamodule import TRAIN_KEYS, collate_instances
@@ -64,6 +65,8 @@ def evaluate(checkpoint, data_root, split: str = "test", batch_size: int = 256, 
     out.update(epoch_metrics(cat))
     r = cat["ratio"]
     out["ratio_max"] = float(r.max())
+    if return_ratios:
+        out["ratios"] = r.tolist()
     out["frac_ratio_le_1.25"] = float((r <= 1.25).double().mean())
     out["net_ms_per_instance_batched"] = 1e3 * t_net / len(ds)
     # Latency of one unbatched call (what a runtime pipeline pays per scenario).
