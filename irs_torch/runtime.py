@@ -46,7 +46,7 @@ def shipped_checkpoints(dirs=None) -> list[Path]:
 
 
 def find_checkpoint(scenario: Scenario, dirs=None) -> Path:
-    """The shipped model for the scenario's sizes (and ``active``), searched in
+    """The shipped model for the scenario's sizes (and element spacings d_h, d_v and ``active``), searched in
     :func:`checkpoint_dirs` (``dirs``); FileNotFoundError listing the directories and what they hold
     otherwise. Unreadable files are skipped (and listed as such)."""
     from irs_torch.learn.checkpoint import load_model
@@ -59,13 +59,15 @@ def find_checkpoint(scenario: Scenario, dirs=None) -> Path:
             seen.append(f"{p.name} (unreadable)")
             continue
         sizes = {k: int(net.hparams[k]) for k in ("M", "N_h", "N_v", "L")}
-        seen.append(f"{p.name} {sizes}")
+        spacing = {k: float(net.hparams.get(k, 0.5)) for k in ("d_h", "d_v")}
+        seen.append(f"{p.name} {sizes}" + ("" if spacing == {"d_h": 0.5, "d_v": 0.5} else f" {spacing}"))
         if sizes == {"M": scenario.M, "N_h": scenario.N_h, "N_v": scenario.N_v, "L": scenario.L} and \
+                spacing == {"d_h": float(scenario.d_h), "d_v": float(scenario.d_v)} and \
                 bool(net.hparams.get("active", True)) == bool(scenario.active):
             return p
     raise FileNotFoundError(
         f"no shipped checkpoint for M={scenario.M}, N_h={scenario.N_h}, N_v={scenario.N_v}, L={scenario.L} "
-        f"(active={scenario.active}) in {', '.join(str(d) for d in checkpoint_dirs(dirs))} "
+        f"(d_h={float(scenario.d_h):g}, d_v={float(scenario.d_v):g}, active={scenario.active}) in {', '.join(str(d) for d in checkpoint_dirs(dirs))} "
         f"(set ${CHECKPOINTS_ENV} to search elsewhere); found: {'; '.join(seen) or 'none'}. "
         f"Train one (training/README.md) and pass --checkpoint")
 

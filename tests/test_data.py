@@ -408,8 +408,19 @@ def test_extending_a_data_set_and_config_mismatch(ds_root, tmp_path, tiny_cfg):
     np.testing.assert_array_equal(r["G"][:NUM], base["G"])  # instance i is instance i in any size
     with pytest.raises(ValueError, match=r"different config \(seed: 0 \(existing\) vs 5 \(requested\)\)"):
         generate_dataset(ext, 10, tiny_cfg, seed=5, workers=1, progress=False)
-    with pytest.raises(ValueError, match=r"holds a data set of 10 instances; num=4 is smaller"):
+    with pytest.raises(ValueError, match=r"holds a data set of 10 instances and num=4 is smaller: shard\(s\) "
+                                         r"shard-00001.h5, shard-00002.h5, shard-00003.h5 already hold"):
         generate_dataset(ext, 4, None, workers=1, progress=False)
+    # shrinking is allowed while no shard past the new end exists (a job stopped early, resized)
+    for k in (2, 3):
+        (ext / "shards" / f"shard-0000{k}.h5").unlink()
+    before1 = (ext / "shards" / "shard-00001.h5").stat().st_mtime_ns
+    notes = []
+    m = generate_dataset(ext, 6, None, workers=1, progress=False, log=notes.append)
+    assert m["num_instances"] == 6 and m["num_shards"] == 2 and m["counts"]["stored"] == 6
+    assert any("shrinking the data set from 10 to 6" in n for n in notes)
+    assert (ext / "shards" / "shard-00001.h5").stat().st_mtime_ns == before1  # nothing recomputed
+    np.testing.assert_array_equal(load_rows(ext)["G"], r["G"][:6])
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "a.txt").write_text("x")
     with pytest.raises(ValueError, match=r"junk exists, is not empty and has no manifest.json"):

@@ -199,6 +199,13 @@ def test_find_checkpoint_picks_the_matching_model(tiny, tmp_path, monkeypatch):
     assert "a-other.pt {'M': 8, 'N_h': 2, 'N_v': 2, 'L': 3}" in msg and "b-garbage.pt (unreadable)" in msg
     shutil.copy(tiny["model"], d / "c-tiny.pt")
     assert find_checkpoint(s, dirs=d) == d / "c-tiny.pt"
+    # other element spacings: not picked automatically; an explicit load warns and names them
+    s_q = s.replace(d_h=0.25)
+    with pytest.raises(FileNotFoundError, match=r"d_h=0.25, d_v=0.5"):
+        find_checkpoint(s_q, dirs=d)
+    from irs_torch.learn import load_model
+    with pytest.warns(UserWarning, match=r"d_h=0.25 \(model 0.5\)"):
+        load_model(d / "c-tiny.pt", s_q)
     # the environment variable is the default search path
     monkeypatch.setenv("IRS_TORCH_CHECKPOINTS", str(d))
     assert find_checkpoint(s) == d / "c-tiny.pt"

@@ -430,8 +430,16 @@ def generate_dataset(out, num: int, config=None, *, workers: int | None = None, 
             raise ValueError(f"{out} holds a data set with a different config ({_config_diff(oc.to_dict(), cfg.to_dict())}); "
                              f"use the same config to resume, or a new --out")
         if num < int(old["num_instances"]):
-            raise ValueError(f"{out} holds a data set of {old['num_instances']} instances; num={num} is smaller "
-                             f"(a data set can be extended, not shrunk)")
+            # Shrinking is safe only while no stored shard would be cut or left beyond the new end.
+            ss, n_old = int(cfg.shard_size), int(old["num_instances"])
+            cut = [p.name for k in range(num // ss, math.ceil(n_old / ss))
+                   if min((k + 1) * ss, n_old) != min((k + 1) * ss, num) and (p := _sh.shard_path(out, k)).exists()]
+            if cut:
+                raise ValueError(f"{out} holds a data set of {n_old} instances and num={num} is smaller: shard(s) "
+                                 f"{', '.join(cut)} already hold instances past {num} (a data set can be extended; "
+                                 f"it can be shrunk only before such shards are written)")
+            log(f"irs-torch: {out}: shrinking the data set from {n_old} to {num} instances (no shard past "
+                f"instance {num} was written)")
     elif out.exists() and any(p.name not in (".lock", _sh.SHARDS_DIR) for p in out.iterdir()):
         raise ValueError(f"{out} exists, is not empty and has no {_sh.MANIFEST_NAME}: not a data set directory")
     # Validate that the distribution can produce an instance at all before starting workers.

@@ -13,6 +13,7 @@ ValueError that names them. Checkpoints are pickles: load only files you trust.
 from __future__ import annotations
 
 import inspect
+import warnings
 from pathlib import Path
 
 import torch
@@ -73,7 +74,8 @@ def load_model(path, scenario: Scenario | None = None) -> WarmStartNet:
 
 
 def check_compatible(net: WarmStartNet, scenario: Scenario, source: str = "the model"):
-    """Raise ValueError naming the sizes if ``scenario`` does not fit ``net``."""
+    """Raise ValueError naming the sizes if ``scenario`` does not fit ``net`` (M, N_h, N_v, L, active);
+    warn (UserWarning) if only the element spacings d_h, d_v differ."""
     try:
         net.check_scenario(scenario)
     except ValueError as e:
@@ -81,6 +83,12 @@ def check_compatible(net: WarmStartNet, scenario: Scenario, source: str = "the m
     if bool(getattr(net, "hparams", {}).get("active", True)) != bool(scenario.active):
         raise ValueError(f"{source}: the model was trained for active={net.hparams.get('active')} IRSs, "
                          f"the scenario has active={scenario.active}")
+    hp = getattr(net, "hparams", {})
+    off = [f"{k}={float(getattr(scenario, k)):g} (model {float(hp[k]):g})" for k in ("d_h", "d_v")
+           if k in hp and float(hp[k]) != float(getattr(scenario, k))]
+    if off:
+        warnings.warn(f"{source}: the model was trained for other IRS element spacings: {', '.join(off)}; its "
+                      f"designs stay feasible but were not trained for this array geometry", stacklevel=3)
 
 
 def export_model(ckpt_path, out_path, extra_meta: dict | None = None) -> Path:

@@ -49,6 +49,7 @@ def evaluate(checkpoint, data_root, split: str = "test", batch_size: int = 256, 
             scen = scenario_from_batch(b, attrs).to(torch.complex128)
             if i == 0:
                 check_compatible(net, scen, source=str(checkpoint))
+                net(scen)  # warm-up (allocator, lazy init), so the timing below is the steady state
             t0 = time.perf_counter()
             d = net(scen)
             t_net += time.perf_counter() - t0
