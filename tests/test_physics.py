@@ -137,3 +137,37 @@ def test_channels_reproducible_from_seed():
     r1, r2 = Scenario.random(11), Scenario.random(11)
     assert torch.equal(r1.G, r2.G) and torch.equal(r1.target_pos, r2.target_pos)
     assert r1.seed == 11 and r1.preset == "random"
+
+
+def test_cophasing_psi_maximises_the_cascade_gain_and_backs_every_aligned_psi():
+    """|a^T diag(psi) G w| <= sum_n |a_n (G w)_n| for unit-modulus psi (triangle inequality); the
+    co-phasing psi attains it, random phases do not, and the three "aligned" helpers are built on it."""
+    from irs_torch.commands.crb import aligned_psi
+    from irs_torch.learn.feasibility import aligned_reference
+    from irs_torch.physics import cophasing_psi
+    from irs_torch.solvers.reflect import aligned_phases
+
+    s = Scenario.random(seed=5).to(torch.complex128)
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(s.L, s.M, 2, dtype=torch.float64, generator=g)
+    w = torch.complex(w[..., 0], w[..., 1])
+    psi = cophasing_psi(s, w)
+    assert psi.shape == (s.L, s.N) and torch.allclose(psi.abs(), torch.ones(()).double())
+    a = torch.from_numpy(np.stack([ref.steering(float(s.theta[l]), float(s.phi[l]), s.N_h, s.N_v, s.d_h, s.d_v)
+                                   for l in range(s.L)]))
+    Gw = (s.G @ w.unsqueeze(-1)).squeeze(-1)
+    bound = (a * Gw).abs().sum(-1)
+    gain = lambda p: (a * p * Gw).sum(-1).abs()  # noqa: E731
+    torch.testing.assert_close(gain(psi), bound, rtol=1e-12, atol=0.0)
+    for _ in range(20):
+        ph = 2 * math.pi * torch.rand(s.L, s.N, dtype=torch.float64, generator=g)
+        assert (gain(torch.polar(torch.ones_like(ph), ph)) < bound).all()
+    # the helpers: AO start (principal eigenvector of R_s), learned reference and aligned design
+    # (principal right singular vector of G); a common phase per IRS is free (NOTES.md)
+    R = w.unsqueeze(-1) @ w.conj().unsqueeze(-2)  # rank one: principal eigenvector = w / |w|
+    same = lambda p, q: torch.testing.assert_close((p * q.conj()).sum(-1).abs(), torch.full((s.L,), float(s.N), dtype=torch.float64), rtol=1e-10, atol=0.0)  # noqa: E731
+    same(aligned_phases(s, R), psi)
+    v1 = torch.linalg.svd(s.G)[2][..., 0, :].conj()
+    same(aligned_reference(s), cophasing_psi(s, v1))
+    p3 = aligned_psi(s, s.isotropic_design())
+    same(p3 / p3.abs(), cophasing_psi(s, v1))

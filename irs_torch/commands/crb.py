@@ -54,13 +54,11 @@ def aligned_psi(scenario, R_s):
     """psi whose phases align the two-hop echo of each IRS to the target direction, scaled to C1."""
     import torch
 
-    from irs_torch.physics.steering import upa_steering
+    from irs_torch.physics.steering import cophasing_psi
 
-    a = upa_steering(scenario.theta, scenario.phi, scenario.N_h, scenario.N_v, scenario.d_h, scenario.d_v)
-    # maximise |a^T Psi G w| for the dominant transmit direction w of G^H G: phase of conj(a * (G w))
-    Gw = scenario.G @ torch.linalg.eigh(scenario.G.conj().transpose(-1, -2) @ scenario.G)[1][..., -1:]
-    psi = torch.polar(torch.ones_like(a.real), -torch.angle(a * Gw.squeeze(-1)))
-    return scenario.scale_psi_to_feasible(R_s, psi.to(scenario.G.dtype))
+    # maximise |a^T Psi G w| for the dominant transmit direction w of G^H G
+    w = torch.linalg.eigh(scenario.G.conj().transpose(-1, -2) @ scenario.G)[1][..., -1]
+    return scenario.scale_psi_to_feasible(R_s, cophasing_psi(scenario, w))
 
 
 def run(args: argparse.Namespace) -> int:

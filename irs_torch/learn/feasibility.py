@@ -86,18 +86,11 @@ def aligned_reference(scenario: Scenario) -> torch.Tensor:
 
     Shapes: scenario batch ``(...)`` -> ``(..., L, N)`` complex (scenario dtype).
     """
-    from irs_torch.physics.steering import upa_steering
+    from irs_torch.physics.steering import cophasing_psi
 
     with torch.no_grad():
-        G = scenario.G
-        _, _, Vh = torch.linalg.svd(G, full_matrices=False)
-        v1 = Vh[..., 0, :].conj()  # (..., L, M)
-        Gv = (G @ v1.unsqueeze(-1)).squeeze(-1)  # (..., L, N)
-        a = upa_steering(scenario.theta, scenario.phi, scenario.N_h, scenario.N_v,
-                         scenario.d_h, scenario.d_v).to(G.dtype)
-        c = a * Gv
-        r = torch.sgn(c).conj()
-        return torch.where(c == 0, torch.ones_like(r), r)
+        _, _, Vh = torch.linalg.svd(scenario.G, full_matrices=False)
+        return cophasing_psi(scenario, Vh[..., 0, :].conj())  # v_l: (..., L, M)
 
 
 def amplitude_map(z: torch.Tensor, a_max, eps: float = 1e-3) -> torch.Tensor:

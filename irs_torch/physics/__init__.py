@@ -6,6 +6,7 @@ element spacings are in wavelengths.
 from irs_torch.physics.steering import (
     upa_steering,
     upa_steering_derivatives,
+    cophasing_psi,
     ula_steering,
     element_indices,
 )
@@ -22,6 +23,7 @@ from irs_torch.physics.channels import rician_bs_irs_channel, target_coefficient
 __all__ = [
     "upa_steering",
     "upa_steering_derivatives",
+    "cophasing_psi",
     "ula_steering",
     "element_indices",
     "irs_frames",

@@ -46,6 +46,25 @@ def upa_steering(theta: torch.Tensor, phi: torch.Tensor, N_h: int, N_v: int,
     return torch.polar(torch.ones_like(ph), ph)
 
 
+def cophasing_psi(scenario, w: torch.Tensor) -> torch.Tensor:
+    """Unit-modulus reflection ``psi_l,n = e^{-j arg(a_n [G_l w_l]_n)}`` (1 where that product is 0).
+
+    It co-phases the BS -> IRS -> target cascade of the BS beam ``w_l``: it maximises
+    ``|a^T diag(psi) G_l w_l|`` over unit-modulus psi (every term becomes ``|a_n [G_l w_l]_n|``), the
+    classic reflect-beamforming rule. ``a = a(theta_l, phi_l)`` is eq. (1). The one definition behind
+    every "aligned" psi in irs-torch (AO start, learned model's reference frame, aligned designs).
+
+    scenario: an :class:`irs_torch.Scenario` (uses G, theta, phi, N_h, N_v, d_h, d_v).
+    Shapes: w ``(..., L, M)`` -> psi ``(..., L, N)`` complex, G's dtype.
+    """
+    G = scenario.G
+    a = upa_steering(scenario.theta, scenario.phi, scenario.N_h, scenario.N_v,
+                     scenario.d_h, scenario.d_v).to(G.dtype)
+    c = a * (G @ w.to(G.dtype).unsqueeze(-1)).squeeze(-1)
+    r = torch.sgn(c).conj()
+    return torch.where(c == 0, torch.ones_like(r), r)
+
+
 def upa_steering_derivatives(theta: torch.Tensor, phi: torch.Tensor, N_h: int, N_v: int,
                              d_h: float = 0.5, d_v: float = 0.5):
     """Steering vector and its derivatives with respect to theta and phi, eqs. (26)-(27).

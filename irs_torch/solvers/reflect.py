@@ -424,16 +424,12 @@ def solve_reflect_sca(scenario: Scenario, R_s: torch.Tensor, psi: torch.Tensor, 
 
 
 def aligned_phases(scenario: Scenario, R_s: torch.Tensor) -> torch.Tensor:
-    """Unit-modulus psi ``(L, N)`` that co-phases the two-hop echo: ``psi_n = exp(-j arg(a_n [G w]_n))``
-    with w the principal eigenvector of R_s,l (the dominant transmit direction)."""
-    from irs_torch.physics.steering import upa_steering
+    """Unit-modulus psi ``(L, N)`` that co-phases the two-hop echo of the dominant transmit direction
+    w_l (principal eigenvector of R_s,l): :func:`irs_torch.physics.cophasing_psi`."""
+    from irs_torch.physics.steering import cophasing_psi
 
-    a = upa_steering(scenario.theta, scenario.phi, scenario.N_h, scenario.N_v, scenario.d_h,
-                     scenario.d_v).to(scenario.G.dtype)
     w = torch.linalg.eigh(0.5 * (R_s + R_s.conj().transpose(-1, -2)))[1][..., -1]  # (L, M)
-    Gw = (scenario.G @ w.unsqueeze(-1).to(scenario.G.dtype)).squeeze(-1)  # (L, N)
-    ph = -torch.angle(a * Gw)
-    return torch.polar(torch.ones_like(ph), ph).to(scenario.G.dtype)
+    return cophasing_psi(scenario, w)
 
 
 def solve_reflect_first_order(scenario: Scenario, R_s: torch.Tensor, psi: torch.Tensor, *, steps: int = 150,
