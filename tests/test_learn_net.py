@@ -245,10 +245,66 @@ def test_hypotheses_return_the_best_feasible_candidate(batch, arch):
     d_all, c_all, sk = net(batch, return_all=True)
     assert c_all.shape == (5, 4, 2) and d_all.R_s.shape == (5, 4, 2, 16, 16) and sk.batch_shape == (5, 4)
     assert bool(sk.is_feasible(d_all.R_s, d_all.psi, rtol=0.0).all())
-    # candidates differ, and the returned design is the one with the smallest max-CRB
+    # candidates differ; the returned design is feasible, no worse than the best single candidate
+    # and equal to the best slot-by-slot combination found by brute force (see the next test)
     assert (c_all.amax(-1).std(-1) > 0).all()
     d = net(batch)
-    assert torch.allclose(batch.max_crb(d.R_s, d.psi), c_all.amax(-1).amin(-1), rtol=1e-10)
+    assert bool(batch.is_feasible(d.R_s, d.psi, rtol=1e-12).all())
+    got = batch.max_crb(d.R_s, d.psi)
+    assert (got <= c_all.amax(-1).amin(-1) * (1 + 1e-10)).all()
+    torch.testing.assert_close(got, _brute_force_combination(d_all, c_all, batch.P_t), rtol=1e-10, atol=0.0)
     # the candidate CRBs are those of each candidate design, recomputed per instance
     b, k = 2, 3
     assert torch.allclose(batch[b].crb(d_all.R_s[b, k], d_all.psi[b, k]).total, c_all[b, k], rtol=1e-10)
+
+
+def _brute_force_combination(d_all, c_all, P_t):
+    """min over all K^L slot assignments of the best max-CRB reachable by lowering slot powers
+    (t_l <= 1 multiplies slot l's CRB by 1/t_l) within sum_l tr R_l <= L P_t: by hand,
+    max(max_l c_l, sum_l c_l p_l / (L P_t)) for each assignment."""
+    import itertools
+
+    K, L = c_all.shape[-2:]
+    p = torch.diagonal(d_all.R_s, dim1=-2, dim2=-1).sum(-1).real
+    best = torch.full(c_all.shape[:-2], float("inf"), dtype=torch.float64)
+    for ks in itertools.product(range(K), repeat=L):
+        c = torch.stack([c_all[..., k, l] for l, k in enumerate(ks)], -1)
+        pw = torch.stack([p[..., k, l] for l, k in enumerate(ks)], -1)
+        best = torch.minimum(best, torch.maximum(c.amax(-1), (c * pw).sum(-1) / (L * torch.as_tensor(P_t))))
+    return best
+
+
+def test_combine_slots_against_brute_force_and_exact_crb():
+    """Two IRSs, five random candidates each, slot powers unequal so that the power coupling binds: the
+    combination equals the brute-force optimum, its CRB is the exact one of the returned design, and
+    the design is feasible (the BS budget at most exactly met)."""
+    from irs_torch.learn.feasibility import FeasibleDesign
+    from irs_torch.learn.nets import combine_slots, expand_scenario, select_best
+
+    s = Scenario.stack([Scenario.random(seed=10 + i, P_t=4.0 + i) for i in range(4)])
+    K = 5
+    sk = expand_scenario(s, K)
+    g = torch.Generator().manual_seed(3)
+    # random candidates: slot powers drawn in [0.3, 1.7] P_t (each candidate meets the budget on
+    # average, slots individually do not), random phases scaled to meet C1
+    A = torch.randn(sk.batch_shape + (s.L, s.M, 2, 2), dtype=torch.float64, generator=g)
+    A = torch.complex(A[..., 0], A[..., 1])
+    R = A @ A.conj().transpose(-1, -2)
+    w = 0.3 + 1.4 * torch.rand(sk.batch_shape + (s.L,), dtype=torch.float64, generator=g)
+    w = w / w.mean(-1, keepdim=True)
+    R = R / torch.diagonal(R, dim1=-2, dim2=-1).sum(-1).real[..., None, None] * (w * sk.P_t[..., None])[..., None, None]
+    psi = sk.random_phase_design(R, seed=4)
+    assert bool(sk.is_feasible(R, psi, rtol=1e-12).all())
+    d_all = FeasibleDesign(R_s=R.to(s.G.dtype), psi=psi, rho=torch.ones(sk.batch_shape, dtype=torch.float64),
+                           c1_scale=torch.ones(sk.batch_shape + (s.L,), dtype=torch.float64))
+    c_all = sk.crb(R, psi).total
+    d, crb, idx = combine_slots(d_all, c_all, s.P_t)
+    assert idx.shape == (4, s.L) and d.R_s.shape == (4, s.L, s.M, s.M) and crb.shape == (4, s.L)
+    torch.testing.assert_close(crb, s.crb(d.R_s, d.psi).total, rtol=1e-10, atol=0.0)
+    assert bool(s.is_feasible(d.R_s, d.psi, rtol=1e-12).all())
+    torch.testing.assert_close(crb.amax(-1), _brute_force_combination(d_all, c_all, s.P_t), rtol=1e-12, atol=0.0)
+    joint = select_best(d_all, c_all)[1].amax(-1)
+    assert (crb.amax(-1) <= joint * (1 + 1e-12)).all() and (crb.amax(-1) < joint * 0.999).any()
+    # no finite candidate at all: falls back to the joint choice instead of returning NaN
+    d2, crb2, _ = combine_slots(d_all, torch.full_like(c_all, float("inf")), s.P_t)
+    assert torch.isfinite(d2.R_s.abs()).all() and torch.isinf(crb2).all()

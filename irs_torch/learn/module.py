@@ -27,7 +27,7 @@ import torch
 
 from irs_torch.learn.features import scenario_features
 from irs_torch.learn.losses import log_smooth_max, psi_label_loss, transmit_label_loss
-from irs_torch.learn.nets import WarmStartNet, select_best
+from irs_torch.learn.nets import WarmStartNet, combine_slots
 
 SIZE_KEYS = ("M", "N_h", "N_v", "L")
 NET_KEYS = ("M", "N_h", "N_v", "L", "hidden", "depth", "rank", "echo_basis", "aligned_reference",
@@ -164,7 +164,7 @@ class WarmStartModule(L.LightningModule):
         if self.net.hypotheses > 1:
             d_all, c_all, _ = self.net(scen, return_all=True)
             sm_all = log_smooth_max(c_all, hp.tau)  # (B, K)
-            d, ctot, _ = select_best(d_all, c_all)
+            d, ctot, _ = combine_slots(d_all, c_all, scen._budget("P_t"))  # the design forward() returns
             smax = sm_all.min(-1).values
             extra = hp.hyp_mean_weight * (sm_all.mean(-1) - logl)
         else:

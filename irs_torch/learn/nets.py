@@ -359,8 +359,9 @@ class WarmStartNet(nn.Module):
         """Feasible design for ``scenario`` (batch ``(...)``): R_s ``(..., L, M, M)``, psi ``(..., L, N)``
         in the scenario's complex dtype (use complex128 scenarios to evaluate CRBs).
 
-        With ``hypotheses = K > 1`` the network proposes K feasible designs and returns the one with the
-        smallest max-CRB (exact torch physics; K CRB evaluations, no iterative solver). ``return_all``:
+        With ``hypotheses = K > 1`` the network proposes K feasible designs per IRS slot and returns the
+        best combination of them (:func:`combine_slots`: exact torch physics, K CRB evaluations, no
+        iterative solver; never worse than the best single candidate). ``return_all``:
         return ``(designs, crb, expanded_scenario)`` with designs and crb ``(..., K, L, ...)`` instead.
         """
         ref = aligned_reference(scenario) if self.use_reference else None
@@ -388,7 +389,7 @@ class WarmStartNet(nn.Module):
         c = scen.crb(d.R_s, d.psi, validate=False).total  # (..., K, L)
         if return_all:
             return d, c, scen
-        best, _, _ = select_best(d, c)
+        best, _, _ = combine_slots(d, c, scenario._budget("P_t"))
         return best
 
 
@@ -423,3 +424,56 @@ def select_best(designs: FeasibleDesign, crb_total: torch.Tensor):
     best = FeasibleDesign(R_s=take(designs.R_s, 3), psi=take(designs.psi, 2), rho=take(designs.rho, 0),
                           c1_scale=take(designs.c1_scale, 1))
     return best, take(crb_total, 1), idx
+
+
+
+def combine_slots(designs: FeasibleDesign, crb_total: torch.Tensor, P_t):
+    """The best design assembled slot by slot from K candidates (never worse than :func:`select_best`).
+
+    The IRS slots are coupled only through the BS budget, an average over slots
+    (``sum_l tr R_s,l <= L P_t``, NOTES.md). Slot l may take candidate k_l, and lowering a slot's
+    power by a factor t <= 1 keeps C1 (the IRS power grows with R_s,l) and multiplies that slot's
+    CRB by exactly 1/t (the FIM is linear in R_s,l; the noise does not depend on it). With
+    ``e = c p`` (CRB times slot power, invariant to that scaling), the smallest achievable max-CRB is
+    the smallest m with ``sum_l min_{k: c_kl <= m} e_kl <= m L P_t``; it lies at
+    ``max(b, g(b) / (L P_t))`` for one of the K L candidate CRBs b (``g`` is piecewise constant
+    between them), so all K L values are tried at once. The chosen slots are scaled down (equalised
+    at m) only if their powers exceed the budget.
+
+    Shapes: designs with batch ``(..., K)``, crb_total ``(..., K, L)``, P_t ``(...)`` or scalar ->
+    ``(FeasibleDesign (...), crb (..., L), index (..., L))``. Where no candidate has a finite CRB
+    it falls back to :func:`select_best`.
+    """
+    K, L = crb_total.shape[-2:]
+    c = crb_total
+    p = torch.diagonal(designs.R_s, dim1=-2, dim2=-1).sum(-1).real.to(c.dtype)  # (..., K, L)
+    budget = (L * torch.as_tensor(P_t, dtype=c.dtype, device=c.device)).expand(c.shape[:-2])
+    inf = torch.tensor(float("inf"), dtype=c.dtype, device=c.device)
+    e = torch.where(torch.isfinite(c), c * p, inf)
+    b = c.flatten(-2)  # (..., J) candidate values of m, J = K L
+    ok = c.unsqueeze(-3) <= b[..., :, None, None]  # (..., J, K, L)
+    g = torch.where(ok, e.unsqueeze(-3), inf).amin(-2).sum(-1)  # (..., J)
+    m = torch.where(torch.isfinite(g), torch.maximum(b, g / budget.unsqueeze(-1)), inf).amin(-1)  # (...)
+    idx = torch.where(c <= m[..., None, None], e, inf).argmin(-2)  # (..., L)
+    nb = idx.dim() - 1
+
+    def take(t, tail):
+        i = idx.reshape(idx.shape + (1,) * tail).unsqueeze(nb).expand(idx.shape[:nb] + (1, L) + t.shape[nb + 2:])
+        return t.gather(nb, i).squeeze(nb)
+
+    R, psi, c1 = take(designs.R_s, 2), take(designs.psi, 1), take(designs.c1_scale, 0)
+    c_sel, p_sel = take(c, 0), take(p, 0)
+    over = p_sel.sum(-1) > budget
+    t = torch.where(over.unsqueeze(-1), (c_sel / m.unsqueeze(-1)).clamp(max=1.0), torch.ones_like(c_sel))
+    R = R * t[..., None, None].to(R.dtype)
+    crb = c_sel / t
+    rho = (p_sel * t).sum(-1) / budget
+    # fall back to the joint choice where the candidates gave no finite CRB at all
+    bad = ~torch.isfinite(m)
+    if bool(bad.any()):
+        jb, jc, ji = select_best(designs, crb_total)
+        sel = lambda x, y: torch.where(bad.reshape(bad.shape + (1,) * (x.dim() - bad.dim())), y, x)  # noqa: E731
+        R, psi, crb = sel(R, jb.R_s), sel(psi, jb.psi), sel(crb, jc)
+        rho, c1 = sel(rho, jb.rho.to(rho.dtype)), sel(c1, jb.c1_scale)
+        idx = sel(idx, ji.unsqueeze(-1).expand_as(idx))
+    return FeasibleDesign(R_s=R, psi=psi, rho=rho.to(designs.rho.dtype), c1_scale=c1), crb, idx
