@@ -105,6 +105,59 @@ def test_unlabelled_instances_join_the_training_set(tiny_data, tmp_path):
                                                "--model.hypotheses=2"]) == 0
 
 
+def test_unlabelled_cache_is_a_faithful_resumable_copy(tiny_data, tmp_path):
+    """The cached pool equals the lazily drawn one; a second run loads it without drawing; a corrupt
+    or mismatched cache file, or an unwritable cache directory, costs a warning and a redraw only."""
+    from irs_torch.data.datamodule import SampledScenarios, ShardDataModule
+
+    cfg = ShardDataModule(str(tiny_data)).manifest["config"]
+    lazy = SampledScenarios(cfg, 5, offset=3)
+    notes = []
+    first = SampledScenarios(cfg, 5, offset=3, cache_dir=tmp_path / "c").prepare(progress=False, log=notes.append)
+    path = first.cache_path
+    assert path.exists() and path.name.startswith("unlabelled-") and path.name.endswith("-o3-n5.pt")
+    assert "saved 5 unlabelled geometries" in notes[-1]
+
+    def same(a, b):
+        for i in range(5):
+            x, y = a[i], b[i]
+            assert set(x) == set(y)
+            for k in x:
+                assert torch.equal(x[k], y[k]) or (torch.isnan(x[k]).all() and torch.isnan(y[k]).all()), k
+
+    same(first, lazy)
+    # a second run loads the file and draws nothing
+    second = SampledScenarios(cfg, 5, offset=3, cache_dir=tmp_path / "c")
+    second._draw = lambda i: (_ for _ in ()).throw(AssertionError("drew instead of loading"))
+    second.prepare(progress=False, log=notes.append)
+    assert "loaded 5 unlabelled geometries" in notes[-1]
+    same(second, lazy)
+    # corrupt file: warned, drawn again, replaced by a good one
+    path.write_bytes(b"garbage")
+    with pytest.warns(UserWarning, match="is unusable"):
+        same(SampledScenarios(cfg, 5, offset=3, cache_dir=tmp_path / "c").prepare(progress=False, log=notes.append), lazy)
+    assert "saved" in notes[-1]
+    # a file whose record does not match (e.g. written by another version) is not trusted
+    obj = torch.load(path, weights_only=True)
+    obj["meta"]["offset"] = 99
+    torch.save(obj, path)
+    with pytest.warns(UserWarning, match="written for"):
+        SampledScenarios(cfg, 5, offset=3, cache_dir=tmp_path / "c").prepare(progress=False, log=notes.append)
+    # an unwritable cache directory (a file is in its place) only warns
+    (tmp_path / "blocked").write_text("x")
+    with pytest.warns(UserWarning, match="could not write"):
+        same(SampledScenarios(cfg, 5, offset=3, cache_dir=tmp_path / "blocked").prepare(progress=False, log=notes.append), lazy)
+    # the data module caches under <root>/cache by default and loads the same instances
+    dm = ShardDataModule(str(tiny_data), unlabelled=4)
+    dm.prepare_data()
+    assert list((tiny_data / "cache").glob("unlabelled-*-o0-n4.pt"))
+    n_lab = len(ShardDataModule(str(tiny_data)).dataset("train"))
+    off = ShardDataModule(str(tiny_data), unlabelled=4, unlabelled_cache=False).dataset("train")
+    on = dm.dataset("train")
+    for i in range(n_lab, n_lab + 4):
+        assert torch.equal(on[i]["G"], off[i]["G"]) and int(on[i]["seed"]) == int(off[i]["seed"])
+
+
 @pytest.mark.slow
 def test_tiny_model_overfits_a_handful_of_instances(tiny_data):
     """Supervised + CRB loss on 4 instances: the loss falls by more than an order of magnitude."""

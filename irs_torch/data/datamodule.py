@@ -51,48 +51,123 @@ class SampledScenarios(torch.utils.data.Dataset):
     solved. Instance ``i`` is ``config.instance_scenario(UNLABELLED_ID_OFFSET + offset + i)``: its seed
     is :func:`irs_torch.data.instance_seed` of the data set seed and that id, so the instances are
     reproducible and disjoint from the labelled ones. Items have the keys of :data:`TRAIN_KEYS`
-    with NaN labels and ``labelled = False``. Built lazily and cached per process (about 9 kB
-    per instance at the paper's sizes).
+    with NaN labels and ``labelled = False``.
+
+    Drawing costs about 5 ms per instance at the paper's sizes. Without ``cache_dir`` instances are
+    drawn lazily and kept per process (about 9 kB each). With ``cache_dir``, :meth:`prepare` (called
+    by :class:`ShardDataModule` at set-up) draws all of them once, with a progress bar, and saves
+    them to ``cache_dir/unlabelled-<config sha256>-o<offset>-n<n>.pt`` (atomically); later runs
+    and resumed runs load that file instead. A cache file that does not load or does not match
+    (config, offset, n, sizes) is drawn again and replaced; an unwritable ``cache_dir`` only warns.
     """
 
-    def __init__(self, config, n: int, offset: int = 0):
+    #: Per-instance fields that vary (stacked in the cache); labels are NaN and built on access.
+    FIELDS = ("G", "theta", "phi", "beta", "bs_pos", "irs_pos", "irs_yaw", "target_pos", "P_t", "P_s",
+              "a_max", "sigma_r2", "sigma_b2", "T_c", "seed")
+    CACHE_FORMAT = 1
+
+    def __init__(self, config, n: int, offset: int = 0, cache_dir=None):
         from irs_torch.data.distribution import DatasetConfig, instance_seed
 
         self.config = config if isinstance(config, DatasetConfig) else DatasetConfig.from_dict(config)
-        if not isinstance(n, int) or n < 0:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ValueError(f"unlabelled must be an integer >= 0, got {n!r}")
         self.n = n
         self.offset = int(offset)
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
         self._seed = instance_seed
         self._cache: dict[int, dict] = {}
+        self._stacked: dict[str, torch.Tensor] | None = None
 
     def __len__(self) -> int:
         return self.n
+
+    @property
+    def cache_path(self) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        return self.cache_dir / f"unlabelled-{self.config.sha256()[:16]}-o{self.offset}-n{self.n}.pt"
+
+    def _draw(self, i: int) -> dict:
+        cfg = self.config
+        seed = self._seed(cfg.seed, UNLABELLED_ID_OFFSET + self.offset + i)
+        s = cfg.scenario(seed)
+        f64 = lambda v: torch.tensor(float(v), dtype=torch.float64)  # noqa: E731
+        return {"G": s.G, "theta": s.theta, "phi": s.phi, "beta": s.beta, "bs_pos": s.bs_pos,
+                "irs_pos": s.irs_pos, "irs_yaw": s.irs_yaw, "target_pos": s.target_pos,
+                "P_t": f64(s.P_t), "P_s": f64(s.P_s), "a_max": f64(s.a_max), "sigma_r2": f64(s.sigma_r2),
+                "sigma_b2": f64(s.sigma_b2), "T_c": f64(s.T_c), "seed": torch.tensor(seed, dtype=torch.int64)}
+
+    def _meta(self) -> dict:
+        c = self.config
+        return {"format": self.CACHE_FORMAT, "config_sha256": c.sha256(), "offset": self.offset, "n": self.n,
+                "sizes": [int(c.L), int(c.N), int(c.M)]}
+
+    def prepare(self, progress: bool = True, log=None) -> "SampledScenarios":
+        """Draw (or load from ``cache_dir``) every instance now; returns self."""
+        import os
+        import sys
+        import warnings
+
+        from tqdm.auto import tqdm
+
+        if self._stacked is not None or self.n == 0:
+            return self
+        log = log or (lambda msg: print(msg, file=sys.stderr))
+        path = self.cache_path
+        if path is not None and path.exists():
+            try:
+                obj = torch.load(path, map_location="cpu", weights_only=True)
+                if obj.get("meta") != self._meta():
+                    raise ValueError(f"it was written for {obj.get('meta')}, not {self._meta()}")
+                data = obj["data"]
+                bad = [k for k in self.FIELDS if k not in data or int(data[k].shape[0]) != self.n]
+                if bad:
+                    raise ValueError(f"fields {bad} are missing or have the wrong length")
+                self._stacked = {k: data[k] for k in self.FIELDS}
+                log(f"irs-torch: loaded {self.n} unlabelled geometries from {path}")
+                return self
+            except Exception as e:  # noqa: BLE001 - any unreadable cache is drawn again
+                warnings.warn(f"unlabelled-geometry cache {path} is unusable ({e}); drawing it again",
+                              stacklevel=2)
+        items = [self._cache[i] if i in self._cache else self._draw(i)
+                 for i in tqdm(range(self.n), desc="draw unlabelled geometries", unit="geom",
+                               disable=not progress, mininterval=2.0)]
+        self._stacked = {k: torch.stack([it[k] for it in items]) for k in self.FIELDS}
+        self._cache.clear()
+        if path is not None:
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                torch.save({"meta": self._meta(), "data": self._stacked}, tmp)
+                os.replace(tmp, path)
+                log(f"irs-torch: saved {self.n} unlabelled geometries to {path} (later runs load it)")
+            except OSError as e:
+                try:
+                    tmp.unlink(missing_ok=True)
+                except OSError:
+                    pass
+                warnings.warn(f"could not write the unlabelled-geometry cache {path}: {e}", stacklevel=2)
+        return self
 
     def __getitem__(self, i: int) -> dict:
         i = int(i)
         if not 0 <= i < self.n:
             raise IndexError(f"index {i} out of range for {self.n} sampled instances")
-        if i in self._cache:
-            return self._cache[i]
-        cfg = self.config
-        iid = UNLABELLED_ID_OFFSET + self.offset + i
-        seed = self._seed(cfg.seed, iid)
-        s = cfg.scenario(seed)
-        L, N, M = s.L, s.N, s.M
+        if self._stacked is not None:
+            item = {k: v[i] for k, v in self._stacked.items()}
+        elif i in self._cache:
+            item = self._cache[i]
+        else:
+            item = self._cache[i] = self._draw(i)
+        L, N, M = int(item["G"].shape[-3]), int(item["G"].shape[-2]), int(item["G"].shape[-1])
         nan = float("nan")
-        f64 = lambda v: torch.tensor(float(v), dtype=torch.float64)  # noqa: E731
-        item = {"G": s.G, "theta": s.theta, "phi": s.phi, "beta": s.beta, "bs_pos": s.bs_pos,
-                "irs_pos": s.irs_pos, "irs_yaw": s.irs_yaw, "target_pos": s.target_pos,
-                "P_t": f64(s.P_t), "P_s": f64(s.P_s), "a_max": f64(s.a_max), "sigma_r2": f64(s.sigma_r2),
-                "sigma_b2": f64(s.sigma_b2), "T_c": f64(s.T_c),
-                "R_s": torch.full((L, M, M), complex(nan, nan), dtype=torch.complex128),
-                "psi": torch.full((L, N), complex(nan, nan), dtype=torch.complex128),
-                "crb": torch.full((L,), nan, dtype=torch.float64), "max_crb": f64(nan),
-                "instance_id": torch.tensor(iid, dtype=torch.int64), "seed": torch.tensor(seed, dtype=torch.int64),
-                "labelled": torch.tensor(False)}
-        self._cache[i] = item
-        return item
+        return item | {
+            "R_s": torch.full((L, M, M), complex(nan, nan), dtype=torch.complex128),
+            "psi": torch.full((L, N), complex(nan, nan), dtype=torch.complex128),
+            "crb": torch.full((L,), nan, dtype=torch.float64), "max_crb": torch.tensor(nan, dtype=torch.float64),
+            "instance_id": torch.tensor(UNLABELLED_ID_OFFSET + self.offset + i, dtype=torch.int64),
+            "labelled": torch.tensor(False)}
 
 
 class ShardDataModule(L.LightningDataModule):
@@ -113,12 +188,16 @@ class ShardDataModule(L.LightningDataModule):
             distribution (:class:`SampledScenarios`; the CRB term trains on them, the supervised
             term only on labelled ones). 0: none.
         keys: item keys to read (default :data:`TRAIN_KEYS`).
+        unlabelled_cache: keep the drawn unlabelled geometries in ``<root>/cache/`` (drawn once,
+            loaded by later and resumed runs; :class:`SampledScenarios`). False: draw them lazily
+            in every run.
     """
 
     def __init__(self, root: str, batch_size: int = 64, eval_batch_size: int | None = None,
                  num_workers: int = 0, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
                  in_memory: bool = True, require_success: bool = True,
-                 max_train_instances: int | None = None, unlabelled: int = 0, keys: list[str] | None = None):
+                 max_train_instances: int | None = None, unlabelled: int = 0, keys: list[str] | None = None,
+                 unlabelled_cache: bool = True):
         super().__init__()
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
@@ -140,6 +219,7 @@ class ShardDataModule(L.LightningDataModule):
         self.require_success = require_success
         self.max_train_instances = max_train_instances
         self.unlabelled = unlabelled
+        self.unlabelled_cache = bool(unlabelled_cache)
         self.keys = list(keys) if keys is not None else list(TRAIN_KEYS)
         self._sets: dict[str, torch.utils.data.Dataset] = {}
         self._attrs: dict | None = None
@@ -169,10 +249,21 @@ class ShardDataModule(L.LightningDataModule):
                 ds = torch.utils.data.Subset(ds, range(self.max_train_instances))
             self._sets[split] = ds
             if split == "train" and self.unlabelled:
-                self._sets["train"] = torch.utils.data.ConcatDataset(
-                    [ds, SampledScenarios(self.manifest["config"], self.unlabelled)])
+                self._sets["train"] = torch.utils.data.ConcatDataset([ds, self._sampled().prepare()
+                                                                      if self.unlabelled_cache else self._sampled()])
             return self._sets[split]
         return self._sets[split]
+
+    def _sampled(self) -> SampledScenarios:
+        return SampledScenarios(self.manifest["config"], self.unlabelled,
+                                cache_dir=self.root / "cache" if self.unlabelled_cache else None)
+
+    def prepare_data(self):
+        """Draw the unlabelled geometries into the cache once (Lightning calls this on one process
+        per node before :meth:`setup`), so that every process then loads the same file."""
+        if self.unlabelled and self.unlabelled_cache:
+            self._check_root()
+            self._sampled().prepare()
 
     @property
     def attrs(self) -> dict:
