@@ -274,3 +274,43 @@ def test_readme_quick_check_runs_as_written(tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert list(tmp_path.glob("runs/tiny/warm-start/version_*/checkpoints/last.ckpt"))
     assert (tmp_path / "runs" / "tiny" / "test-metrics.json").exists()
+
+
+def test_staged_training_script_restarts_the_schedule_and_resumes(tiny_data, tmp_path, capsys):
+    """scripts/train_staged.py: stage 2 resumes stage 1 (steps continue, the LR jumps back up: a warm
+    restart), a rerun skips finished stages, bad --epochs is refused."""
+    import importlib.util
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    spec = importlib.util.spec_from_file_location("train_staged", REPO / "scripts" / "train_staged.py")
+    ts = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ts)
+    extra = ["--", "--data.root", str(tiny_data), "--trainer.default_root_dir", str(tmp_path),
+             "--trainer.logger.init_args.save_dir", str(tmp_path)]
+    assert ts.main(["--config", str(TINY_YAML), "--epochs", "1", "3", *extra]) == 0
+    out = capsys.readouterr()
+    last2 = tmp_path / "warm-start" / "stage2" / "checkpoints" / "last.ckpt"
+    assert out.out.strip() == str(last2)
+    ck1 = torch.load(tmp_path / "warm-start" / "stage1" / "checkpoints" / "last.ckpt", map_location="cpu",
+                     weights_only=False)
+    ck2 = torch.load(last2, map_location="cpu", weights_only=False)
+    assert ck1["epoch"] + 1 == 1 and ck2["epoch"] + 1 == 3 and ck2["global_step"] == 3 * ck1["global_step"]
+
+    def lr(stage):
+        f = next((tmp_path / "warm-start" / stage).glob("events*"))
+        ea = EventAccumulator(str(f))
+        ea.Reload()
+        tag = next(t for t in ea.Tags()["scalars"] if t.startswith("lr"))
+        return [(e.step, e.value) for e in ea.Scalars(tag)]
+
+    l1, l2 = lr("stage1"), lr("stage2")
+    assert l2[0][0] >= l1[-1][0]  # stage 2 continues the step count
+    assert max(v for _, v in l2) > 2 * l1[-1][1]  # ... with the learning rate restarted upwards
+    # rerun: nothing left to do
+    assert ts.main(["--config", str(TINY_YAML), "--epochs", "1", "3", *extra]) == 0
+    assert "already done" in capsys.readouterr().err
+    assert torch.load(last2, map_location="cpu", weights_only=False)["global_step"] == ck2["global_step"]
+    with pytest.raises(SystemExit):
+        ts.main(["--config", str(TINY_YAML), "--epochs", "3", "2"])
+    assert "increasing" in capsys.readouterr().err
