@@ -51,6 +51,9 @@ def main(argv=None) -> int:
     p.add_argument("--config", required=True, help="the training YAML (recorded in the model)")
     p.add_argument("--out", default="checkpoints/warm-start-paper.pt")
     p.add_argument("--command", default=None, help="the training command to record (default: derived)")
+    p.add_argument("--history", default=None,
+                   help="a paragraph on how this checkpoint was actually trained, where that differs from "
+                        "--command (e.g. the runs a staged training was resumed from); recorded in the card")
     a = p.parse_args(argv)
 
     from irs_torch.learn.checkpoint import _read, export_model, load_model
@@ -69,7 +72,7 @@ def main(argv=None) -> int:
     ratio = metrics.pop("ratios")
     meta = {"training_command": command, "training_config": cfg.read_text(),
             "epoch": int(raw.get("epoch", -1)), "global_step": int(raw.get("global_step", -1)),
-            "test_metrics": metrics, "data_root": str(data)}
+            "test_metrics": metrics, "data_root": str(data), "training_history": a.history}
     export_model(ckpt, out, extra_meta=meta)
     stem = out.with_suffix("")
     (stem.parent / (stem.name + ".metrics.json")).write_text(json.dumps(metrics, indent=2) + "\n")
@@ -80,6 +83,7 @@ def main(argv=None) -> int:
     m = metrics
     dcfg = shipped.meta.get("dataset", {})
     size_mb = out.stat().st_size / 1e6
+    history = f"\n- How this file was trained: {a.history}\n" if a.history else ""
     card = f"""# Model card: `{out.name}`
 
 The warm-start network of irs-torch for the paper's array sizes: M = {shipped.M} BS antennas,
@@ -89,8 +93,8 @@ target angles, budgets) to a feasible design (R_s, psi) in one forward pass; `ir
 
 - File: `{out.name}` ({size_mb:.1f} MB, {shipped.meta.get('num_parameters')} parameters, float32),
   exported from `{ckpt.name}` (epoch {meta['epoch']}, step {meta['global_step']}).
-- Architecture: {shipped.hparams.get('arch')} with {shipped.hparams.get('hypotheses')} hypotheses,
-  features `{shipped.hparams.get('features')}`, c1_mode `{shipped.hparams.get('c1_mode')}`, transmit rank
+- Architecture: {shipped.hparams.get('arch')} with {shipped.hparams.get('hypotheses')} hypotheses
+  (combined slot by slot, `combine_slots`), features `{shipped.hparams.get('features')}`, c1_mode `{shipped.hparams.get('c1_mode')}`, transmit rank
   {shipped.hparams.get('rank')} (see `irs_torch/learn/nets.py` and `training/README.md`).
 - Training data: the solver-labelled data set `{data}` (config sha256 `{dcfg.get('config_sha256')}`,
   data set seed {dcfg.get('dataset_seed')}, fractions train/val/test {fractions}) plus
@@ -102,7 +106,7 @@ target angles, budgets) to a feasible design (R_s, psi) in one forward pass; `ir
   {command}
   python scripts/model_card.py --ckpt {ckpt.as_posix()} --data {data.as_posix()} --config {cfg.as_posix()} --out {out.as_posix()}
   ```
-
+{history}
 ## Test metrics (held-out test split, network alone, no solver)
 
 Measured by `python -m irs_torch.learn.evaluate --checkpoint {out.as_posix()} --data {data.as_posix()}`:

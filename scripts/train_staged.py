@@ -1,13 +1,18 @@
 """Train a warm-start model in stages: warm restarts of the cosine learning-rate schedule.
 
-    python scripts/train_staged.py --config training/paper.yaml --epochs 20 30 50
+    python scripts/train_staged.py --config training/paper.yaml --epochs 20 30 50 60 \
+        --stage-config 4 training/paper-slots.yaml
 
 Stage k trains until ``epochs[k]`` epochs in total. Stage 1 starts from scratch; stage k > 1 resumes
 stage k-1's ``last.ckpt`` with ``--trainer.max_epochs epochs[k]``. The cosine schedule of
 :class:`irs_torch.learn.module.WarmStartModule` spans the run's whole length, so each resume
 restarts the learning rate at the value the longer schedule has at that step (a warm restart,
-e.g. 36% of the peak when going from 30 to 50 epochs) and decays it again. That is how the shipped
+40% of the peak when going from 29 to 50 epochs in the shipped run) and decays it again. That is how the shipped
 ``checkpoints/warm-start-paper.pt`` was trained (see its model card).
+
+``--stage-config K FILE`` adds a config file to stage K only (LightningCLI merges it over
+``--config``); the shipped model's last stage switches the loss to the slot-by-slot combination
+(``training/paper-slots.yaml``).
 
 Stage k logs to ``<save_dir>/<name>/stage<k>`` (the config's TensorBoard logger with version
 ``stage<k>``), checkpoints under its ``checkpoints/``. Resumable: rerunning the same command
@@ -57,7 +62,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", required=True, help="training YAML (e.g. training/paper.yaml)")
     p.add_argument("--epochs", type=int, nargs="+", required=True,
                    help="total epochs at the end of each stage, increasing (e.g. 20 30 50)")
+    p.add_argument("--stage-config", nargs=2, action="append", default=[], metavar=("K", "YAML"),
+                   help="an extra config file for stage K only (1-based; repeatable), e.g. a change of loss "
+                        "for a fine-tuning stage: --stage-config 4 training/paper-slots.yaml")
     a = p.parse_args(own)
+    stage_cfg: dict[int, list[str]] = {}
+    for k, path in a.stage_config:
+        if not k.isdigit() or not 1 <= int(k) <= len(a.epochs):
+            p.error(f"--stage-config: stage {k!r} is not one of 1..{len(a.epochs)}")
+        if not Path(path).exists():
+            p.error(f"--stage-config {k}: {path}: no such file")
+        stage_cfg.setdefault(int(k), []).extend(["--config", path])
     if any(e < 1 for e in a.epochs) or any(b <= c for c, b in zip(a.epochs, a.epochs[1:])):
         p.error(f"--epochs must be positive and increasing, got {a.epochs}")
     config = Path(a.config)
@@ -81,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"train_staged: stage {k}: to {epochs} epochs" + (f", resuming {resume}" if resume else ""),
               file=sys.stderr)
-        args = ["fit", "--config", str(config), "--trainer.logger.init_args.version", f"stage{k}",
+        args = ["fit", "--config", str(config), *stage_cfg.get(k, []), "--trainer.logger.init_args.version", f"stage{k}",
                 "--trainer.max_epochs", str(epochs)] + (["--ckpt_path", str(resume)] if resume else []) + extra
         rc = train(args)
         if rc != 0:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 import re
 import shutil
@@ -288,7 +289,9 @@ def test_staged_training_script_restarts_the_schedule_and_resumes(tiny_data, tmp
     spec.loader.exec_module(ts)
     extra = ["--", "--data.root", str(tiny_data), "--trainer.default_root_dir", str(tmp_path),
              "--trainer.logger.init_args.save_dir", str(tmp_path)]
-    assert ts.main(["--config", str(TINY_YAML), "--epochs", "1", "3", *extra]) == 0
+    stage2 = tmp_path / "stage2.yaml"
+    stage2.write_text("model:\n  tau: 0.2\n")
+    assert ts.main(["--config", str(TINY_YAML), "--epochs", "1", "3", "--stage-config", "2", str(stage2), *extra]) == 0
     out = capsys.readouterr()
     last2 = tmp_path / "warm-start" / "stage2" / "checkpoints" / "last.ckpt"
     assert out.out.strip() == str(last2)
@@ -296,6 +299,7 @@ def test_staged_training_script_restarts_the_schedule_and_resumes(tiny_data, tmp
                      weights_only=False)
     ck2 = torch.load(last2, map_location="cpu", weights_only=False)
     assert ck1["epoch"] + 1 == 1 and ck2["epoch"] + 1 == 3 and ck2["global_step"] == 3 * ck1["global_step"]
+    assert ck1["hyper_parameters"]["tau"] == 0.05 and ck2["hyper_parameters"]["tau"] == 0.2  # --stage-config
 
     def lr(stage):
         f = next((tmp_path / "warm-start" / stage).glob("events*"))
@@ -314,3 +318,33 @@ def test_staged_training_script_restarts_the_schedule_and_resumes(tiny_data, tmp
     with pytest.raises(SystemExit):
         ts.main(["--config", str(TINY_YAML), "--epochs", "3", "2"])
     assert "increasing" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        ts.main(["--config", str(TINY_YAML), "--epochs", "1", "3", "--stage-config", "3", str(stage2)])
+    assert "stage '3' is not one of 1..2" in capsys.readouterr().err
+
+
+def test_hyp_loss_slots_trains_the_combined_design(tiny_data):
+    """hyp_loss="slots": the CRB term is the smooth max of the slot-by-slot combination's CRB (what
+    forward returns), never above the "joint" term's best single candidate, and it back-propagates."""
+    from irs_torch.data.datamodule import ShardDataModule, collate_instances
+    from irs_torch.learn.losses import log_smooth_max
+    from irs_torch.learn.module import WarmStartModule
+
+    ds = ShardDataModule(str(tiny_data)).dataset("train")
+    batch = collate_instances([ds[i] for i in range(8)])
+    out = {}
+    for mode in ("joint", "slots"):
+        torch.manual_seed(0)
+        m = WarmStartModule(M=4, N_h=2, N_v=2, L=2, hidden=16, depth=1, hypotheses=4, w_sup=0.0,
+                            hyp_mean_weight=0.0, hyp_loss=mode).double()
+        o = m._compute(batch)
+        o["loss"].backward()
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters() if p.requires_grad)
+        out[mode] = o
+    # same weights (same seed): the combined design's smooth max-CRB is the slots loss
+    scen, label = out["slots"]["scenario"], batch["max_crb"].double()
+    expect = (log_smooth_max(out["slots"]["crb"], 0.05) - torch.log(label)).mean()
+    torch.testing.assert_close(out["slots"]["loss"], expect, rtol=1e-10, atol=1e-12)
+    assert float(out["slots"]["loss"]) <= float(out["joint"]["loss"]) + 0.05 * math.log(2)
+    with pytest.raises(ValueError, match="hyp_loss must be one of"):
+        WarmStartModule(M=4, N_h=2, N_v=2, L=2, hyp_loss="best")

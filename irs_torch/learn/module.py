@@ -34,6 +34,7 @@ NET_KEYS = ("M", "N_h", "N_v", "L", "hidden", "depth", "rank", "echo_basis", "al
             "learn_bs_power", "c1_mode", "dropout", "features", "free_transmit", "arch", "channels", "layers",
             "d_h", "d_v", "hypotheses", "transmit_basis")
 LR_SCHEDULES = ("cosine", "constant")
+HYP_LOSSES = ("joint", "slots")
 
 
 class WarmStartModule(L.LightningModule):
@@ -48,6 +49,10 @@ class WarmStartModule(L.LightningModule):
         w_crb, w_sup, w_psi, w_R: loss weights (module docstring); tau: smooth-max temperature;
             hyp_mean_weight: with K > 1 hypotheses the CRB term is that of the best candidate plus
             this weight times the mean over candidates (keeps every head training).
+            hyp_loss: which best candidate the CRB term sees: "joint" (the single candidate with the
+            smallest smooth max-CRB) or "slots" (the slot-by-slot combination that ``forward``
+            returns, :func:`~irs_torch.learn.nets.combine_slots`; lets each slot's candidates
+            specialise).
         lr, weight_decay: AdamW; lr_schedule: "cosine" (linear warmup of ``warmup_steps`` then cosine
             decay to ``min_lr_ratio * lr`` over the run) or "constant".
         normalizer_instances: training instances used to fit the feature standardisation.
@@ -60,7 +65,7 @@ class WarmStartModule(L.LightningModule):
                  channels: int = 32, layers: int = 4, hypotheses: int = 1, transmit_basis: str = "bs", w_crb: float = 1.0, w_sup: float = 0.1, w_psi: float = 1.0,
                  w_R: float = 1.0, tau: float = 0.05, hyp_mean_weight: float = 0.1, lr: float = 1e-3, weight_decay: float = 1e-6,
                  lr_schedule: str = "cosine", warmup_steps: int = 100, min_lr_ratio: float = 0.02,
-                 normalizer_instances: int = 4096):
+                 normalizer_instances: int = 4096, hyp_loss: str = "joint"):
         super().__init__()
         for name in ("w_crb", "w_sup", "w_psi", "w_R", "weight_decay", "hyp_mean_weight"):
             v = locals()[name]
@@ -78,6 +83,8 @@ class WarmStartModule(L.LightningModule):
             raise ValueError(f"min_lr_ratio must be in [0, 1], got {min_lr_ratio!r}")
         if not isinstance(warmup_steps, int) or warmup_steps < 0:
             raise ValueError(f"warmup_steps must be an integer >= 0, got {warmup_steps!r}")
+        if hyp_loss not in HYP_LOSSES:
+            raise ValueError(f"hyp_loss must be one of {HYP_LOSSES}, got {hyp_loss!r}")
         if not isinstance(normalizer_instances, int) or normalizer_instances < 1:
             raise ValueError(f"normalizer_instances must be an integer >= 1, got {normalizer_instances!r}")
         self.save_hyperparameters()
@@ -165,7 +172,7 @@ class WarmStartModule(L.LightningModule):
             d_all, c_all, _ = self.net(scen, return_all=True)
             sm_all = log_smooth_max(c_all, hp.tau)  # (B, K)
             d, ctot, _ = combine_slots(d_all, c_all, scen._budget("P_t"))  # the design forward() returns
-            smax = sm_all.min(-1).values
+            smax = sm_all.min(-1).values if hp.get("hyp_loss", "joint") == "joint" else log_smooth_max(ctot, hp.tau)
             extra = hp.hyp_mean_weight * (sm_all.mean(-1) - logl)
         else:
             d = self.net(scen)

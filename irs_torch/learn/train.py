@@ -15,6 +15,7 @@ next to its logs and the checkpoints store the hyperparameters.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from lightning.pytorch.cli import LightningCLI
 
@@ -23,7 +24,29 @@ from irs_torch.learn.module import WarmStartModule
 
 
 class WarmStartCLI(LightningCLI):
-    """LightningCLI with the seed recorded and user errors reported in one line."""
+    """LightningCLI with the seed recorded and user errors reported in one line.
+
+    On ``--ckpt_path`` the config and command line win over the checkpoint's hyperparameters
+    (LightningCLI's default is the reverse), so a resumed run can change the loss or other model
+    settings (e.g. ``scripts/train_staged.py --stage-config``); differences are printed. A change of
+    architecture still fails when the weights are loaded.
+    """
+
+    def _parse_ckpt_path(self) -> None:
+        import torch
+
+        sub = self.config.get("subcommand")
+        if not sub:
+            return
+        ckpt_path = self.config[sub].get("ckpt_path")
+        if not ckpt_path or not Path(ckpt_path).is_file():
+            return
+        hp = torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters", {})
+        mine = self.config[sub].get("model") or {}
+        diff = [f"model.{k}={mine[k]!r} (checkpoint {v!r})" for k, v in hp.items()
+                if not k.startswith("_") and k in mine and mine[k] != v]
+        if diff:
+            print(f"irs-torch train: resuming {ckpt_path} with the config's {', '.join(diff)}", file=sys.stderr)
 
 
 def main(args: list[str] | None = None) -> int:
