@@ -51,6 +51,9 @@ def main(argv=None) -> int:
     p.add_argument("--config", required=True, help="the training YAML (recorded in the model)")
     p.add_argument("--out", default="checkpoints/warm-start-paper.pt")
     p.add_argument("--command", default=None, help="the training command to record (default: derived)")
+    p.add_argument("--recipe-ckpt", default=None,
+                   help="the checkpoint the training command writes, for the card's reproduce block "
+                        "(default: --ckpt)")
     p.add_argument("--history", default=None,
                    help="a paragraph on how this checkpoint was actually trained, where that differs from "
                         "--command (e.g. the runs a staged training was resumed from); recorded in the card")
@@ -104,7 +107,7 @@ target angles, budgets) to a feasible design (R_s, psi) in one forward pass; `ir
   ```bash
   irs-torch dataset generate --config paper --num 384 --out data/paper --shard-size 32
   {command}
-  python scripts/model_card.py --ckpt {ckpt.as_posix()} --data {data.as_posix()} --config {cfg.as_posix()} --out {out.as_posix()}
+  python scripts/model_card.py --ckpt {Path(a.recipe_ckpt or ckpt).as_posix()} --data {data.as_posix()} --config {cfg.as_posix()} --out {out.as_posix()}
   ```
 {history}
 ## Test metrics (held-out test split, network alone, no solver)

@@ -230,6 +230,7 @@ def test_export_load_predict_and_other_sizes(tiny_data, tmp_path):
     R2, psi2 = predict(load_model(ckpt), scen)
     assert torch.allclose(R, R2) and torch.allclose(psi, psi2)
     assert bool(scen.is_feasible(R, psi, rtol=0.0).all())
+    assert not R.requires_grad and not psi.requires_grad  # inference: no autograd graph is built
     R1, psi1 = predict(net, scen[0])  # unbatched
     assert torch.allclose(R1, R[0], rtol=1e-6, atol=1e-12) and torch.allclose(psi1, psi[0], rtol=1e-6, atol=1e-12)
     other = Scenario.random(seed=0)  # M = 16, N = 4 x 4

@@ -142,23 +142,25 @@ def predict(model, scenario: Scenario, batch_size: int = 4096) -> tuple[torch.Te
     model: a :class:`WarmStartNet`, a :class:`WarmStartModule` or a checkpoint path. scenario:
     unbatched or batched (batch ``(...)``); evaluated in complex128 in chunks of ``batch_size``
     instances. Returns R_s ``(..., L, M, M)`` [W] and psi ``(..., L, N)``, complex128, meeting every
-    constraint of (P1) (eqs. (17a)-(17d)) by construction.
+    constraint of (P1) (eqs. (17a)-(17d)) by construction. Runs without autograd (inference only;
+    call the network itself to differentiate through it).
     """
     net = _as_net(model)
     check_compatible(net, scenario, source=getattr(net, "source", "the model"))
     was_training = net.training
     net.eval()
     try:
-        s = scenario.to(torch.complex128)
-        bshape = tuple(s.batch_shape)
-        if len(bshape) != 1 or bshape[0] <= batch_size:
-            d = net(s)
-            return d.R_s, d.psi
-        Rs, ps = [], []
-        for i in range(0, bshape[0], batch_size):
-            d = net(s[i:i + batch_size])
-            Rs.append(d.R_s)
-            ps.append(d.psi)
-        return torch.cat(Rs), torch.cat(ps)
+        with torch.no_grad():
+            s = scenario.to(torch.complex128)
+            bshape = tuple(s.batch_shape)
+            if len(bshape) != 1 or bshape[0] <= batch_size:
+                d = net(s)
+                return d.R_s, d.psi
+            Rs, ps = [], []
+            for i in range(0, bshape[0], batch_size):
+                d = net(s[i:i + batch_size])
+                Rs.append(d.R_s)
+                ps.append(d.psi)
+            return torch.cat(Rs), torch.cat(ps)
     finally:
         net.train(was_training)
