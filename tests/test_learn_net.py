@@ -308,3 +308,33 @@ def test_combine_slots_against_brute_force_and_exact_crb():
     # no finite candidate at all: falls back to the joint choice instead of returning NaN
     d2, crb2, _ = combine_slots(d_all, torch.full_like(c_all, float("inf")), s.P_t)
     assert torch.isfinite(d2.R_s.abs()).all() and torch.isinf(crb2).all()
+
+
+def test_combine_slots_three_slots_synthetic_against_brute_force():
+    """L = 3 slots, K = 4 candidates, synthetic CRBs and slot powers (R_s = p/M I): the breakpoint
+    search equals the brute force over all 4^3 assignments, slots are scaled down only when their
+    powers exceed the budget, and the returned CRBs are c / t."""
+    from irs_torch.learn.feasibility import FeasibleDesign
+    from irs_torch.learn.nets import combine_slots
+
+    g = torch.Generator().manual_seed(7)
+    B, K, L, M, N = 50, 4, 3, 3, 2
+    c = torch.exp(torch.randn(B, K, L, dtype=torch.float64, generator=g))
+    P_t = 1.0 + torch.rand(B, dtype=torch.float64, generator=g)
+    p = P_t[:, None, None] * (0.2 + 1.6 * torch.rand(B, K, L, dtype=torch.float64, generator=g))
+    R = (p / M)[..., None, None] * torch.eye(M, dtype=torch.complex128)
+    psi = torch.ones(B, K, L, N, dtype=torch.complex128)
+    d_all = FeasibleDesign(R_s=R, psi=psi, rho=torch.ones(B, K, dtype=torch.float64),
+                           c1_scale=torch.ones(B, K, L, dtype=torch.float64))
+    d, crb, idx = combine_slots(d_all, c, P_t)
+    torch.testing.assert_close(crb.amax(-1), _brute_force_combination(d_all, c, P_t), rtol=1e-12, atol=0.0)
+    p_out = torch.diagonal(d.R_s, dim1=-2, dim2=-1).sum(-1).real
+    assert (p_out.sum(-1) <= L * P_t * (1 + 1e-12)).all()
+    p_sel = p.gather(1, idx.unsqueeze(1)).squeeze(1)
+    c_sel = c.gather(1, idx.unsqueeze(1)).squeeze(1)
+    t = p_out / p_sel
+    assert (t <= 1 + 1e-12).all()
+    torch.testing.assert_close(crb, c_sel / t, rtol=1e-12, atol=0.0)
+    within = p_sel.sum(-1) <= L * P_t
+    assert within.any() and (~within).any()  # both cases occur
+    assert torch.allclose(t[within], torch.ones_like(t[within]))
