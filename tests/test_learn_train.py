@@ -349,3 +349,21 @@ def test_hyp_loss_slots_trains_the_combined_design(tiny_data):
     assert float(out["slots"]["loss"]) <= float(out["joint"]["loss"]) + 0.05 * math.log(2)
     with pytest.raises(ValueError, match="hyp_loss must be one of"):
         WarmStartModule(M=4, N_h=2, N_v=2, L=2, hyp_loss="best")
+
+
+def test_shipped_recipe_configs_parse(capsys):
+    """training/paper.yaml merged with paper-slots.yaml (the shipped model's last stage) is a valid
+    LightningCLI config with the settings the model card describes."""
+    import yaml
+
+    from irs_torch.learn.train import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["fit", "--config", str(REPO / "training" / "paper.yaml"), "--config",
+              str(REPO / "training" / "paper-slots.yaml"), "--print_config"])
+    assert e.value.code in (0, None)
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    m = cfg["model"]
+    assert (m["M"], m["N_h"], m["N_v"], m["L"]) == (16, 4, 4, 2)
+    assert m["hyp_loss"] == "slots" and m["hypotheses"] == 16 and m["c1_mode"] == "power"
+    assert cfg["data"]["unlabelled"] == 32768 and cfg["data"]["fractions"] == [0.5, 0.15, 0.35]
