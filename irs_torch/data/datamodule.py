@@ -224,6 +224,7 @@ class ShardDataModule(L.LightningDataModule):
         self._sets: dict[str, torch.utils.data.Dataset] = {}
         self._attrs: dict | None = None
         self._manifest: dict | None = None
+        self._pool: SampledScenarios | None = None
 
     # ------------------------------------------------------------------ data sets
     def _check_root(self):
@@ -255,8 +256,12 @@ class ShardDataModule(L.LightningDataModule):
         return self._sets[split]
 
     def _sampled(self) -> SampledScenarios:
-        return SampledScenarios(self.manifest["config"], self.unlabelled,
-                                cache_dir=self.root / "cache" if self.unlabelled_cache else None)
+        """The unlabelled pool, built once per data module (so a pool drawn by :meth:`prepare_data`
+        in this process is used as is, not reloaded from its cache file)."""
+        if self._pool is None:
+            self._pool = SampledScenarios(self.manifest["config"], self.unlabelled,
+                                          cache_dir=self.root / "cache" if self.unlabelled_cache else None)
+        return self._pool
 
     def prepare_data(self):
         """Draw the unlabelled geometries into the cache once (Lightning calls this on one process

@@ -172,7 +172,7 @@ class WarmStartModule(L.LightningModule):
             d_all, c_all, _ = self.net(scen, return_all=True)
             sm_all = log_smooth_max(c_all, hp.tau)  # (B, K)
             d, ctot, _ = combine_slots(d_all, c_all, scen._budget("P_t"))  # the design forward() returns
-            smax = sm_all.min(-1).values if hp.get("hyp_loss", "joint") == "joint" else log_smooth_max(ctot, hp.tau)
+            smax = log_smooth_max(ctot, hp.tau) if hp.hyp_loss == "slots" else sm_all.min(-1).values
             extra = hp.hyp_mean_weight * (sm_all.mean(-1) - logl)
         else:
             d = self.net(scen)
