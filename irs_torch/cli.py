@@ -4,9 +4,21 @@ Sub-commands live in :mod:`irs_torch.commands`: every module there defines
 ``register(subparsers)`` which adds its parser and sets ``func=run`` (a function of the parsed
 arguments returning an exit code). They are discovered automatically.
 
-User errors (bad input files, invalid values, mismatched sizes) are reported as one line
-``irs-torch: error: ...`` with exit status 2, never as a traceback; set ``IRS_TORCH_DEBUG=1``
-to see the traceback.
+Exit status and error reporting:
+
+- 0: success. 1: the command ran but its result is a failure it reports (e.g. ``solve`` found no
+  feasible point; the reason is printed).
+- 2: a user error, printed as one line ``irs-torch: error: ...`` naming the field or file, never
+  with a traceback. User errors are :class:`irs_torch.errors.InputError` (the one input-error
+  type; a ``ValueError``), any other ``ValueError`` raised by validation, ``FileNotFoundError``,
+  ``PermissionError`` and other ``OSError`` on the user's paths. Bad command-line syntax
+  (argparse) also exits 2.
+- 3: an internal error (a bug: ``TypeError``, ``KeyError``, ``RuntimeError`` from a solver,
+  ``AssertionError``, ...), printed as ``irs-torch: internal error (please report): <type>: <msg>``
+  after its traceback.
+- 130: interrupted (Ctrl-C / SIGTERM where a command handles it).
+
+Set ``IRS_TORCH_DEBUG=1`` to see the traceback of a user error too (the exception is re-raised).
 """
 from __future__ import annotations
 
@@ -16,9 +28,12 @@ import os
 import pkgutil
 import sys
 
+from irs_torch.errors import InputError
 
-class UserError(Exception):
-    """An error caused by the user's input; printed without a traceback."""
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+UserError = InputError  # the historical name; raise irs_torch.errors.InputError in new code
+USER_ERRORS = (InputError, ValueError, FileNotFoundError, PermissionError, OSError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,14 +66,31 @@ def main(argv: list[str] | None = None) -> int:
         rc = args.func(args)
     except KeyboardInterrupt:
         print("irs-torch: interrupted", file=sys.stderr)
-        return 130
-    except (UserError, ValueError, FileNotFoundError, TypeError, KeyError, OSError) as e:
+        return EXIT_INTERRUPTED
+    except USER_ERRORS as e:
         if os.environ.get("IRS_TORCH_DEBUG"):
             raise
-        msg = str(e) if not isinstance(e, KeyError) else f"missing key {e}"
-        print(f"irs-torch: error: {msg}", file=sys.stderr)
-        return 2
+        print(f"irs-torch: error: {_one_line(e)}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as e:  # noqa: BLE001 - a bug: show it as one, with its traceback
+        return _internal_error(e)
     return int(rc or 0)
+
+
+def _one_line(e: BaseException) -> str:
+    if isinstance(e, OSError) and not str(e).strip() and e.filename:
+        msg = f"{e.strerror or type(e).__name__}: {e.filename}"
+    else:
+        msg = str(e)
+    return " ".join(msg.split()) or type(e).__name__
+
+
+def _internal_error(e: BaseException) -> int:
+    import traceback
+
+    traceback.print_exception(type(e), e, e.__traceback__, file=sys.stderr)
+    print(f"irs-torch: internal error (please report): {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
+    return EXIT_INTERNAL
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -37,7 +37,7 @@ def checkpoint_dirs(dirs=None) -> list[Path]:
 
 
 def shipped_checkpoints(dirs=None) -> list[Path]:
-    """Model files (``*.pt``) in :func:`checkpoint_dirs`."""
+    """Model files (``*.pt``) in :func:`checkpoint_dirs` (listed, not opened)."""
     out = []
     for d in checkpoint_dirs(dirs):
         if d.is_dir():
@@ -48,28 +48,45 @@ def shipped_checkpoints(dirs=None) -> list[Path]:
 def find_checkpoint(scenario: Scenario, dirs=None) -> Path:
     """The shipped model for the scenario's sizes (and element spacings d_h, d_v and ``active``), searched in
     :func:`checkpoint_dirs` (``dirs``); FileNotFoundError listing the directories and what they hold
-    otherwise. Unreadable files are skipped (and listed as such)."""
-    from irs_torch.learn.checkpoint import load_model
+    otherwise.
+
+    The scan never opens (unpickles) a model file: it reads each ``*.pt``'s JSON sidecar
+    (:func:`irs_torch.learn.checkpoint.read_sidecar`, written by ``export_model``), and checks the
+    chosen file's sha256 against it. Files without a valid sidecar, or whose bytes changed since it
+    was written, are skipped with a UserWarning naming them (and listed in the error if nothing
+    matches); the model is then loaded weights-only by :func:`irs_torch.learn.checkpoint.load_model`."""
+    import warnings
+
+    from irs_torch.learn.checkpoint import file_sha256, read_sidecar
 
     seen = []
+    want = {"M": scenario.M, "N_h": scenario.N_h, "N_v": scenario.N_v, "L": scenario.L}
     for p in shipped_checkpoints(dirs):
         try:
-            net = load_model(p)
-        except ValueError:
-            seen.append(f"{p.name} (unreadable)")
+            info = read_sidecar(p)
+        except ValueError as e:
+            warnings.warn(f"checkpoint scan: skipped {e}", stacklevel=2)
+            seen.append(f"{p.name} (skipped: no valid sidecar {p.with_suffix('.json').name})")
             continue
-        sizes = {k: int(net.hparams[k]) for k in ("M", "N_h", "N_v", "L")}
-        spacing = {k: float(net.hparams.get(k, 0.5)) for k in ("d_h", "d_v")}
+        sizes = {k: int(info["sizes"][k]) for k in ("M", "N_h", "N_v", "L")}
+        spacing = {k: float(info[k]) for k in ("d_h", "d_v")}
         seen.append(f"{p.name} {sizes}" + ("" if spacing == {"d_h": 0.5, "d_v": 0.5} else f" {spacing}"))
-        if sizes == {"M": scenario.M, "N_h": scenario.N_h, "N_v": scenario.N_v, "L": scenario.L} and \
-                spacing == {"d_h": float(scenario.d_h), "d_v": float(scenario.d_v)} and \
-                bool(net.hparams.get("active", True)) == bool(scenario.active):
+        if sizes == want and spacing == {"d_h": float(scenario.d_h), "d_v": float(scenario.d_v)} and \
+                bool(info["active"]) == bool(scenario.active):
+            if file_sha256(p) != info["sha256"]:
+                warnings.warn(f"checkpoint scan: skipped {p}: its sha256 differs from its sidecar's (the file "
+                              f"changed after the sidecar was written); rewrite the sidecar with "
+                              f"`python -m irs_torch.learn.checkpoint sidecar {p}` if the file is right", stacklevel=2)
+                seen[-1] = f"{p.name} (skipped: sha256 differs from its sidecar)"
+                continue
             return p
     raise FileNotFoundError(
         f"no shipped checkpoint for M={scenario.M}, N_h={scenario.N_h}, N_v={scenario.N_v}, L={scenario.L} "
         f"(d_h={float(scenario.d_h):g}, d_v={float(scenario.d_v):g}, active={scenario.active}) in {', '.join(str(d) for d in checkpoint_dirs(dirs))} "
         f"(set ${CHECKPOINTS_ENV} to search elsewhere); found: {'; '.join(seen) or 'none'}. "
-        f"Train one (training/README.md) and pass --checkpoint")
+        f"Train one (training/README.md) and pass --checkpoint"
+        + ("; a model file without a sidecar gets one with `python -m irs_torch.learn.checkpoint sidecar FILE.pt`"
+           if any("sidecar" in x for x in seen) else ""))
 
 
 #: AO iterations of the refinement stage by default (measured on the shipped model's test split: the

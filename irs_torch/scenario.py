@@ -21,7 +21,14 @@ sigma_r2, sigma_b2 (W); T_c (symbols); P_t, P_s (W); a_max (amplitude, linear); 
 K_db (Rician K, dB); C0_db (dB), alpha (path-loss exponent); beta_model; sigma_rcs (m^2); seed.
 
 The file format (``.npz``, see :meth:`Scenario.save`) uses exactly these names as keys, plus
-``format`` = ``"irs-torch/scenario"``, ``version`` and ``preset``.
+``format`` = ``"irs-torch/scenario"``, ``version``, ``preset`` and ``L``. Reading is strict
+(:meth:`Scenario.from_dict`): the keys of ``REQUIRED_KEYS`` must all be present (no defaults for
+budgets or noise powers); M, N_h, N_v are integers; P_t, P_s, a_max, sigma_r2, sigma_b2 are scalars,
+one value for all IRSs (in a batched file: scalars or arrays of the batch shape of G; per-IRS
+budgets are not supported); ``L`` must equal the IRS count of G; theta and phi must agree with the
+geometry (irs_pos, irs_yaw, target_pos) to ``ANGLE_TOL_RAD`` or are derived from it when left out;
+seed is an integer >= 0, -1 meaning none. Any violation raises :class:`irs_torch.errors.InputError`
+naming the field.
 """
 from __future__ import annotations
 
@@ -38,6 +45,7 @@ import torch
 import importlib
 
 _crb = importlib.import_module("irs_torch.crb")  # the module (the package re-exports the function `crb`)
+from irs_torch.errors import InputError, InputTypeError
 from irs_torch.physics.channels import rician_bs_irs_channel, target_coefficient
 from irs_torch.physics.geometry import target_angles, direction_angles, dbm_to_watt
 
@@ -48,6 +56,18 @@ _TENSOR_FIELDS = ("G", "theta", "phi", "beta", "bs_pos", "irs_pos", "irs_yaw", "
 _SCALAR_FIELDS = ("M", "N_h", "N_v", "d_h", "d_v", "d_bs", "wavelength", "sigma_r2", "sigma_b2",
                   "T_c", "P_t", "P_s", "a_max", "active", "K_db", "C0_db", "alpha", "beta_model",
                   "sigma_rcs", "seed", "preset")
+
+# Fields read from a scenario file: required keys, integers, strings, budgets (scalars, or the
+# batch shape of G in a batched file; per-IRS budgets are not supported), other real scalars.
+REQUIRED_KEYS = ("G", "theta", "phi", "beta", "M", "N_h", "N_v", "d_h", "d_v", "sigma_r2", "sigma_b2",
+                 "T_c", "P_t", "P_s", "a_max", "active")
+_INT_FIELDS = ("M", "N_h", "N_v")
+_STR_FIELDS = ("beta_model", "preset")
+_BUDGET_FIELDS = ("sigma_r2", "sigma_b2", "P_t", "P_s", "a_max")
+_REAL_SCALAR_FIELDS = ("d_h", "d_v", "d_bs", "wavelength", "T_c", "K_db", "C0_db", "alpha", "sigma_rcs")
+
+# Largest admissible difference (rad) between stored angles and those of the stored geometry.
+ANGLE_TOL_RAD = {torch.float64: 1e-9, torch.float32: 1e-5}
 
 # Minimum node separation (m) and the smallest admissible cosine between a direction and an
 # IRS normal (the target and the BS must be in front of every IRS, off its plane).
@@ -66,6 +86,17 @@ def _fmt(v) -> str:
         v = v.detach().cpu()
         return str(v.item()) if v.numel() == 1 else f"tensor of shape {tuple(v.shape)}"
     return repr(v)
+
+
+def _is_real_scalar(v) -> bool:
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        return True
+    if torch.is_tensor(v) or isinstance(v, np.ndarray):
+        return v.ndim == 0 and not (v.is_complex() if torch.is_tensor(v) else np.iscomplexobj(v)) \
+            and v.dtype not in (torch.bool, np.bool_)
+    return False
 
 
 def _check_positive(name, value, *, allow_zero=False):
@@ -116,14 +147,19 @@ class Scenario:
         for name in ("M", "N_h", "N_v"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+                raise InputError(f"{name} must be a positive integer, got {v!r}")
             object.__setattr__(self, name, int(v))
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer))
+                                      or self.seed < 0):
+            raise InputError(f"seed must be a non-negative integer or None, got {self.seed!r}")
         if not torch.is_tensor(self.G) or not self.G.is_complex():
-            raise TypeError(f"G must be a complex torch tensor of shape (..., L, N, M), got {type(self.G).__name__}"
+            raise InputTypeError(f"G must be a complex torch tensor of shape (..., L, N, M), got {type(self.G).__name__}"
                             + (f" of dtype {self.G.dtype}" if torch.is_tensor(self.G) else ""))
         if self.G.dim() < 3:
             raise ValueError(f"G must have shape (..., L, N, M), got {tuple(self.G.shape)}")
         L, N, M = self.G.shape[-3:]
+        if L < 1:
+            raise InputError(f"G must hold at least one IRS, got shape {tuple(self.G.shape)}")
         if N != self.N_h * self.N_v or M != self.M:
             raise ValueError(f"G must have shape (..., L, N={self.N_h * self.N_v}, M={self.M}) for "
                              f"M={self.M}, N_h={self.N_h}, N_v={self.N_v}, got {tuple(self.G.shape)}")
@@ -146,6 +182,18 @@ class Scenario:
                 raise ValueError(f"{name} contains NaN or inf values")
         if (self.beta.abs() == 0).any():
             raise ValueError("beta must be non-zero (a zero target coefficient gives no information)")
+        for name in _REAL_SCALAR_FIELDS:
+            v = getattr(self, name)
+            if not _is_real_scalar(v):
+                what = f"shape {tuple(v.shape)}" if hasattr(v, "shape") and v.ndim else f"{v!r}"
+                raise InputError(f"{name} must be a real scalar, got {what}")
+        for name in _BUDGET_FIELDS:
+            v = getattr(self, name)
+            shape = tuple(torch.as_tensor(v).shape) if (torch.is_tensor(v) or isinstance(v, np.ndarray)) else ()
+            if shape and shape != tuple(batch):
+                where = f"or have the batch shape {tuple(batch)} of G" if batch else "(one value for all IRSs)"
+                raise InputError(f"{name} must be a scalar {where}; per-IRS budgets are not supported, "
+                                 f"got shape {shape}")
         for name in ("d_h", "d_v", "d_bs", "wavelength", "sigma_b2", "T_c", "P_t", "P_s", "a_max"):
             _check_positive(name, getattr(self, name))
         _check_positive("sigma_r2", self.sigma_r2, allow_zero=True)
@@ -158,16 +206,27 @@ class Scenario:
         self._check_geometry()
 
     def _check_geometry(self):
+        batch = tuple(self.batch_shape)
+        if self.bs_pos is not None:
+            bs = torch.as_tensor(self.bs_pos, dtype=torch.float64)
+            if bs.shape[-1:] != (3,) or tuple(bs.shape[:-1]) not in ((), batch):
+                raise InputError(f"bs_pos must have shape {batch + (3,)}, got {tuple(bs.shape)}")
+            if not torch.isfinite(bs).all():
+                raise InputError("bs_pos contains NaN or inf values")
         if self.irs_pos is None or self.target_pos is None:
             return
         irs = torch.as_tensor(self.irs_pos, dtype=torch.float64)
         tgt = torch.as_tensor(self.target_pos, dtype=torch.float64)
-        if irs.shape[-2:] != (self.L, 3):
-            raise ValueError(f"irs_pos must have shape (..., L={self.L}, 3), got {tuple(irs.shape)}")
-        if tgt.shape[-1:] != (3,):
-            raise ValueError(f"target_pos must have shape (..., 3), got {tuple(tgt.shape)}")
+        if irs.shape[-2:] != (self.L, 3) or tuple(irs.shape[:-2]) not in ((), batch):
+            raise ValueError(f"irs_pos must have shape (..., L={self.L}, 3) with batch shape {batch}, "
+                             f"got {tuple(irs.shape)}")
+        if tgt.shape[-1:] != (3,) or tuple(tgt.shape[:-1]) not in ((), batch):
+            raise ValueError(f"target_pos must have shape (..., 3) with batch shape {batch}, got {tuple(tgt.shape)}")
         yaw = torch.zeros(irs.shape[:-1], dtype=torch.float64) if self.irs_yaw is None else \
             torch.as_tensor(self.irs_yaw, dtype=torch.float64)
+        if yaw.shape != irs.shape[:-1]:
+            raise InputError(f"irs_yaw must have shape {tuple(irs.shape[:-1])} (one yaw per IRS), "
+                             f"got {tuple(yaw.shape)}")
         for name, t in (("irs_pos", irs), ("target_pos", tgt), ("irs_yaw", yaw)):
             if not torch.isfinite(t).all():
                 raise ValueError(f"{name} contains NaN or inf values")
@@ -180,6 +239,20 @@ class Scenario:
             idx = int(torch.nonzero((front < MIN_FRONT_COSINE).flatten())[0]) % self.L
             raise ValueError(f"target_pos is behind or in the plane of IRS {idx + 1} "
                              f"(cosine to its normal {front.flatten()[idx].item():.3g}, must be >= {MIN_FRONT_COSINE})")
+        self._check_angles_match_geometry(irs, yaw, tgt)
+
+    def _check_angles_match_geometry(self, irs, yaw, tgt):
+        """theta and phi must be the direction of target_pos seen from each IRS (ANGLE_TOL_RAD)."""
+        th, ph, _, _ = target_angles(irs, yaw, tgt)
+        tol = ANGLE_TOL_RAD.get(self.real_dtype, 1e-5)
+        for name, stored, ref in (("theta", self.theta, th), ("phi", self.phi, ph)):
+            err = (stored.to(torch.float64) - ref).abs()
+            if (err > tol).any():
+                i = int(torch.argmax(err.flatten()))
+                raise InputError(
+                    f"{name} of IRS {i % self.L + 1} is {stored.flatten()[i].item():.12g} rad but the stored geometry "
+                    f"(irs_pos, irs_yaw, target_pos) gives {ref.flatten()[i].item():.12g} rad (difference "
+                    f"{err.flatten()[i].item():.3g} rad > {tol:g}): the angles must agree with the geometry")
 
     # ------------------------------------------------------------------ shapes
     @property
@@ -238,14 +311,14 @@ class Scenario:
         L, N, M = self.L, self.N, self.M
         if R_s is not None:
             if not torch.is_tensor(R_s):
-                raise TypeError(f"R_s must be a torch tensor, got {type(R_s).__name__}")
+                raise InputTypeError(f"R_s must be a torch tensor, got {type(R_s).__name__}")
             if R_s.shape[-3:] != (L, M, M):
                 raise ValueError(f"R_s must have shape (..., L={L}, M={M}, M={M}), got {tuple(R_s.shape)}")
             if not torch.isfinite(R_s).all():
                 raise ValueError("R_s contains NaN or inf values")
         if psi is not None:
             if not torch.is_tensor(psi):
-                raise TypeError(f"psi must be a torch tensor, got {type(psi).__name__}")
+                raise InputTypeError(f"psi must be a torch tensor, got {type(psi).__name__}")
             if psi.shape[-2:] != (L, N):
                 raise ValueError(f"psi must have shape (..., L={L}, N={N}), got {tuple(psi.shape)}")
             if not torch.isfinite(psi).all():
@@ -498,34 +571,88 @@ class Scenario:
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "<dict>") -> "Scenario":
+        """A scenario from the file keys (module docstring); strict.
+
+        Every key of ``REQUIRED_KEYS`` must be present (no defaults for budgets or noise powers);
+        theta and phi may be left out when the geometry (irs_pos, target_pos, optionally irs_yaw)
+        is given, and are then derived from it (if given, they must agree with it, see
+        ``ANGLE_TOL_RAD``). M, N_h, N_v must be integers (4.0 is accepted, 4.7 is not); budgets and
+        noise powers scalars (or the batch shape of G in a batched file); an ``L`` key must equal
+        the number of IRSs in G; seed is an integer >= 0, or -1 for none. Raises
+        :class:`irs_torch.errors.InputError` naming the field.
+        """
         fmt = str(np.asarray(d.get("format", ""))) if "format" in d else None
         if fmt is not None and fmt != SCENARIO_FORMAT:
-            raise ValueError(f"{source}: format is {fmt!r}, expected {SCENARIO_FORMAT!r} "
+            raise InputError(f"{source}: format is {fmt!r}, expected {SCENARIO_FORMAT!r} "
                              f"(is this a solution file?)")
-        missing = [k for k in ("G", "theta", "phi", "beta", "M", "N_h", "N_v") if k not in d]
+        has_geom = "irs_pos" in d and "target_pos" in d
+        missing = [k for k in REQUIRED_KEYS if k not in d and not (has_geom and k in ("theta", "phi"))]
         if missing:
-            raise ValueError(f"{source}: missing keys {missing}")
+            raise InputError(f"{source}: missing keys {missing}")
         kw: dict[str, Any] = {}
         for f in _TENSOR_FIELDS:
-            if f in d:
-                kw[f] = torch.from_numpy(np.array(d[f]))
+            if f not in d:
+                continue
+            a = np.asarray(d[f])
+            kinds = "c" if f == "G" else ("iufc" if f == "beta" else "iuf")
+            if a.dtype.kind not in kinds:
+                want = "complex" if f == "G" else ("numeric" if f == "beta" else "real")
+                raise InputError(f"{source}: {f} must be a {want} array, got dtype {a.dtype}")
+            kw[f] = torch.from_numpy(np.array(a))
+        G = kw["G"]
+        if G.dim() < 3:
+            raise InputError(f"{source}: G must have shape (..., L, N, M), got {tuple(G.shape)}")
+        batch = tuple(G.shape[:-3])
         for f in _SCALAR_FIELDS:
             if f not in d:
                 continue
             v = np.asarray(d[f])
-            if v.dtype.kind in "US":
+            if f in _STR_FIELDS:
+                if v.dtype.kind not in "US" or v.ndim:
+                    raise InputError(f"{source}: {f} must be a string, got {_show(v)}")
                 kw[f] = str(v)
-            elif f in ("M", "N_h", "N_v"):
-                kw[f] = int(v)
+                continue
+            if v.dtype.kind not in "biuf":
+                raise InputError(f"{source}: {f} must be a number, got {_show(v)} (dtype {v.dtype})")
+            if f in _BUDGET_FIELDS:
+                if v.ndim and v.shape != batch:
+                    where = f"or have the batch shape {batch} of G" if batch else "(one value for all IRSs)"
+                    raise InputError(f"{source}: {f} must be a scalar {where}; per-IRS budgets are not "
+                                     f"supported, got shape {v.shape}")
+                kw[f] = torch.from_numpy(v.astype(np.float64)) if v.ndim else float(v)
+                continue
+            if v.ndim:
+                raise InputError(f"{source}: {f} must be a scalar, got shape {v.shape}")
+            if f in _INT_FIELDS or f == "seed":
+                kw[f] = _file_int(f, v, source)
+                if f == "seed":
+                    if kw[f] < -1:
+                        raise InputError(f"{source}: seed must be >= 0 (or -1 for none), got {kw[f]}")
+                    kw[f] = None if kw[f] == -1 else kw[f]
             elif f == "active":
+                if float(v) not in (0.0, 1.0):
+                    raise InputError(f"{source}: active must be a boolean (0 or 1), got {_show(v)}")
                 kw[f] = bool(v)
-            elif f == "seed":
-                kw[f] = None if int(v) < 0 else int(v)
-            elif v.ndim:
-                kw[f] = torch.from_numpy(v.astype(np.float64))
             else:
                 kw[f] = float(v)
-        return cls(**kw)
+        if "L" in d:
+            Lf = np.asarray(d["L"])
+            if Lf.ndim or Lf.dtype.kind not in "iuf" or _file_int("L", Lf, source) != G.shape[-3]:
+                raise InputError(f"{source}: L is {_show(Lf)} but G holds {G.shape[-3]} IRSs (shape {tuple(G.shape)})")
+        if has_geom and ("theta" not in kw or "phi" not in kw):
+            irs = kw["irs_pos"].to(torch.float64)
+            yaw = kw["irs_yaw"].to(torch.float64) if "irs_yaw" in kw else torch.zeros(irs.shape[:-1], dtype=torch.float64)
+            if irs.shape[-1:] != (3,) or yaw.shape != irs.shape[:-1] or kw["target_pos"].shape[-1:] != (3,):
+                raise InputError(f"{source}: irs_pos (..., L, 3), irs_yaw (..., L) and target_pos (..., 3) have "
+                                 f"shapes {tuple(irs.shape)}, {tuple(yaw.shape)}, {tuple(kw['target_pos'].shape)}")
+            th, ph, _, _ = target_angles(irs, yaw, kw["target_pos"].to(torch.float64))
+            kw.setdefault("theta", th)
+            kw.setdefault("phi", ph)
+        try:
+            return cls(**kw)
+        except (ValueError, TypeError) as e:
+            msg = str(e)
+            raise InputError(msg if msg.startswith(source) else f"{source}: {msg}") from None
 
     @classmethod
     def load(cls, path) -> "Scenario":
@@ -535,7 +662,7 @@ class Scenario:
             return cls.from_dict(d, source=str(path))
         except (ValueError, TypeError) as e:
             msg = str(e)
-            raise ValueError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
+            raise InputError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
 
 
 @dataclass(frozen=True)
@@ -672,7 +799,7 @@ class Solution:
     def to_dict(self) -> dict:
         out = {"format": SOLUTION_FORMAT, "version": _version(), "R_s": self.R_s.detach().cpu().numpy(),
                "psi": self.psi.detach().cpu().numpy(), "method": np.asarray(self.method),
-               "metadata": np.asarray(json.dumps(self.metadata, default=_json_default))}
+               "metadata": np.asarray(_strict_json(self.metadata))}
         if self.crb is not None:
             c = torch.as_tensor(self.crb).detach().cpu().numpy()
             out["crb"] = c
@@ -702,38 +829,56 @@ class Solution:
             if k not in d:
                 raise ValueError(f"{path}: missing key {k!r}")
         known = {"format", "version", "R_s", "psi", "crb", "max_crb", "method", "metadata"}
-        md = json.loads(str(d["metadata"])) if "metadata" in d else {}
+        try:
+            md = json.loads(str(d["metadata"])) if "metadata" in d else {}
+        except ValueError as e:
+            raise InputError(f"{path}: metadata is not valid JSON ({e})") from None
+        for k, v in d.items():
+            if k not in known and np.asarray(v).dtype.kind not in "biufc":
+                raise InputError(f"{path}: array {k} must be numeric, got dtype {np.asarray(v).dtype}")
         arrays = {k: torch.from_numpy(np.array(v)) for k, v in d.items() if k not in known}
+        for k in ("R_s", "psi", "crb"):
+            if k in d and np.asarray(d[k]).dtype.kind not in "iufc":
+                raise InputError(f"{path}: {k} must be a numeric array, got dtype {np.asarray(d[k]).dtype}")
         try:
             return cls(R_s=torch.from_numpy(np.array(d["R_s"])), psi=torch.from_numpy(np.array(d["psi"])),
                        crb=torch.from_numpy(np.array(d["crb"])) if "crb" in d else None,
                        method=str(d.get("method", "custom")), metadata=md, arrays=arrays)
-        except ValueError as e:
-            raise ValueError(f"{path}: {e}") from None
+        except (ValueError, TypeError) as e:
+            raise InputError(f"{path}: {e}") from None
 
 
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if torch.is_tensor(o):
-        return o.detach().cpu().tolist()
-    return str(o)
+def _show(v: np.ndarray) -> str:
+    return repr(v.item()) if v.ndim == 0 else f"an array of shape {v.shape}"
+
+
+def _file_int(name: str, v: np.ndarray, source: str) -> int:
+    """An integer read from a file: integer dtype, or a float with an integral value."""
+    if v.dtype.kind in "iu":
+        return int(v)
+    x = float(v)
+    if v.dtype.kind == "b" or not math.isfinite(x) or x != round(x):
+        raise InputError(f"{source}: {name} must be an integer, got {_show(v)}")
+    return int(x)
+
+
+def _strict_json(obj) -> str:
+    from irs_torch.outputs import dumps
+
+    return dumps(obj)
 
 
 def _atomic_savez(path, d: dict) -> Path:
     import os
     import tempfile
 
-    path = Path(path)
-    if path.suffix != ".npz":
-        path = path.with_suffix(path.suffix + ".npz") if path.suffix else path.with_suffix(".npz")
+    from irs_torch.outputs import apply_file_mode, npz_path
+
+    path = npz_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
+        apply_file_mode(fd)  # mkstemp makes 0600; give the mode of a plain open() (umask)
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **d)
         os.replace(tmp, path)

@@ -59,7 +59,7 @@ def main(argv=None) -> int:
                         "--command (e.g. the runs a staged training was resumed from); recorded in the card")
     a = p.parse_args(argv)
 
-    from irs_torch.learn.checkpoint import _read, export_model, load_model
+    from irs_torch.learn.checkpoint import export_model, load_model, read_checkpoint
     from irs_torch.learn.evaluate import evaluate
 
     ckpt, data, cfg, out = Path(a.ckpt), Path(a.data), Path(a.config), Path(a.out)
@@ -67,7 +67,7 @@ def main(argv=None) -> int:
         if not path.exists():
             print(f"model_card: error: {name}: {path} not found", file=sys.stderr)
             return 2
-    raw = _read(ckpt)
+    raw = read_checkpoint(ckpt)
     command = a.command or f"python -m irs_torch.learn.train fit --config {cfg.as_posix()}"
     net = load_model(ckpt)
     fractions = net.meta.get("dataset", {}).get("fractions") or [0.8, 0.1, 0.1]
@@ -95,7 +95,8 @@ target angles, budgets) to a feasible design (R_s, psi) in one forward pass; `ir
 --method learned` uses it, and refines with the AO solver unless `--refine none`.
 
 - File: `{out.name}` ({size_mb:.1f} MB, {shipped.meta.get('num_parameters')} parameters, float32),
-  exported from `{ckpt.name}` (epoch {meta['epoch']}, step {meta['global_step']}).
+  exported from `{ckpt.name}` (epoch {meta['epoch']}, step {meta['global_step']}); loads with `torch.load(weights_only=True)`.
+  Its sidecar `{out.with_suffix('.json').name}` (sizes, spacings, sha256) is what the checkpoint scan reads.
 - Architecture: {shipped.hparams.get('arch')} with {shipped.hparams.get('hypotheses')} hypotheses
   (combined slot by slot, `combine_slots`), features `{shipped.hparams.get('features')}`, c1_mode `{shipped.hparams.get('c1_mode')}`, transmit rank
   {shipped.hparams.get('rank')} (see `irs_torch/learn/nets.py` and `training/README.md`).

@@ -49,7 +49,7 @@ def _finished_epochs(ckpt: Path) -> int:
     import torch
 
     try:  # saved at the end of an epoch's validation: "epoch" is that epoch's index
-        return int(torch.load(ckpt, map_location="cpu", weights_only=False).get("epoch", -1)) + 1
+        return int(torch.load(ckpt, map_location="cpu", weights_only=True).get("epoch", -1)) + 1
     except Exception:  # noqa: BLE001
         return 0
 

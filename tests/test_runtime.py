@@ -191,13 +191,17 @@ def test_find_checkpoint_picks_the_matching_model(tiny, tmp_path, monkeypatch):
     d = tmp_path / "ckpts"
     d.mkdir()
     shutil.copy(tiny["other"], d / "a-other.pt")
+    shutil.copy(tiny["other"].with_suffix(".json"), d / "a-other.json")  # export_model's sidecar
     (d / "b-garbage.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(FileNotFoundError) as e:
+    with pytest.raises(FileNotFoundError) as e, pytest.warns(UserWarning, match="b-garbage.pt: no metadata sidecar"):
         find_checkpoint(s, dirs=d)
     msg = str(e.value)
     assert "M=4, N_h=2, N_v=2, L=2" in msg and str(d) in msg
-    assert "a-other.pt {'M': 8, 'N_h': 2, 'N_v': 2, 'L': 3}" in msg and "b-garbage.pt (unreadable)" in msg
+    assert "a-other.pt {'M': 8, 'N_h': 2, 'N_v': 2, 'L': 3}" in msg
+    assert "b-garbage.pt (skipped: no valid sidecar b-garbage.json)" in msg
+    (d / "b-garbage.pt").unlink()
     shutil.copy(tiny["model"], d / "c-tiny.pt")
+    shutil.copy(tiny["model"].with_suffix(".json"), d / "c-tiny.json")
     assert find_checkpoint(s, dirs=d) == d / "c-tiny.pt"
     # other element spacings: not picked automatically; an explicit load warns and names them
     s_q = s.replace(d_h=0.25)
@@ -244,8 +248,9 @@ def test_cli_solve_without_checkpoint_uses_or_asks_for_a_shipped_one(tiny, tmp_p
     assert "--checkpoint" in r.stderr and str(tiny["empty_dir"]) in r.stderr
     d = tmp_path / "ckpts"
     d.mkdir()
-    shutil.copy(tiny["other"], d / "other.pt")
-    shutil.copy(tiny["model"], d / "tiny.pt")
+    for src, name in ((tiny["other"], "other"), (tiny["model"], "tiny")):  # model files + their sidecars
+        shutil.copy(src, d / f"{name}.pt")
+        shutil.copy(src.with_suffix(".json"), d / f"{name}.json")
     r = _cli([*args, "-o", tmp_path / "y.npz"], {"IRS_TORCH_CHECKPOINTS": str(d)})
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"using shipped checkpoint {d / 'tiny.pt'}" in r.stderr
@@ -259,6 +264,7 @@ def test_demo_uses_the_shipped_model_or_skips_it(tiny, tmp_path, monkeypatch, ca
     d = tmp_path / "ckpts"
     d.mkdir()
     shutil.copy(tiny["model"], d / "tiny.pt")
+    shutil.copy(tiny["model"].with_suffix(".json"), d / "tiny.json")
     args = ["demo", "--scenario", tiny["scenario_file"], "--methods", "learned", "transmit-only", "--out", tmp_path / "o"]
     r = _cli_inprocess(args, monkeypatch, capsys, {"IRS_TORCH_CHECKPOINTS": str(d)})
     assert r.returncode == 0, r.stderr[-3000:]
@@ -377,7 +383,7 @@ def test_cli_errors_are_clear(tiny, tmp_path, monkeypatch, capsys, case, subproc
     elif case == "garbage-checkpoint":
         (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
         args, want = [*learned, "--scenario", scen, "--checkpoint", tmp_path / "bad.pt"], \
-            [str(tmp_path / "bad.pt"), "not a readable checkpoint"]
+            [str(tmp_path / "bad.pt"), "refused: not a weights-only checkpoint"]
     elif case == "learned-init":
         args, want = [*learned, "--scenario", scen, "--checkpoint", model, "--init", "aligned"], \
             ["--init 'aligned' is not used with --method learned"]
@@ -398,8 +404,9 @@ def test_cli_bench_warmstart_default_checkpoint_and_solver(tiny, tmp_path):
     """The whole test split with the default AO settings and the checkpoint found by find_checkpoint."""
     d = tmp_path / "ckpts"
     d.mkdir()
-    shutil.copy(tiny["other"], d / "other.pt")
-    shutil.copy(tiny["model"], d / "tiny.pt")
+    for src, name in ((tiny["other"], "other"), (tiny["model"], "tiny")):  # model files + their sidecars
+        shutil.copy(src, d / f"{name}.pt")
+        shutil.copy(src.with_suffix(".json"), d / f"{name}.json")
     out = tmp_path / "bench"
     r = _cli(["bench", "warmstart", "--data", tiny["data"], "--out", out, "--json"], {"IRS_TORCH_CHECKPOINTS": str(d)})
     assert r.returncode == 0, r.stderr[-3000:]

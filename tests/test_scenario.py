@@ -218,7 +218,8 @@ def test_corrupt_and_mismatched_files(tmp_path, paper):
         Scenario.load(solp)
     # missing keys
     np.savez(tmp_path / "partial.npz", G=paper.G.numpy(), theta=paper.theta.numpy())
-    with pytest.raises(ValueError, match=r"missing keys \['phi', 'beta', 'M', 'N_h', 'N_v'\]"):
+    with pytest.raises(ValueError, match=r"missing keys \['phi', 'beta', 'M', 'N_h', 'N_v', 'd_h', 'd_v', 'sigma_r2', 'sigma_b2', 'T_c', "
+                       r"'P_t', 'P_s', 'a_max', 'active'\]"):
         Scenario.load(tmp_path / "partial.npz")
     # invalid values inside a file are reported with the file name
     d = paper.to_dict()

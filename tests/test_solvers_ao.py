@@ -24,8 +24,11 @@ def small_ao(small):
     return solve(small, "ao", options=FAST)
 
 
-def _check_feasible(s, res: SolveResult):
-    assert res.success
+def _check_feasible(s, res: SolveResult, allow_solver_failure: bool = False):
+    if allow_solver_failure and not res.success:  # reported, never silent (tests/test_solver_failures.py)
+        assert res.status == "solver-failed" and res.message.startswith("FAILED:"), (res.status, res.message)
+    else:
+        assert res.success, (res.status, res.message)
     assert bool(s.is_feasible(res.R_s, res.psi, rtol=1e-6))
     c = s.crb(res.R_s, res.psi).total
     assert torch.allclose(res.crb, c, rtol=1e-12)
@@ -132,10 +135,12 @@ def test_bad_method_and_batched_scenario(small):
 @pytest.mark.parametrize("kw", [dict(P_s=1e-13), dict(a_max=1e-3), dict(P_t=1e-9)])
 def test_degenerate_budgets_give_finite_results(kw):
     """P_s below the IRS noise floor, tiny a_max or P_t: a (very large) finite CRB, a feasible
-    point and a message, never a crash or NaN (psi is scaled down to meet C1)."""
+    point and a message, never a crash or NaN (psi is scaled down to meet C1). At P_s = 1e-13 W the
+    conic solvers fail on P2 (Clarabel returns no point, SCS a point 5% over C1): that is reported
+    as a solver failure, with the feasible starting transmit design."""
     s = Scenario.paper(0, M=4, N_h=2, N_v=2, **kw)
     res = solve(s, "ao", options=SolverOptions(max_iter=2, p3_steps=10, p3_warm_steps=5, p3_starts=2))
-    _check_feasible(s, res)
+    _check_feasible(s, res, allow_solver_failure="P_s" in kw)
     assert res.max_crb > 0 and not any(math.isnan(x) for x in res.crb.tolist())
     if "P_s" in kw or "a_max" in kw:
         assert "noise floor" in res.message or "a_max" in res.message

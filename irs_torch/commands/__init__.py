@@ -1,1 +1,18 @@
-"""Sub-commands of ``irs-torch``; each module defines ``register(subparsers)``."""
+"""Sub-commands of ``irs-torch``; each module defines ``register(subparsers)``.
+
+Shared argument types live here: :func:`seed_arg` (every ``--seed`` option).
+"""
+from __future__ import annotations
+
+import argparse
+
+
+def seed_arg(text: str) -> int:
+    """argparse type of ``--seed``: an integer >= 0 (a negative seed is refused, not reinterpreted)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {v}")
+    return v

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
+
+from irs_torch.commands import seed_arg
 
 
 def register(sub):
@@ -18,7 +19,7 @@ def register(sub):
                    help="design without --solution: isotropic R_s = P_t/M I with random-phase psi "
                         "(isotropic-random) or phases aligned to the target (isotropic-aligned), at the "
                         "largest amplitude meeting C1 and a_max")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random phases (default 0)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="seed of the random phases (default 0)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -78,7 +79,9 @@ def run(args: argparse.Namespace) -> int:
     rep = evaluate(s, R, psi)
     rep["design"] = label
     if args.json:
-        print(json.dumps(rep))
+        from irs_torch.outputs import dumps
+
+        print(dumps(rep))
         return 0
     print(f"design: {label}")
     print(f"{'IRS':>3} {'CRB tr(F^-1)':>13} {'CRB angles':>11} {'rCRB th[deg]':>12} {'rCRB ph[deg]':>12} "

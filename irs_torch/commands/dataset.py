@@ -7,6 +7,8 @@ import math
 import signal
 import sys
 
+from irs_torch.commands import seed_arg
+
 
 def register(sub):
     p = sub.add_parser(
@@ -31,9 +33,12 @@ def register(sub):
     g.add_argument("--backend", choices=["local", "ray"], default="local", help="default: local process pool")
     g.add_argument("--address", help="Ray cluster address (e.g. auto, HOST:6379, ray://HOST:10001); "
                                      "without it --backend ray starts a local Ray")
-    g.add_argument("--seed", type=int, help="data set seed (overrides the config's)")
+    g.add_argument("--seed", type=seed_arg, help="data set seed (overrides the config's)")
     g.add_argument("--shard-size", dest="shard_size", type=int, help="instances per shard (overrides the config's)")
     g.add_argument("--retry-failed", action="store_true", help="solve the failed instances of DIR again")
+    g.add_argument("--force", action="store_true",
+                   help="proceed although DIR/shards holds files and DIR/manifest.json is missing: shards "
+                        "of the same config are reused, other shard files are deleted (each is listed)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.set_defaults(func=run_generate)
 
@@ -72,7 +77,7 @@ def run_generate(args: argparse.Namespace) -> int:
     try:
         m = generate_dataset(args.out, args.num, args.config, workers=args.workers, backend=args.backend,
                              address=args.address, seed=args.seed, shard_size=args.shard_size,
-                             retry_failed=args.retry_failed, progress=not args.no_progress)
+                             retry_failed=args.retry_failed, progress=not args.no_progress, force=args.force)
     except BackendUnavailable as e:
         raise UserError(str(e)) from None
     finally:
@@ -97,8 +102,16 @@ def run_info(args: argparse.Namespace) -> int:
     from irs_torch.data.dataset import dataset_info
 
     d = dataset_info(args.dir, verify=args.verify)
+    integ = d.get("integrity")
+    if integ and integ["checksums_missing"]:
+        print(f"irs-torch: warning: {args.dir}/manifest.json records no checksum for {len(integ['checksums_missing'])} "
+              f"shard(s) (written by an older irs-torch): their structure and labels were checked, their bytes "
+              f"could not be; rerun `irs-torch dataset generate --out {args.dir} --num {d['counts']['requested']}` "
+              f"to record checksums", file=sys.stderr)
     if args.json:
-        print(json.dumps(d, indent=1, default=str))
+        from irs_torch.outputs import dumps
+
+        print(dumps(d, indent=1))
         return 0
     c = d["counts"]
     z = d["sizes"]
@@ -122,6 +135,11 @@ def run_info(args: argparse.Namespace) -> int:
     print(f"  solve time per instance:          {_fmt_stats(d['solve_time_s'], ' s')}; "
           f"total {d['total_solve_time_s']:.1f} s")
     print(f"  CPU time per instance:            {_fmt_stats(d['cpu_time_s'], ' s')}")
+    if integ:
+        print(f"  verified: {integ['checksums_verified']}/{integ['shards']} shards match their sha256"
+              + (f" ({len(integ['checksums_missing'])} without a recorded checksum)" if integ["checksums_missing"] else "")
+              + f"; labels of {integ['instances_checked']} instances consistent (max_crb = max crb, CRB recomputed, "
+                f"feasible where success)")
     if d["failures"]:
         print(f"  failures ({len(d['failures'])}):")
         for f in d["failures"][:10]:
@@ -140,6 +158,9 @@ def run_config(args: argparse.Namespace) -> int:
         raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, got {args.preset!r}")
     cfg = PRESETS[args.preset]()
     if args.output:
+        from irs_torch.outputs import check_output_path
+
+        check_output_path(args.output, None, "-o/--output")
         print(f"wrote {cfg.save(args.output)}")
     else:
         sys.stdout.write(yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None))
@@ -147,11 +168,20 @@ def run_config(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     import numpy as np
 
     from irs_torch.data.dataset import ShardDataset
+    from irs_torch.outputs import check_output_path, npz_path
     from irs_torch.scenario import Solution
 
+    # never overwrite the data set's files, nor write the scenario and the solution to one file
+    inputs = [("data set file", str(f)) for f in sorted(Path(args.dir).rglob("*")) if f.is_file()]
+    check_output_path(npz_path(args.scenario), inputs, "--scenario")
+    if args.solution:
+        check_output_path(npz_path(args.solution), inputs + [("--scenario", str(npz_path(args.scenario)))],
+                          "--solution")
     ds = ShardDataset(args.dir)
     hit = np.nonzero(ds.instance_ids == args.instance_id)[0]
     if not len(hit):

@@ -5,6 +5,8 @@ import argparse
 import math
 import time
 
+from irs_torch.commands import seed_arg
+
 
 def register(sub):
     p = sub.add_parser(
@@ -12,7 +14,7 @@ def register(sub):
         description="Solve the paper's scenario (Section V, NOTES.md defaults) with the learned warm start "
                     "(if a shipped checkpoint matches), the cold exact AO and the paper's benchmarks; print "
                     "per-IRS CRB, root-CRB, constraint margins and times.")
-    p.add_argument("--seed", type=int, default=0, help="channel seed of the paper scenario (default 0)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="channel seed of the paper scenario (default 0)")
     p.add_argument("--scenario", help="a scenario .npz instead of the paper preset")
     p.add_argument("--methods", nargs="+",
                    default=["ao", "learned", "transmit-only", "reflective-only", "passive"],
@@ -25,6 +27,14 @@ def run(args: argparse.Namespace) -> int:
     from irs_torch.scenario import Scenario
     from irs_torch.solvers import SolverOptions, solve
 
+    if args.out:  # before solving: never overwrite an input, fail early if the folder cannot be written
+        from pathlib import Path
+
+        from irs_torch.outputs import check_output_dir, check_output_path
+
+        check_output_dir(args.out, {"--scenario": args.scenario}, "--out")
+        for method in args.methods:
+            check_output_path(Path(args.out) / f"{method}.npz", {"--scenario": args.scenario}, "--out")
     scen = Scenario.load(args.scenario) if args.scenario else Scenario.paper(seed=args.seed)
     print(f"scenario: {args.scenario or 'paper preset'} (seed {scen.seed}); M={scen.M}, N={scen.N_h}x{scen.N_v}, "
           f"L={scen.L}, P_t={float(scen.P_t):g} W, P_s={float(scen.P_s):g} W, a_max={float(scen.a_max):g}")

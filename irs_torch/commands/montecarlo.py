@@ -14,7 +14,10 @@ import argparse
 import csv
 import json
 import math
+import sys
 from pathlib import Path
+
+from irs_torch.commands import seed_arg
 
 DEFAULT_PT = "2,20,200,2000,20000"
 DEFAULT_DESIGNS = "optimised,isotropic-random,isotropic-aligned"
@@ -37,13 +40,16 @@ def register(sub):
     p.add_argument("--optimiser", choices=["auto", "adam", "ao"], default="auto",
                    help="for --design optimised: adam, the AO solver, or auto (both, keep the best)")
     p.add_argument("--trials", type=int, default=1000, help="Monte Carlo trials K (default 1000)")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=seed_arg, default=0,
                    help="seed of the waveform and noise draws (and of the random phases); default 0")
     p.add_argument("--estimator", choices=["ml", "music"], default="ml", help="direction estimator")
     p.add_argument("--no-z1", dest="include_z1", action="store_false",
                    help="do not simulate the first-hop amplification noise z_1 (the CRB model's noise)")
     p.add_argument("--chunk", type=int, default=500, help="trials simulated at a time (default 500)")
     p.add_argument("--save", help="write the per-trial estimates and errors to this .npz")
+    p.add_argument("--allow-infeasible", action="store_true",
+                   help="simulate a design that breaks a constraint (R_s not PSD, over P_t, P_s or a_max; "
+                        "refused by default) and print a warning")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(func=run)
@@ -65,7 +71,7 @@ def register(sub):
                    help="optimiser of the 'optimised' design (default auto)")
     q.add_argument("--adam-steps", type=int, default=300, help="Adam steps of the cheap optimiser")
     q.add_argument("--trials", type=int, default=200, help="trials per point (default 200)")
-    q.add_argument("--seed", type=int, default=0, help="seed of the noise draws and designs (default 0)")
+    q.add_argument("--seed", type=seed_arg, default=0, help="seed of the noise draws and designs (default 0)")
     q.add_argument("--estimator", choices=["ml", "music"], default="ml")
     q.add_argument("--cdf-pt", type=float, help="P_t of the position-error CDF (default: the scenario's "
                                                 "P_t if listed, else the middle value of --pt)")
@@ -87,14 +93,21 @@ def _load(scenario_path):
 
 def run(args: argparse.Namespace) -> int:
     from irs_torch import __version__
+    from irs_torch.errors import InputError
     from irs_torch.estimation.designs import make_design
     from irs_torch.estimation.montecarlo import run_monte_carlo
+    from irs_torch.outputs import dumps
     from irs_torch.scenario import Solution
 
     if args.trials < 1:
         raise ValueError(f"--trials must be >= 1, got {args.trials}")
     if args.chunk < 1:
         raise ValueError(f"--chunk must be >= 1, got {args.chunk}")
+    if args.save:  # before the simulation: never overwrite an input, fail early if it cannot be written
+        from irs_torch.outputs import check_output_path, npz_path
+
+        check_output_path(npz_path(args.save), {"--scenario": args.scenario, "--solution": args.solution},
+                          "--save")
     s = _load(args.scenario)
     if args.solution:
         sol = Solution.load(args.solution)
@@ -102,23 +115,29 @@ def run(args: argparse.Namespace) -> int:
         R, psi, label = sol.R_s, sol.psi, f"{args.solution} ({sol.method})"
     else:
         R, psi, label = make_design(s, args.design, seed=args.seed, optimiser=args.optimiser)
-    res = run_monte_carlo(s, R, psi, args.trials, seed=args.seed, estimator=args.estimator,
-                          include_z1=args.include_z1, chunk=args.chunk, progress=args.progress)
+    try:
+        res = run_monte_carlo(s, R, psi, args.trials, seed=args.seed, estimator=args.estimator,
+                              include_z1=args.include_z1, chunk=args.chunk, progress=args.progress,
+                              allow_infeasible=args.allow_infeasible)
+    except InputError as e:  # name the design in the message
+        raise InputError(f"{args.solution or 'design ' + label}: {e}") from None
     rep = dict(res.summary)
     rep.update({"design": label, "scenario": str(args.scenario), "scenario_seed": s.seed,
-                "P_t": float(s.P_t), "P_s": float(s.P_s), "version": __version__,
-                "feasible": bool(s.is_feasible(R.to(s.G.dtype), psi.to(s.G.dtype), rtol=1e-5))})
+                "P_t": float(s.P_t), "P_s": float(s.P_s), "version": __version__})
+    if rep["violations"]:
+        print("irs-torch: WARNING: simulating an infeasible design (--allow-infeasible): "
+              + "; ".join(rep["violations"]), file=sys.stderr)
     if args.save:
         import numpy as np
 
         from irs_torch.scenario import _atomic_savez
 
         arr = {k: v.detach().cpu().numpy() for k, v in res.arrays.items()}
-        arr["summary"] = np.asarray(json.dumps(rep))
+        arr["summary"] = np.asarray(dumps(rep))
         path = _atomic_savez(args.save, arr)
         rep["saved"] = str(path)
     if args.json:
-        print(json.dumps(rep))
+        print(dumps(rep))
         return 0
     _print_report(rep, s.L)
     return 0
@@ -126,6 +145,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _print_report(rep, L):
     deg = 180.0 / math.pi
+    if rep.get("violations"):
+        print("WARNING: INFEASIBLE design simulated (--allow-infeasible); its errors are not achievable "
+              "within the budgets: " + "; ".join(rep["violations"]))
     print(f"design: {rep['design']}   estimator: {rep['estimator']}   trials: {rep['trials']}   "
           f"seed: {rep['seed']}   z_1 simulated: {'yes' if rep['include_z1'] else 'no'}")
     print(f"{'IRS':>3} {'MSE th':>10} {'CRB th':>10} {'ratio':>6} {'MSE ph':>10} {'CRB ph':>10} {'ratio':>6} "
@@ -164,6 +186,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     from irs_torch import __version__
     from irs_torch.estimation.designs import DESIGNS, make_design
     from irs_torch.estimation.montecarlo import run_monte_carlo
+    from irs_torch.outputs import check_output_dir, check_output_path, dumps
     from irs_torch.scenario import _atomic_savez
 
     s0 = _load(args.scenario)
@@ -180,13 +203,17 @@ def run_sweep(args: argparse.Namespace) -> int:
     elif cdf_pt not in pts:
         raise ValueError(f"--cdf-pt {cdf_pt:g} must be one of the --pt values {pts}")
     out = Path(args.out)
+    check_output_dir(out, {"--scenario": args.scenario}, "--out")
+    for name in ["sweep.json", "sweep.csv", "sweep.png"] + [f"runs/{_run_name(d, pt)}.npz" for d in designs
+                                                            for pt in pts]:
+        check_output_path(out / name, {"--scenario": args.scenario}, "--out")
     (out / "runs").mkdir(parents=True, exist_ok=True)
     settings = {"scenario": str(args.scenario), "scenario_seed": s0.seed, "ps": args.ps,
                 "P_t0": float(s0.P_t), "P_s0": float(s0.P_s), "trials": args.trials, "seed": args.seed,
                 "estimator": args.estimator, "optimiser": args.optimiser, "adam_steps": args.adam_steps,
                 "version": __version__}
-    (out / "sweep.json").write_text(json.dumps({**settings, "pt": pts, "designs": designs,
-                                                "cdf_pt": cdf_pt}, indent=1))
+    (out / "sweep.json").write_text(dumps({**settings, "pt": pts, "designs": designs, "cdf_pt": cdf_pt},
+                                          indent=1))
     rows, errors = [], {}
     jobs = [(d, pt) for d in designs for pt in pts]
     from tqdm import tqdm
@@ -197,7 +224,7 @@ def run_sweep(args: argparse.Namespace) -> int:
         summ = None
         if path.exists():
             with np.load(path, allow_pickle=False) as z:
-                stored = json.loads(str(z["summary"]))
+                stored = _numbers_from_json(json.loads(str(z["summary"])))
                 if all(stored.get("settings", {}).get(k) == v for k, v in settings.items()):
                     summ, err = stored, np.array(z["position_error"])
         if summ is None:
@@ -209,7 +236,7 @@ def run_sweep(args: argparse.Namespace) -> int:
             summ = dict(res.summary)
             summ.update({"design": d, "design_label": label, "P_t": pt, "P_s": ps, "settings": settings})
             err = res.arrays["position_error"].numpy()
-            _atomic_savez(path, {"summary": np.asarray(json.dumps(summ)), "position_error": err,
+            _atomic_savez(path, {"summary": np.asarray(dumps(summ)), "position_error": err,
                                  "theta_hat": res.arrays["theta_hat"].numpy(),
                                  "phi_hat": res.arrays["phi_hat"].numpy()})
         rows.append(summ)
@@ -222,6 +249,18 @@ def run_sweep(args: argparse.Namespace) -> int:
               f"PEB {r['peb']:.3g} m  MSE/CRB theta {','.join(f'{x:.2f}' for x in r['mse_over_crb_theta'])}"
               f"  phi {','.join(f'{x:.2f}' for x in r['mse_over_crb_phi'])}")
     return 0
+
+
+def _numbers_from_json(summary: dict) -> dict:
+    """A stored run summary with the nulls of strict JSON (inf/NaN, see irs_torch.outputs) read back
+    as NaN, so the table and the plot treat them as missing values."""
+    out = dict(summary)
+    for k, v in summary.items():
+        if v is None and k != "search_failure_fraction":
+            out[k] = float("nan")
+        elif isinstance(v, list):
+            out[k] = [float("nan") if x is None else x for x in v]
+    return out
 
 
 def _write_csv(path, rows, L):

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from irs_torch.commands import seed_arg
+
 
 def register(sub):
     p = sub.add_parser(
@@ -10,7 +12,7 @@ def register(sub):
         description="Write a scenario from the 'paper' preset (Section V + NOTES.md defaults) or a "
                     "random geometry around it. Options override the preset.")
     p.add_argument("--preset", choices=["paper", "random"], default="paper")
-    p.add_argument("--seed", type=int, default=0, help="seed of the channels / geometry (default 0)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="seed of the channels / geometry (default 0)")
     p.add_argument("-o", "--output", required=True, help="output .npz path")
     p.add_argument("--mat", action="store_true", help="also write a MATLAB .mat beside it")
     p.add_argument("--M", type=int, help="BS antennas")
@@ -29,8 +31,12 @@ def register(sub):
 
 
 def run(args: argparse.Namespace) -> int:
+    from irs_torch.outputs import check_output_path, npz_path
     from irs_torch.scenario import Scenario
 
+    check_output_path(npz_path(args.output), None, "-o/--output")
+    if args.mat:
+        check_output_path(npz_path(args.output).with_suffix(".mat"), None, "-o/--output (.mat)")
     over = {k: getattr(args, k) for k in ("M", "N_h", "N_v", "P_t", "P_s", "a_max", "sigma_r2",
                                           "sigma_b2", "T_c", "K_db", "beta_model")
             if getattr(args, k) is not None}

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
+import sys
+
+from irs_torch.commands import seed_arg
 
 
 def register(sub):
@@ -33,9 +35,13 @@ def register(sub):
     p.add_argument("--rtol", type=float, default=None, help="AO stop: relative improvement (default 1e-3)")
     p.add_argument("--p2-solver", choices=["CLARABEL", "SCS", "clarabel", "scs"], default=None,
                    help="conic solver of the SDPs (default CLARABEL)")
+    p.add_argument("--effort", choices=["fast", "default", "thorough", "legacy"], default=None,
+                   help="ao with --init random: how hard to search (default: 'default', a batched joint first-order "
+                        "screen of 8 diverse starts then the AO; 'fast'; 'thorough', the best-known search, minutes; "
+                        "'legacy', one random start as before issue #13). See README 'Solution quality'")
     p.add_argument("--n-starts", type=int, default=None, help="AO starts for --init random (default 1)")
     p.add_argument("--n-randomizations", type=int, default=None, help="Gaussian randomisations (sca-sdr)")
-    p.add_argument("--seed", type=int, default=0, help="seed of all randomness (default 0)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="seed of all randomness (default 0)")
     p.add_argument("--fair", action="store_true", help="passive: power-fair comparison (BS gets P_t + P_s)")
     p.add_argument("-o", "--output", help="write the Solution .npz here")
     p.add_argument("--json", action="store_true", help="print one JSON summary instead of the table")
@@ -60,9 +66,15 @@ def _init(spec: str, scenario):
 
 
 def run(args: argparse.Namespace) -> int:
+    from irs_torch.outputs import check_output_path, dumps, npz_path
     from irs_torch.scenario import Scenario
     from irs_torch.solvers import SolverOptions, solve
 
+    if args.output:  # before the solve: never overwrite an input, fail early if it cannot be written
+        init_file = None if args.init in ("random", "aligned") else \
+            args.init.removesuffix(":psi").removesuffix(":R_s")
+        check_output_path(npz_path(args.output), {"--scenario": args.scenario, "--init": init_file,
+                                                  "--checkpoint": args.checkpoint}, "-o/--output")
     s = Scenario.load(args.scenario)
     if s.batch_shape:
         if args.index is None:
@@ -74,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.index not in (None, 0):
         raise ValueError(f"--index {args.index} given but {args.scenario} is not batched")
     kw = {"seed": args.seed, "passive_fair": args.fair}
-    for name in ("max_iter", "rtol", "n_starts", "n_randomizations", "p3"):
+    for name in ("max_iter", "rtol", "n_starts", "n_randomizations", "p3", "effort"):
         v = getattr(args, name)
         if v is not None:
             kw[name] = v
@@ -92,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
         if args.checkpoint:
             raise ValueError("--checkpoint is only used with --method learned")
         init = _init(args.init, s)
+        if init == {"kind": "random"}:  # the default start: let the effort level choose the starts
+            init = None
         res = solve(s, args.method, init=init, options=opts, progress=not args.no_progress and not args.json)
     sol = res.to_solution(s)
     sol.metadata["scenario_file"] = str(args.scenario)
@@ -99,14 +113,16 @@ def run(args: argparse.Namespace) -> int:
     deg = 180.0 / math.pi
     th, ph = res.crb_theta.tolist(), res.crb_phi.tolist()
     if args.json:
-        print(json.dumps({"method": args.method, "max_crb": res.max_crb, "crb": res.crb.tolist(), "crb_theta": th,
+        print(dumps({"method": args.method, "max_crb": res.max_crb, "crb": res.crb.tolist(), "crb_theta": th,
                           "crb_phi": ph, "init_max_crb": res.init_max_crb, "status": res.status,
-                          "success": res.success, "nit": res.nit, "times": res.times, "seed": args.seed,
-                          "output": out}))
+                          "success": res.success, "nit": res.nit, "effort": res.options.get("effort"),
+                          "found_by": res.options.get("found_by"), "times": res.times, "seed": args.seed,
+                          "output": out, "message": res.message, "failures": res.failures}))
         return 0 if res.success else 1
     p3 = opts.p3 if args.method in ("ao", "reflective-only", "passive") else "-"
     print(f"method: {args.method}   p3: {p3}   P2 solver: {opts.p2_solver}   seed: {args.seed}   "
-          f"status: {res.status} ({res.nit} it)   feasible: {'yes' if res.success else 'NO'}")
+          f"status: {res.status} ({res.nit} it)   success: {'yes' if res.success else 'NO'}   "
+          f"feasible: {'NO' if res.status == 'infeasible' else 'yes'}")
     print(f"{'IRS':>3} {'CRB tr(F^-1)':>13} {'initial':>11} {'rCRB th[deg]':>12} {'rCRB ph[deg]':>12} "
           f"{'IRS power/P_s':>13} {'max|psi|':>9}")
     irs = (1.0 - res.margins["irs"]).tolist()
@@ -122,6 +138,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"max-CRB: {res.max_crb:.4e} rad^2 (from {res.init_max_crb:.4e})   BS power: "
           f"{(1 - float(res.margins['bs'])) * 100:.2f}% of P_t   time: {res.times['total']:.2f} s "
           f"(P2 {res.times.get('p2', 0):.2f} s, P3 {res.times.get('p3', 0):.2f} s)")
+    if res.message:
+        print(res.message)  # "FAILED: ..." / "warning: ..." (solver failures) and notes
     if out:
         print(f"wrote {out}")
+    if not res.success:
+        print(f"irs-torch solve: FAILED: not a solution (status {res.status}); "
+              f"{res.message or 'the returned point is infeasible'}", file=sys.stderr)
     return 0 if res.success else 1

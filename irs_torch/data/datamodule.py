@@ -181,7 +181,9 @@ class ShardDataModule(L.LightningDataModule):
         fractions: (train, val, test) fractions of the instance split.
         in_memory: read the shards into RAM once (fast; a data set of 10k instances at the paper's
             sizes is ~100 MB).
-        require_success: drop instances whose solver did not report success.
+        require_success: drop instances whose solver did not report success (``success = 0``: an
+            infeasible label or a failed solver, status "solver-failed"; see
+            :class:`irs_torch.solvers.SolveResult`) from every split (default); False keeps them.
         max_train_instances: use only the first n training instances (for overfitting checks and
             learning curves); None: all.
         unlabelled: add this many unlabelled training instances drawn from the data set's own
@@ -225,6 +227,7 @@ class ShardDataModule(L.LightningDataModule):
         self._attrs: dict | None = None
         self._manifest: dict | None = None
         self._pool: SampledScenarios | None = None
+        self._integrity: dict | None = None
 
     # ------------------------------------------------------------------ data sets
     def _check_root(self):
@@ -238,6 +241,7 @@ class ShardDataModule(L.LightningDataModule):
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if split not in self._sets:
             self._check_root()
+            self.check_integrity()
             ds = ShardDataset(self.root, split=split, fractions=self.fractions, keys=self.keys,
                               require_success=self.require_success, in_memory=self.in_memory)
             if self._attrs is None:
@@ -254,6 +258,26 @@ class ShardDataModule(L.LightningDataModule):
                                                                       if self.unlabelled_cache else self._sampled()])
             return self._sets[split]
         return self._sets[split]
+
+    def check_integrity(self) -> dict:
+        """Check the data set once, before the first split is built (so before training): every
+        shard's SHA-256 against the manifest and ``max_crb == max_l crb`` per instance
+        (:func:`irs_torch.data.dataset.check_integrity` with ``labels="cheap"``; one read of each
+        shard file). A mismatch raises a ShardError naming the shard; a manifest written before
+        checksums existed only warns. Returns the report."""
+        if self._integrity is None:
+            import warnings
+
+            from irs_torch.data.dataset import check_integrity
+
+            rep = check_integrity(self.root, labels="cheap")
+            if rep["checksums_missing"]:
+                warnings.warn(f"data.root: {self.root}/manifest.json records no checksum for "
+                              f"{len(rep['checksums_missing'])} shard(s) (written by an older irs-torch), so they "
+                              f"were not verified; rerun its `irs-torch dataset generate --out {self.root} "
+                              f"--num {rep['num_instances']}` to record them", stacklevel=2)
+            self._integrity = rep
+        return self._integrity
 
     def _sampled(self) -> SampledScenarios:
         """The unlabelled pool, built once per data module (so a pool drawn by :meth:`prepare_data`

@@ -251,18 +251,22 @@ def scenario_from_batch(batch: dict, attrs: dict):
 
 def dataset_info(root, verify: bool = False) -> dict:
     """Counts, failures and CRB statistics of data set ``root`` (what ``irs-torch dataset info``
-    prints). verify: read every byte of every shard (finds damaged data blocks)."""
+    prints). verify: read every byte of every shard (finds damaged data blocks) and run
+    :func:`check_integrity` with ``labels="full"`` on every shard (its report is under
+    ``integrity``; None without verify). Raises ShardError on the first inconsistency."""
     root = Path(root)
     m = _sh.read_manifest(root)
     sizes = m["sizes"]
     specs = _sh.field_specs(sizes["L"], sizes["N"], sizes["M"], sizes["history_length"])
     names = ["max_crb", "init_max_crb", "crb_theta", "crb_phi", "status", "success", "nit", "solve_time", "cpu_time"]
     cols = {k: [] for k in names}
+    integrity: list[dict] = []
     for sh in m["shards"]:
         p = root / sh["file"]
         if verify:
             _sh.verify_shard(p, config_sha256=m["config_sha256"], first_id=sh["first_id"], stop_id=sh["stop_id"],
                              names=specs)
+            integrity.append(check_integrity(root, labels="full", manifest=m, shards=[sh]))
         a = _sh.read_shard_arrays(p, names=names)
         for k in names:
             cols[k].append(a[k])
@@ -295,4 +299,155 @@ def dataset_info(root, verify: bool = False) -> dict:
         "max_crb_over_init": stats(ratio), "worst_root_crb_angles_deg": stats(angle),
         "nit": stats(cols["nit"]), "solve_time_s": stats(cols["solve_time"]), "cpu_time_s": stats(cols["cpu_time"]),
         "total_solve_time_s": float(cols["solve_time"].sum()) if n else 0.0,
+        "integrity": _merge_reports(integrity) if verify else None,
     }
+
+
+# ---------------------------------------------------------------------------------- integrity
+#: Tolerances of :func:`check_integrity` (relative; see there).
+MAX_CRB_RTOL = 1e-9
+CRB_RTOL = 1e-6
+FEASIBILITY_TOL = 1e-6
+
+_LABEL_KEYS_CHEAP = ("instance_id", "crb", "max_crb", "init_crb", "init_max_crb")
+_SCENARIO_KEYS = ("G", "theta", "phi", "beta", "bs_pos", "irs_pos", "irs_yaw", "target_pos", "P_t", "P_s",
+                  "a_max", "sigma_r2", "sigma_b2", "T_c")
+_LABEL_KEYS_FULL = _LABEL_KEYS_CHEAP + _SCENARIO_KEYS + ("R_s", "psi", "crb_theta", "crb_phi", "success")
+
+
+def check_integrity(root, *, labels: str = "full", manifest: dict | None = None, shards=None) -> dict:
+    """Check the shards of data set ``root`` against the manifest and their labels against the model.
+
+    For every shard listed in the manifest (or in ``shards``, a subset of its entries):
+
+    1. checksum: the SHA-256 of the file's bytes equals the manifest's ``sha256``
+       (:func:`irs_torch.data.shards.check_shard_checksum`). An entry without one (a manifest
+       written before checksums existed) is reported under ``checksums_missing``, not an error;
+       resuming the data set with its ``dataset generate`` command records them.
+    2. labels, per instance (``labels`` = "cheap" or "full"; "none" skips them):
+       "cheap": ``max_crb == max_l crb`` and ``init_max_crb == max_l init_crb`` (relative
+       tolerance :data:`MAX_CRB_RTOL` = 1e-9; equal NaN/inf count as equal). Reads 5 small columns.
+       "full": also ``crb``, ``crb_theta``, ``crb_phi`` recomputed from the stored scenario
+       (G, theta, phi, beta, budgets, noise, T_c) and design (R_s, psi) with the torch model
+       (:meth:`irs_torch.Scenario.crb`; relative tolerance :data:`CRB_RTOL` = 1e-6), and, for every
+       instance whose ``success`` flag is set, the design is finite and feasible: every
+       :meth:`irs_torch.Scenario.constraint_margins` entry (BS power, IRS power C1, amplitude,
+       R_s PSD) >= -:data:`FEASIBILITY_TOL` = -1e-6.
+
+    Raises :class:`~irs_torch.data.ShardError` on the first inconsistency, in one line naming the
+    shard file, the instance, the field, the stored and the expected value, and what to do.
+    Returns ``{"shards", "checksums_verified", "checksums_missing" (list of files),
+    "instances_checked", "labels", "num_instances"}``. Cost: one read of every shard file (hash) plus, for "full",
+    one batched CRB evaluation per shard.
+    """
+    if labels not in ("none", "cheap", "full"):
+        raise ValueError(f"labels must be 'none', 'cheap' or 'full', got {labels!r}")
+    root = Path(root)
+    m = manifest if manifest is not None else _sh.read_manifest(root)
+    entries = m["shards"] if shards is None else shards
+    num = m.get("num_instances")
+    rep = {"shards": 0, "checksums_verified": 0, "checksums_missing": [], "instances_checked": 0, "labels": labels,
+           "num_instances": num}
+    for e in entries:
+        path = root / e["file"]
+        if _sh.check_shard_checksum(root, e, num) is None:
+            if not path.exists():
+                raise FileNotFoundError(f"shard file not found: {path}")
+            rep["checksums_missing"].append(e["file"])
+        else:
+            rep["checksums_verified"] += 1
+        rep["shards"] += 1
+        if labels != "none":
+            rep["instances_checked"] += _check_shard_labels(root, path, labels == "full", num)
+    return rep
+
+
+def _merge_reports(reports: list[dict]) -> dict:
+    out = {"shards": 0, "checksums_verified": 0, "checksums_missing": [], "instances_checked": 0, "labels": "full",
+           "num_instances": reports[0]["num_instances"] if reports else None}
+    for r in reports:
+        for k in ("shards", "checksums_verified", "instances_checked"):
+            out[k] += r[k]
+        out["checksums_missing"] += r["checksums_missing"]
+    return out
+
+
+def _fix_hint(root, num) -> str:
+    return (f"delete the shard and rerun `irs-torch dataset generate --out {root} --num {num or 'N'}` "
+            f"to recompute it")
+
+
+def _first_mismatch(path, ids, field, stored, want, what, rtol, root, num):
+    """Raise a ShardError for the first instance where ``stored`` and ``want`` differ beyond ``rtol``."""
+    stored, want = np.asarray(stored, dtype=np.float64), np.asarray(want, dtype=np.float64)
+    ok = np.isclose(stored, want, rtol=rtol, atol=0.0, equal_nan=True)
+    if ok.ndim > 1:
+        ok = ok.reshape(len(ok), -1).all(-1)
+    if ok.all():
+        return
+    bad = np.nonzero(~ok)[0]
+    k = int(bad[0])
+    sv, wv = stored[k], want[k]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.nanmax(np.abs(np.atleast_1d(sv - wv)) / np.maximum(np.abs(np.atleast_1d(wv)), 1e-300))
+    more = f" (and {len(bad) - 1} more instance(s))" if len(bad) > 1 else ""
+    fmt = (lambda v: f"{float(v):.10g}" if np.ndim(v) == 0 else np.array2string(v, precision=10, separator=", "))
+    raise _sh.ShardError(f"{path}: instance {int(ids[k])}{more}: field {field} = {fmt(sv)} "
+                         f"but {what} = {fmt(wv)} (relative difference "
+                         f"{rel:.2g} > {rtol:g}): the labels are inconsistent; {_fix_hint(root, num)}")
+
+
+def _check_shard_labels(root, path, full: bool, num) -> int:
+    """Label checks of one shard (see :func:`check_integrity`); returns the number of instances."""
+    with _sh.open_shard(path) as f:
+        attrs = _sh.shard_attrs(f)
+    a = _sh.read_shard_arrays(path, names=list(_LABEL_KEYS_FULL if full else _LABEL_KEYS_CHEAP))
+    ids = a["instance_id"]
+    K = len(ids)
+    if K == 0:
+        return 0
+    _first_mismatch(path, ids, "max_crb", a["max_crb"], np.max(a["crb"], axis=-1), "max_l crb", MAX_CRB_RTOL, root, num)
+    _first_mismatch(path, ids, "init_max_crb", a["init_max_crb"], np.max(a["init_crb"], axis=-1), "max_l init_crb",
+                    MAX_CRB_RTOL, root, num)
+    if not full:
+        return K
+    finite = np.isfinite(a["R_s"]).reshape(K, -1).all(-1) & np.isfinite(a["psi"]).reshape(K, -1).all(-1)
+    success = a["success"].astype(bool)
+    if (success & ~finite).any():
+        k = int(np.nonzero(success & ~finite)[0][0])
+        field = "R_s" if not np.isfinite(a["R_s"][k]).all() else "psi"
+        raise _sh.ShardError(f"{path}: instance {int(ids[k])}: field {field} is not finite but field success is 1; "
+                             f"{_fix_hint(root, num)}")
+    got = {k: np.full(a["crb"].shape, np.nan) for k in ("crb", "crb_theta", "crb_phi")}
+    names = {"bs": "R_s (BS power over P_t)", "psd": "R_s (not PSD)", "irs": "psi (IRS power C1 over P_s)",
+             "amp": "psi (amplitude over a_max)"}
+    for T_c in np.unique(a["T_c"]):  # scenario_from_batch wants one T_c per batch
+        rows = np.nonzero((a["T_c"] == T_c) & finite)[0]
+        if not len(rows):
+            continue
+        batch = {k: torch.from_numpy(np.ascontiguousarray(a[k][rows])) for k in _SCENARIO_KEYS}
+        try:
+            s = scenario_from_batch(batch, attrs)
+        except (ValueError, TypeError) as e:
+            raise _sh.ShardError(f"{path}: instances {int(ids[rows[0]])}..{int(ids[rows[-1]])}: the stored scenario "
+                                 f"is invalid ({e}); {_fix_hint(root, num)}") from None
+        R_s, psi = torch.from_numpy(a["R_s"][rows]), torch.from_numpy(a["psi"][rows])
+        with torch.no_grad():
+            c = s.crb(R_s, psi, validate=False)
+            for k, arr in got.items():
+                arr[rows] = getattr(c, "total" if k == "crb" else k[4:]).numpy()
+            if success[rows].any():
+                for cname, v in s.constraint_margins(R_s, psi).items():
+                    v = v.numpy().reshape(len(rows), -1).min(-1)
+                    bad = np.nonzero((v < -FEASIBILITY_TOL) & success[rows])[0]
+                    if len(bad):
+                        j = int(bad[0])
+                        raise _sh.ShardError(
+                            f"{path}: instance {int(ids[rows[j]])}: field success is 1 but the stored design "
+                            f"violates a constraint: {names[cname]}, margin {v[j]:.3g} < -{FEASIBILITY_TOL:g} "
+                            f"(fields R_s, psi, P_t, P_s, a_max); {_fix_hint(root, num)}")
+    for k in ("crb", "crb_theta", "crb_phi"):
+        want = np.where(finite[:, None], got[k], a[k])  # rows with a non-finite design: nothing to recompute
+        _first_mismatch(path, ids, k, a[k], want, f"{k} recomputed from the stored scenario and design", CRB_RTOL,
+                        root, num)
+    return K

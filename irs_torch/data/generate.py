@@ -10,7 +10,8 @@ Resumability. Instance ``i`` belongs to shard ``i // shard_size``. A shard is wr
 see :mod:`irs_torch.data.shards`) once all its instances are done; the manifest is rewritten
 atomically at the start, after every shard and at the end. A restarted run keeps every existing
 shard that verifies (opens, same config hash, its id range covered exactly once by stored and
-failed ids) and computes only the missing shards, so a killed run restarted completes with no
+failed ids, and its SHA-256 equals the one the manifest recorded when it was written; a shard
+without a recorded checksum gets one) and computes only the missing shards, so a killed run restarted completes with no
 duplicate or missing instance. Failed instances (any exception while sampling or solving, a
 non-finite solution, a crashed worker) are recorded in their shard's ``failures`` attribute and
 the manifest, and skipped; ``retry_failed=True`` solves them again. Instances are independent of
@@ -306,6 +307,50 @@ class LocalBackend:
                 self._new_pool()
 
 
+    def imap_tasks(self, fn, items):
+        """Generic form of :meth:`imap_unordered` (the one engine for all embarrassingly parallel work,
+        :mod:`irs_torch.parallel`): yield ``(item, result)`` for ``fn(item)`` as they complete (at most
+        2 * workers in flight); ``fn`` must be a picklable module-level function. A task that raises
+        yields ``(item, exception)``; a dead worker yields a ``RuntimeError`` for every task in flight."""
+        if self._pool is None:
+            for it in items:
+                try:
+                    yield it, fn(it)
+                except Exception as e:  # noqa: BLE001  (reported to the caller as the result)
+                    yield it, e
+            return
+        from concurrent.futures import FIRST_COMPLETED, wait
+        from concurrent.futures.process import BrokenProcessPool
+
+        items, inflight = iter(items), {}
+        _end = object()
+        while True:
+            while len(inflight) < 2 * self.workers:
+                it = next(items, _end)
+                if it is _end:
+                    break
+                inflight[self._pool.submit(fn, it)] = it
+            if not inflight:
+                return
+            done, _ = wait(inflight, return_when=FIRST_COMPLETED)
+            broken = False
+            for fut in done:
+                it = inflight.pop(fut)
+                try:
+                    yield it, fut.result()
+                except BrokenProcessPool:
+                    broken = True
+                    yield it, RuntimeError("worker process died (BrokenProcessPool)")
+                except Exception as e:  # noqa: BLE001
+                    yield it, e
+            if broken:
+                for it in inflight.values():
+                    yield it, RuntimeError("worker process died (BrokenProcessPool)")
+                inflight.clear()
+                self._kill_pool()
+                self._new_pool()
+
+
 def default_workers() -> int:
     """The CPUs this process may use."""
     try:
@@ -401,7 +446,7 @@ def _config_diff(a: dict, b: dict) -> str:
 
 def generate_dataset(out, num: int, config=None, *, workers: int | None = None, backend: str = "local",
                      address: str | None = None, seed: int | None = None, shard_size: int | None = None,
-                     retry_failed: bool = False, progress: bool = True, log=None) -> dict:
+                     retry_failed: bool = False, progress: bool = True, log=None, force: bool = False) -> dict:
     """Generate (or resume) the data set ``out`` of ``num`` instances; returns the final manifest.
 
     config: a :class:`DatasetConfig`, a YAML/JSON path, a preset name, a dict, or None (resume: the
@@ -409,6 +454,12 @@ def generate_dataset(out, num: int, config=None, *, workers: int | None = None, 
     config's. workers: processes (local) or CPUs to use (Ray; default: the cluster's). backend:
     "local" or "ray" (``address`` as for ``ray.init``). progress: a tqdm bar (instances/s, ETA) on
     stderr. log: a callable for one-line notes (default: print to stderr).
+
+    A directory whose ``shards/`` holds files but that has no manifest.json (the manifest was lost,
+    or the files belong to something else) is refused, so that nothing is overwritten silently.
+    force=True proceeds: shard files written under the same config for the same id ranges are
+    reused, every other ``shard-*.h5`` is deleted, and each is named in the log; other files in
+    ``shards/`` are left alone. force has no effect on a directory with a manifest.
     """
     out = Path(out)
     log = log or (lambda msg: print(msg, file=sys.stderr))
@@ -442,6 +493,10 @@ def generate_dataset(out, num: int, config=None, *, workers: int | None = None, 
                 f"instance {num} was written)")
     elif out.exists() and any(p.name not in (".lock", _sh.SHARDS_DIR) for p in out.iterdir()):
         raise ValueError(f"{out} exists, is not empty and has no {_sh.MANIFEST_NAME}: not a data set directory")
+    elif (found := _files_without_manifest(out)) and not force:
+        raise ValueError(f"{out} has no {_sh.MANIFEST_NAME} but {out / _sh.SHARDS_DIR} holds {len(found)} file(s) "
+                         f"({_names(found)}): refusing to overwrite them; use a new --out, move them away, "
+                         f"or pass --force to reuse the shards of the same config and delete the others")
     # Validate that the distribution can produce an instance at all before starting workers.
     try:
         cfg.draw(np.random.default_rng(instance_seed(cfg.seed, 0)))
@@ -451,7 +506,57 @@ def generate_dataset(out, num: int, config=None, *, workers: int | None = None, 
     (out / _sh.SHARDS_DIR).mkdir(exist_ok=True)
     bk = make_backend(backend, workers, address)
     with _Lock(out):
+        if old is None and force:
+            if mpath.exists():
+                raise ValueError(f"{out}: a {_sh.MANIFEST_NAME} appeared while starting (another writer?); "
+                                 f"rerun without --force to resume it")
+            _discard_foreign_shards(out, num, cfg, log)
         return _run(out, num, cfg, bk, retry_failed, progress, log, old)
+
+
+def _files_without_manifest(out: Path) -> list[Path]:
+    """The files in ``out/shards/`` (sorted; temporary files of a killed run excluded)."""
+    sdir = out / _sh.SHARDS_DIR
+    if (out / _sh.MANIFEST_NAME).exists() or not sdir.is_dir():
+        return []
+    return sorted(p for p in sdir.iterdir() if not (p.name.startswith(".shard-") and p.name.endswith(".tmp")))
+
+
+def _names(paths: list[Path], n: int = 5) -> str:
+    head = ", ".join(p.name for p in paths[:n])
+    return head + (f" and {len(paths) - n} more" if len(paths) > n else "")
+
+
+def _discard_foreign_shards(out: Path, num: int, cfg: DatasetConfig, log):
+    """--force on a ``shards/`` without manifest: keep the shards that verify against ``cfg`` and
+    their id range, delete the other ``shard-*.h5`` files, leave any other file; log each group."""
+    ss, sha = cfg.shard_size, cfg.sha256()
+    specs = _sh.field_specs(cfg.L, cfg.N, cfg.M, cfg.history_length)
+    names = {_sh.shard_name(k): k for k in range(math.ceil(num / ss))}
+    kept, dropped, other = [], [], []
+    for p in _files_without_manifest(out):
+        if not (p.is_file() and p.name.startswith("shard-") and p.name.endswith(".h5")):
+            other.append(p)
+            continue
+        k = names.get(p.name)
+        if k is not None:
+            try:
+                _sh.verify_shard(p, config_sha256=sha, first_id=k * ss, stop_id=min((k + 1) * ss, num), names=specs)
+                kept.append(p)
+                continue
+            except (_sh.ShardError, FileNotFoundError):
+                pass
+        dropped.append(p)
+    for p in dropped:
+        p.unlink()
+    sdir = out / _sh.SHARDS_DIR
+    if dropped:
+        log(f"irs-torch: --force: deleted {len(dropped)} shard file(s) of another config or id range from {sdir}: "
+            f"{_names(dropped, 20)}")
+    if kept:
+        log(f"irs-torch: --force: reusing {len(kept)} shard file(s) written under the same config: {_names(kept, 20)}")
+    if other:
+        log(f"irs-torch: --force: left {len(other)} other file(s) in {sdir} untouched: {_names(other, 20)}")
 
 
 def _run(out: Path, num: int, cfg: DatasetConfig, bk, retry_failed: bool, progress: bool, log, old) -> dict:
@@ -468,18 +573,23 @@ def _run(out: Path, num: int, cfg: DatasetConfig, bk, retry_failed: bool, progre
     table: dict[int, dict] = {}   # shard index -> {file, index, first_id, stop_id, stored, failures}
     todo: dict[int, list[int]] = {}  # shard index -> ids to compute
     partial: set[int] = set()
+    # Checksums recorded by the previous run: a shard whose bytes changed since is recomputed; one
+    # without a record (an older manifest, or a run killed between shard and manifest) is recorded.
+    recorded = {int(e["index"]): e for e in (old or {}).get("shards", []) if e.get("sha256")}
     for s in range(n_shards):
         lo, hi = s * ss, min((s + 1) * ss, num)
         p = _sh.shard_path(out, s)
         if p.exists():
             try:
                 info = _sh.verify_shard(p, config_sha256=sha, first_id=lo, stop_id=hi, names=specs)
+                digest = (_sh.check_shard_checksum(out, recorded[s], num) if s in recorded
+                          else None) or _sh.file_sha256(p)
             except _sh.ShardError as e:
                 log(f"irs-torch: warning: recomputing shard {s}: {e}")
             else:
                 fails = info["attrs"]["failures"]
                 table[s] = {"file": f"{_sh.SHARDS_DIR}/{p.name}", "index": s, "first_id": lo, "stop_id": hi,
-                            "stored": info["n"], "failures": fails}
+                            "sha256": digest, "stored": info["n"], "failures": fails}
                 if retry_failed and fails:
                     todo[s] = sorted(int(f["instance_id"]) for f in fails)
                     partial.add(s)
@@ -552,6 +662,7 @@ def _write(out, cfg, s, num, specs, recs, fails, is_partial, table):
     fails = sorted(fails, key=lambda x: x["instance_id"])
     _sh.write_shard(p, arrays, shard_attributes(cfg, s, lo, hi, fails))
     table[s] = {"file": f"{_sh.SHARDS_DIR}/{p.name}", "index": s, "first_id": lo, "stop_id": hi,
+                "sha256": _sh.file_sha256(p),
                 "stored": int(len(arrays["instance_id"])), "failures": fails}
 
 

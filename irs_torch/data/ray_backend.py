@@ -34,6 +34,14 @@ def _ray_solve(config: dict, instance_id: int) -> dict:
     return solve_instance(config, instance_id)
 
 
+def _ray_call(fn, item):
+    """The Ray task of :meth:`RayBackend.imap_tasks`: ``fn(item)`` with one torch thread."""
+    import torch
+
+    torch.set_num_threads(1)
+    return fn(item)
+
+
 class RayBackend:
     """Runs :func:`solve_instance` as Ray tasks. Use as a context manager.
 
@@ -105,4 +113,33 @@ class RayBackend:
                     yield rec
         finally:
             for ref in inflight:  # interrupted: do not leave tasks running on the cluster
+                ray.cancel(ref, force=True)
+
+    def imap_tasks(self, fn, items):
+        """Generic form of :meth:`imap_unordered` (:mod:`irs_torch.parallel`): yield ``(item, result)``
+        of ``fn(item)`` as tasks complete (at most 2 * slots in flight); a task that raises or dies
+        yields ``(item, exception)``."""
+        ray = _ray()
+        task = ray.remote(num_cpus=1, max_retries=1)(_ray_call)
+        fn_ref = ray.put(fn)
+        items, inflight = iter(items), {}
+        _end = object()
+        try:
+            while True:
+                while len(inflight) < 2 * self._slots:
+                    it = next(items, _end)
+                    if it is _end:
+                        break
+                    inflight[task.remote(fn_ref, it)] = it
+                if not inflight:
+                    return
+                done, _ = ray.wait(list(inflight), num_returns=1)
+                for ref in done:
+                    it = inflight.pop(ref)
+                    try:
+                        yield it, ray.get(ref)
+                    except Exception as e:  # noqa: BLE001  (RayTaskError wraps the task's exception)
+                        yield it, e
+        finally:
+            for ref in inflight:
                 ray.cancel(ref, force=True)

@@ -36,7 +36,8 @@ init_max_crb        (K,)            float64     its max-CRB
 history_max_crb     (K, H)          float64     max-CRB at the start, then after each AO iteration
                                                 (H = max_iter + 1, NaN-padded)
 status              (K,)            |S64        solver status (ASCII)
-success             (K,)            int8        1 if the solver reports a feasible finite point
+success             (K,)            int8        1 if the solver succeeded (a feasible finite point, P2 and
+                                                P3 not failed throughout: SolveResult); 0 otherwise
 nit                 (K,)            int64       AO iterations
 solve_time          (K,)            float64     wall time of sampling + solving (s)
 cpu_time            (K,)            float64     CPU time of the worker process for it (s)
@@ -54,16 +55,29 @@ Shard attributes: ``format`` ("irs-torch/dataset-shard"), ``format_version``, ``
 ``[first_id, stop_id)``), ``failures`` (JSON list of ``{instance_id, seed, error}``).
 
 Shards are written atomically: to a temporary file in ``shards/``, flushed and fsynced, then
-renamed over the final name (``os.replace``); a reader never sees a half-written shard.
+renamed over the final name (``os.replace``); a reader never sees a half-written shard. Shards and
+the manifest get the mode a plain ``open()`` would give (``0o666 & ~umask``, typically 0644), not
+the 0600 of the temporary file.
+
+Integrity. The manifest's entry of every shard records ``sha256``, the SHA-256 of the shard file's
+bytes, computed when the shard is written. :func:`check_shard_checksum` compares a file with it
+(``irs-torch dataset info --verify`` and the training data module do, see
+:func:`irs_torch.data.dataset.check_integrity`); a resumed ``dataset generate`` recomputes a shard
+whose bytes no longer match. Manifests written before checksums existed have no ``sha256``
+entries: readers warn and carry on, and resuming the data set (rerunning its ``dataset
+generate`` command) records them for the shards that verify.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from irs_torch.outputs import apply_file_mode
 
 SHARD_FORMAT = "irs-torch/dataset-shard"
 MANIFEST_FORMAT = "irs-torch/dataset"
@@ -92,7 +106,7 @@ def field_specs(L: int, N: int, M: int, H: int) -> dict:
         "init_crb": ((L,), f, "tr(F^-1)"), "init_max_crb": ((), f, "max_l init_crb"),
         "history_max_crb": ((H,), f, "max-CRB at the start and after each AO iteration, NaN-padded"),
         "status": ((), np.dtype(f"S{STATUS_LEN}"), "solver status, ASCII"),
-        "success": ((), np.int8, "1 = feasible finite point"),
+        "success": ((), np.int8, "1 = solver succeeded (feasible finite point, no failed solver)"),
         "nit": ((), np.int64, "AO iterations"),
         "solve_time": ((), f, "wall time, s"),
         "cpu_time": ((), f, "process CPU time, s"),
@@ -137,6 +151,38 @@ def _fsync_dir(path: Path):
         os.close(fd)
 
 
+def file_sha256(path) -> str:
+    """SHA-256 of a file's bytes, as 64 lowercase hex digits (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_shard_checksum(root, entry: dict, num_instances: int | None = None) -> str | None:
+    """Compare the shard of manifest entry ``entry`` (``file``, ``sha256``) under data set ``root``
+    with its recorded SHA-256.
+
+    Returns the file's digest, or None when the entry records no checksum (a manifest written
+    before checksums existed; the file is not read). Raises :class:`ShardError` (one line naming
+    the shard, the expected and the actual digest, and what to do) on a mismatch, and
+    FileNotFoundError when the file is missing.
+    """
+    want = entry.get("sha256")
+    if want is None:
+        return None
+    path = Path(root) / entry["file"]
+    if not path.exists():
+        raise FileNotFoundError(f"shard file not found: {path}")
+    got = file_sha256(path)
+    if got != want:
+        cmd = f"irs-torch dataset generate --out {root}" + (f" --num {num_instances}" if num_instances else " --num N")
+        raise ShardError(f"{path}: checksum mismatch: the manifest records sha256 {want}, the file has {got} "
+                         f"(modified or damaged after it was written); rerun `{cmd}` to recompute it")
+    return got
+
+
 def write_shard(path, arrays: dict, attrs: dict) -> Path:
     """Write one shard atomically (tmp file + fsync + os.replace). ``arrays``: name -> (K, ...)."""
     import h5py
@@ -154,6 +200,7 @@ def write_shard(path, arrays: dict, attrs: dict) -> Path:
             f.flush()
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        apply_file_mode(tmp)  # mkstemp made it 0600
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except BaseException:
@@ -264,6 +311,7 @@ def write_json_atomic(path, obj) -> Path:
             fh.write("\n")
             fh.flush()
             os.fsync(fh.fileno())
+        apply_file_mode(tmp)  # mkstemp made it 0600
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except BaseException:
@@ -297,4 +345,10 @@ def read_manifest(root) -> dict:
     if int(m.get("format_version", 0)) > FORMAT_VERSION:
         raise ValueError(f"{path}: format_version {m.get('format_version')} is newer than this irs-torch "
                          f"reads ({FORMAT_VERSION}); upgrade irs-torch")
+    missing = [k for k in ("sizes", "config", "counts", "shards", "failures", "num_shards", "shard_size",
+                           "dataset_seed") if k not in m]
+    if not missing and isinstance(m["sizes"], dict):
+        missing = [f"sizes.{k}" for k in ("M", "N_h", "N_v", "N", "L", "history_length") if k not in m["sizes"]]
+    if missing:
+        raise ValueError(f"{path}: missing keys {missing} (a damaged or hand-edited manifest)")
     return m

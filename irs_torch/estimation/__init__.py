@@ -4,7 +4,7 @@ target localisation (Stansfield) with its position error bound, and the Monte Ca
 - :func:`simulate_echoes`, :func:`waveform`, :func:`echo_covariance` - :mod:`.echo`
 - :func:`ml_estimate`, :func:`music_estimate`, :func:`estimate_directions` - :mod:`.estimators`
 - :func:`stansfield`, :func:`position_error_bound`, :func:`angle_covariance_bound` - :mod:`.localisation`
-- :func:`run_monte_carlo` - :mod:`.montecarlo`; designs compared - :mod:`.designs`
+- :func:`run_monte_carlo`, :func:`design_violations` - :mod:`.montecarlo`; designs compared - :mod:`.designs`
 """
 from irs_torch.estimation.echo import Echoes, echo_covariance, echo_mean, simulate_echoes, waveform, z1_noise_ratio
 from irs_torch.estimation.estimators import (
@@ -20,11 +20,11 @@ from irs_torch.estimation.localisation import (
     position_error_bound,
     stansfield,
 )
-from irs_torch.estimation.montecarlo import MonteCarloResult, run_monte_carlo
+from irs_torch.estimation.montecarlo import MonteCarloResult, design_violations, run_monte_carlo
 
 __all__ = [
     "Echoes", "simulate_echoes", "waveform", "echo_mean", "echo_covariance", "z1_noise_ratio",
     "DirectionEstimate", "ml_estimate", "music_estimate", "estimate_directions",
     "bearing_vectors", "stansfield", "angle_position_jacobian", "angle_covariance_bound",
-    "position_error_bound", "MonteCarloResult", "run_monte_carlo",
+    "position_error_bound", "MonteCarloResult", "run_monte_carlo", "design_violations",
 ]

@@ -19,9 +19,18 @@ from dataclasses import dataclass, field
 
 import torch
 
+from irs_torch.errors import InputError
 from irs_torch.estimation.echo import simulate_echoes, waveform, z1_noise_ratio
-from irs_torch.estimation.estimators import ESTIMATORS, estimate_directions, ml_criterion
-from irs_torch.estimation.localisation import angle_covariance_bound, position_error_bound, stansfield
+from irs_torch.estimation.estimators import (
+    ESTIMATORS,
+    estimate_directions,
+    ml_criterion,
+)
+from irs_torch.estimation.localisation import (
+    angle_covariance_bound,
+    position_error_bound,
+    stansfield,
+)
 
 
 @dataclass
@@ -34,13 +43,52 @@ class MonteCarloResult:
     arrays: dict = field(default_factory=dict)
 
 
+# Relative tolerance of the feasibility check of a simulated design (see design_violations).
+FEASIBILITY_RTOL = 1e-5
+
+
 def _quantile(x, q):
     return float(torch.quantile(x, q)) if x.numel() else float("nan")
 
 
+def design_violations(scenario, R_s, psi, rtol: float = FEASIBILITY_RTOL) -> list[str]:
+    """The constraints of problem (17) that a design breaks beyond relative tolerance ``rtol``.
+
+    Checks R_s,l Hermitian PSD (smallest eigenvalue >= -rtol P_t), the average BS power (17b)
+    <= P_t (1 + rtol), and for an active IRS C1 (7) <= P_s (1 + rtol) and max|psi_l| <= a_max
+    (1 + rtol) (a passive IRS: ||psi_n| - 1| <= rtol). Shapes: R_s ``(L, M, M)`` [W], psi ``(L, N)``.
+    Returns one-line descriptions naming the field (empty if the design is feasible).
+    """
+    cdt = scenario.G.dtype
+    R_s, psi = R_s.to(cdt), psi.to(cdt)
+    P_t, P_s, a_max = float(scenario.P_t), float(scenario.P_s), float(scenario.a_max)
+    out = []
+    herm = (R_s - R_s.conj().transpose(-1, -2)).abs().amax((-1, -2))
+    for l in torch.nonzero(herm > rtol * P_t).flatten().tolist():
+        out.append(f"R_s of slot {l + 1} is not Hermitian (max |R - R^H| {float(herm[l]):.3g} W)")
+    m = scenario.constraint_margins(R_s, psi)
+    for l in torch.nonzero(m["psd"] < -rtol).flatten().tolist():
+        out.append(f"R_s of slot {l + 1} is not PSD (smallest eigenvalue {float(m['psd'][l]) * P_t:.3g} W; "
+                   f"it would be simulated by its PSD projection)")
+    if float(m["bs"]) < -rtol:
+        out.append(f"R_s: BS power {float(scenario.bs_power(R_s)):.4g} W exceeds P_t = {P_t:g} W")
+    if scenario.active:
+        p_irs = scenario.irs_power(R_s, psi)
+        for l in torch.nonzero(m["irs"] < -rtol).flatten().tolist():
+            out.append(f"psi: IRS {l + 1} power {float(p_irs[l]):.4g} W exceeds P_s = {P_s:g} W (C1)")
+        amp = psi.abs().amax(-1)
+        for l in torch.nonzero(m["amp"] < -rtol).flatten().tolist():
+            out.append(f"psi: IRS {l + 1} amplitude {float(amp[l]):.4g} exceeds a_max = {a_max:g}")
+    else:
+        for l in torch.nonzero(m["amp"] < -rtol).flatten().tolist():
+            out.append(f"psi: passive IRS {l + 1} has |psi_n| != 1 (off by up to {-float(m['amp'][l]):.3g})")
+    return out
+
+
 def run_monte_carlo(scenario, R_s, psi, trials: int, seed: int = 0, *, estimator: str = "ml",
                     include_z1: bool = True, chunk: int = 500, outlier_sigma: float = 4.0,
-                    progress: bool = True, estimator_options: dict | None = None) -> MonteCarloResult:
+                    progress: bool = True, estimator_options: dict | None = None,
+                    allow_infeasible: bool = False) -> MonteCarloResult:
     """Monte Carlo of direction and position estimation for one scenario and design.
 
     Shapes: scenario unbatched with geometry; R_s ``(L, M, M)`` [W]; psi ``(L, N)``.
@@ -55,7 +103,13 @@ def run_monte_carlo(scenario, R_s, psi, trials: int, seed: int = 0, *, estimator
     than at the estimate, i.e. the grid + refinement missed the global maximum); and
     ``position_rmse``, ``peb`` [m] (3-D), ``position_rmse_2d``, ``peb_2d`` [m] (z known; the 2-D
     RMSE is of the 3-D estimate's horizontal error), ``position_error_median`` / ``_p90`` [m],
-    plus ``seed``, ``trials``, ``chunk``, ``estimator``, ``include_z1``, ``seconds``.
+    plus ``seed``, ``trials``, ``chunk``, ``estimator``, ``include_z1``, ``seconds``, ``feasible``
+    and ``violations`` (:func:`design_violations`).
+
+    An infeasible design (:func:`design_violations` not empty) raises
+    :class:`irs_torch.errors.InputError` unless ``allow_infeasible`` (then it is simulated, a
+    non-PSD R_s by its PSD projection, and the summary says so). A zero psi_l (the IRS reflects
+    nothing: no echo, infinite CRB) always raises InputError.
     """
     if scenario.batch_shape:
         raise ValueError(f"montecarlo takes one scenario, got a batch of shape {tuple(scenario.batch_shape)}")
@@ -71,6 +125,15 @@ def run_monte_carlo(scenario, R_s, psi, trials: int, seed: int = 0, *, estimator
     cdt = scenario.G.dtype
     R_s, psi = R_s.to(cdt), psi.to(cdt)
     scenario.check_design(R_s, psi)
+    zero = psi.abs().amax(-1) == 0
+    if zero.any():
+        l = int(torch.nonzero(zero)[0])
+        raise InputError(f"psi of IRS {l + 1} is zero: that IRS reflects nothing, so there is no echo to estimate "
+                         f"its direction from (its CRB is infinite)")
+    violations = design_violations(scenario, R_s, psi)
+    if violations and not allow_infeasible:
+        raise InputError("the design is infeasible: " + "; ".join(violations)
+                         + " (allow_infeasible=True, or --allow-infeasible, simulates it anyway)")
     t0 = time.perf_counter()
     c = scenario.crb(R_s, psi)
     C = angle_covariance_bound(scenario, R_s, psi)  # (L, 2, 2)
@@ -143,6 +206,8 @@ def run_monte_carlo(scenario, R_s, psi, trials: int, seed: int = 0, *, estimator
         "position_error_median": _quantile(err, 0.5),
         "position_error_p90": _quantile(err, 0.9),
         "seconds": time.perf_counter() - t0,
+        "feasible": not violations,
+        "violations": violations,
     }
     arrays = {"theta_hat": th, "phi_hat": ph, "beta_hat": be, "position_hat": x,
               "position_error": err, "position_error_2d": err2}

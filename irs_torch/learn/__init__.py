@@ -6,7 +6,8 @@
 - :mod:`.losses`: smooth log max-CRB, phase-invariant supervised terms.
 - :mod:`.module`: :class:`WarmStartModule` (LightningModule); data in
   :class:`irs_torch.data.datamodule.ShardDataModule`.
-- :mod:`.checkpoint`: :func:`load_model`, :func:`predict`, :func:`export_model`.
+- :mod:`.checkpoint`: :func:`load_model`, :func:`predict`, :func:`export_model` (weights-only loads;
+  :func:`write_sidecar` / :func:`read_sidecar`: the JSON metadata the checkpoint scan reads).
 - :mod:`.train` (LightningCLI, ``python -m irs_torch.learn.train``) and :mod:`.evaluate`
   (test-split metrics of a checkpoint, ``python -m irs_torch.learn.evaluate``).
 
@@ -18,7 +19,8 @@ from irs_torch.learn.nets import WarmStartNet  # noqa: F401
 
 
 def __getattr__(name):  # lazy: keep `import irs_torch.learn` free of Lightning
-    if name in ("load_model", "predict", "export_model", "check_compatible"):
+    if name in ("load_model", "predict", "export_model", "check_compatible", "read_checkpoint", "write_sidecar",
+                "read_sidecar"):
         from irs_torch.learn import checkpoint
 
         return getattr(checkpoint, name)
@@ -30,4 +32,5 @@ def __getattr__(name):  # lazy: keep `import irs_torch.learn` free of Lightning
 
 
 __all__ = ["FeasibleDesign", "feasible_design", "aligned_reference", "Features", "scenario_features",
-           "WarmStartNet", "WarmStartModule", "load_model", "predict", "export_model", "check_compatible"]
+           "WarmStartNet", "WarmStartModule", "load_model", "predict", "export_model", "check_compatible",
+           "read_checkpoint", "write_sidecar", "read_sidecar"]

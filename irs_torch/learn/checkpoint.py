@@ -8,11 +8,24 @@ Two checkpoint kinds are accepted everywhere:
   metadata, no optimizer state; what ``checkpoints/`` ships).
 
 Both record the sizes M, N_h, N_v, L; using a model for a scenario of other sizes raises a
-ValueError that names them. Checkpoints are pickles: load only files you trust.
+ValueError that names them.
+
+Safety: model files from outside are data, never code. Every load is ``torch.load(...,
+weights_only=True)`` (tensors, numbers, strings, containers only); a file that needs anything else
+(a pickled object, a legacy or crafted file) is refused with a ValueError naming it, and nothing in
+it runs. There is no unsafe fallback. The checkpoint scan (:func:`irs_torch.runtime.find_checkpoint`)
+does not open the model files at all: it reads the JSON sidecar ``<stem>.json`` that
+:func:`export_model` writes next to each slim model file (:func:`write_sidecar`; format
+:data:`SIDECAR_FORMAT`: sizes, element spacings, ``active``, the model file's sha256). For a model
+file without one: ``python -m irs_torch.learn.checkpoint sidecar FILE.pt`` (a weights-only load).
 """
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
+import os
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -28,20 +41,125 @@ SIZE_KEYS = ("M", "N_h", "N_v", "L")
 NET_KEYS = tuple(k for k in inspect.signature(WarmStartNet.__init__).parameters if k != "self")
 
 
-def _read(path) -> dict:
+SIDECAR_FORMAT = "irs-torch/warm-start-model-info"
+
+
+def _refusal_detail(e: Exception) -> str:
+    """The specific reason in torch's weights-only refusal (e.g. "Unsupported global: GLOBAL io.open
+    was not an allowed global by default."), without its boilerplate; one line."""
+    text = str(e)
+    key = "WeightsUnpickler error:"
+    if key in text:
+        lines = [ln.strip() for ln in text.split(key, 1)[1].splitlines() if ln.strip()]
+        if lines:
+            return lines[0].split(" Please use", 1)[0][:200]
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    return f"{type(e).__name__}: {first}"[:200]
+
+
+def read_checkpoint(path) -> dict:
+    """The raw dict of a model file or Lightning checkpoint, loaded with ``torch.load(...,
+    weights_only=True)`` only (nothing in the file is executed). Raises FileNotFoundError if it does
+    not exist and ValueError naming the file if it is not a weights-only warm-start checkpoint."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
-        try:  # Lightning checkpoints may hold other picklable objects (trusted files only)
-            ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as e:
-            raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+    except Exception as e:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, EOFError, ...
+        raise ValueError(
+            f"{path}: refused: not a weights-only checkpoint (torch.load(weights_only=True): {_refusal_detail(e)}); "
+            f"irs-torch never unpickles model files (they could run code): use a model file written by "
+            f"irs-torch (export_model, or a Lightning .ckpt of `python -m irs_torch.learn.train`), or re-save a "
+            f"model you trust as plain tensors and numbers") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
         raise ValueError(f"{path}: not a warm-start checkpoint (no state_dict / hyper_parameters)")
     return ckpt
+
+
+def sidecar_path(path) -> Path:
+    """The metadata sidecar of model file ``path``: ``<stem>.json`` next to it."""
+    return Path(path).with_suffix(".json")
+
+
+def file_sha256(path) -> str:
+    """SHA-256 of a file's bytes (64 lowercase hex digits), read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _atomic_write_text(path: Path, text: str):
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_sidecar(path) -> Path:
+    """Write the JSON sidecar (:func:`sidecar_path`) of the model file ``path`` from a weights-only
+    load of it: ``format`` (:data:`SIDECAR_FORMAT`), ``model_file`` (name), ``sha256`` and ``bytes``
+    of the model file, ``sizes`` (M, N_h, N_v, L), ``d_h``, ``d_v`` (wavelengths), ``active``,
+    ``model_format``, ``version``. Atomic. Refuses (ValueError) files that are not weights-only
+    warm-start checkpoints. Returns the sidecar's path."""
+    path = Path(path)
+    ckpt = read_checkpoint(path)
+    hp = dict(ckpt["hyper_parameters"])
+    missing = [k for k in SIZE_KEYS if k not in hp]
+    if missing:
+        raise ValueError(f"{path}: checkpoint lacks the sizes {missing}")
+    meta = ckpt.get("irs_torch", {}) if isinstance(ckpt.get("irs_torch"), dict) else {}
+    info = {"format": SIDECAR_FORMAT, "model_file": path.name, "sha256": file_sha256(path),
+            "bytes": path.stat().st_size, "sizes": {k: int(hp[k]) for k in SIZE_KEYS},
+            "d_h": float(hp.get("d_h", 0.5)), "d_v": float(hp.get("d_v", 0.5)),
+            "active": bool(hp.get("active", True)), "model_format": str(ckpt.get("format", "lightning-checkpoint")),
+            "version": str(meta.get("version", ""))}
+    out = sidecar_path(path)
+    if out.resolve() == path.resolve():
+        raise ValueError(f"{path}: a model file named *.json would be overwritten by its own sidecar; rename it *.pt")
+    if out.exists():  # never overwrite a file that is not a sidecar
+        try:
+            other = json.loads(out.read_text()).get("format")
+        except (ValueError, AttributeError, OSError):
+            other = None
+        if other != SIDECAR_FORMAT:
+            raise ValueError(f"{out}: exists and is not a model sidecar (format {SIDECAR_FORMAT!r}); not overwritten: "
+                             f"move it, or rename the model file {path.name}")
+    _atomic_write_text(out, json.dumps(info, indent=2) + "\n")
+    return out
+
+
+def read_sidecar(path) -> dict:
+    """The sidecar of model file ``path`` (JSON only; the model file is not opened). Raises
+    ValueError naming the file, with what to do, if the sidecar is missing or malformed."""
+    path = Path(path)
+    sc = sidecar_path(path)
+    fix = f"write it with `python -m irs_torch.learn.checkpoint sidecar {path}` (a weights-only load)"
+    if not sc.is_file():
+        raise ValueError(f"{path}: no metadata sidecar {sc.name} (the checkpoint scan never unpickles model files); {fix}")
+    try:
+        info = json.loads(sc.read_text())
+        if not isinstance(info, dict) or info.get("format") != SIDECAR_FORMAT:
+            raise ValueError(f"format is not {SIDECAR_FORMAT!r}")
+        sizes = info["sizes"]
+        for k in SIZE_KEYS:
+            if isinstance(sizes[k], bool) or not isinstance(sizes[k], int) or sizes[k] < 1:
+                raise ValueError(f"sizes.{k} must be an integer >= 1, got {sizes[k]!r}")
+        for k in ("d_h", "d_v"):
+            if isinstance(info[k], bool) or not isinstance(info[k], (int, float)) or not info[k] > 0:
+                raise ValueError(f"{k} must be a number > 0, got {info[k]!r}")
+        if not isinstance(info["active"], bool) or not isinstance(info["sha256"], str):
+            raise TypeError("active must be true/false and sha256 a string")
+    except (ValueError, KeyError, TypeError) as e:
+        what = f"missing key {e}" if isinstance(e, KeyError) else str(e)
+        raise ValueError(f"{sc}: not a valid model sidecar ({what}); {fix}") from None
+    return info
 
 
 def load_model(path, scenario: Scenario | None = None) -> WarmStartNet:
@@ -51,7 +169,7 @@ def load_model(path, scenario: Scenario | None = None) -> WarmStartNet:
     (data set, metrics, version). With ``scenario``, raises ValueError unless its M, N_h, N_v, L
     match the checkpoint's.
     """
-    ckpt = _read(path)
+    ckpt = read_checkpoint(path)
     hp = dict(ckpt["hyper_parameters"])
     missing = [k for k in SIZE_KEYS if k not in hp]
     if missing:
@@ -92,17 +210,16 @@ def check_compatible(net: WarmStartNet, scenario: Scenario, source: str = "the m
 
 
 def export_model(ckpt_path, out_path, extra_meta: dict | None = None) -> Path:
-    """Write the slim model file of a Lightning checkpoint (weights in float32, no optimizer state).
+    """Write the slim model file of a Lightning checkpoint (weights in float32, no optimizer state)
+    and its JSON sidecar (:func:`write_sidecar`, ``<stem>.json``) for the checkpoint scan.
 
     ``extra_meta`` (JSON-like: training command, test metrics, ...) is merged into the ``irs_torch``
-    entry. Atomic. Returns the path.
+    entry. Atomic (each file). The file loads with ``torch.load(weights_only=True)`` (checked).
+    Returns the path.
     """
-    import os
-    import tempfile
-
     from irs_torch import __version__
 
-    ckpt = _read(ckpt_path)
+    ckpt = read_checkpoint(ckpt_path)
     net = load_model(ckpt_path)
     meta = dict(ckpt.get("irs_torch", {}))
     meta.update(extra_meta or {})
@@ -122,6 +239,7 @@ def export_model(ckpt_path, out_path, extra_meta: dict | None = None) -> Path:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    write_sidecar(out_path)  # a weights-only load of what was just written
     return out_path
 
 
@@ -164,3 +282,30 @@ def predict(model, scenario: Scenario, batch_size: int = 4096) -> tuple[torch.Te
             return torch.cat(Rs), torch.cat(ps)
     finally:
         net.train(was_training)
+
+
+def main(argv=None) -> int:
+    """``python -m irs_torch.learn.checkpoint sidecar FILE.pt ...``: write the metadata sidecar of each
+    model file (weights-only load; a refused file gets a one-line error and exit status 2)."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m irs_torch.learn.checkpoint",
+                                description="Model-file utilities (all loads are weights-only).")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sc = sub.add_parser("sidecar", help="write <stem>.json (sizes, spacings, sha256) next to each model file, "
+                                        "for the checkpoint scan")
+    sc.add_argument("files", nargs="+", help="model files (*.pt)")
+    a = p.parse_args(argv)
+    rc = 0
+    for f in a.files:
+        try:
+            print(f"wrote {write_sidecar(f)}")
+        except (ValueError, FileNotFoundError, OSError) as e:
+            print(f"checkpoint: error: {e}", file=sys.stderr)
+            rc = 2
+    return rc
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

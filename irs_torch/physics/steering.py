@@ -97,3 +97,25 @@ def ula_steering(cos_angle: torch.Tensor, M: int, d: float = 0.5) -> torch.Tenso
     m = torch.arange(M, dtype=cos_angle.dtype, device=cos_angle.device)
     ph = TWO_PI * d * m * cos_angle.unsqueeze(-1)
     return torch.polar(torch.ones_like(ph), ph)
+
+
+def cophasing_beam(scenario, iters: int = 10):
+    """BS beam ``w_l`` and unit-modulus IRS vector ``psi_l`` jointly co-phasing the BS -> IRS l -> target
+    cascade: a local maximiser of the two-hop gain ``|a^T diag(psi_l) G_l w_l|`` over unit-norm w_l and
+    unit-modulus psi_l, by alternating the two closed-form steps (each never lowers the gain):
+    psi_l = :func:`cophasing_psi` of w_l, and ``w_l = (a^T diag(psi_l) G_l)^H`` normalised.
+    Starts from the top right singular vector of ``diag(a) G_l`` (the beam with the most power on the
+    IRS's target-weighted elements), so the result does not depend on an arbitrary eigenvector choice.
+
+    scenario: an :class:`irs_torch.Scenario`. Shapes: -> ``(w (..., L, M), psi (..., L, N))`` complex.
+    """
+    G = scenario.G
+    a = upa_steering(scenario.theta, scenario.phi, scenario.N_h, scenario.N_v,
+                     scenario.d_h, scenario.d_v).to(G.dtype)
+    A = a.unsqueeze(-1) * G  # diag(a) G, (..., L, N, M)
+    w = torch.linalg.svd(A)[2][..., 0, :].conj()  # top right singular vector, (..., L, M)
+    for _ in range(max(int(iters), 1)):
+        psi = cophasing_psi(scenario, w)
+        h = ((a * psi).unsqueeze(-2) @ G).squeeze(-2)  # a^T diag(psi) G, (..., L, M)
+        w = h.conj() / torch.linalg.vector_norm(h, dim=-1, keepdim=True).clamp(min=1e-300)
+    return w, cophasing_psi(scenario, w)

@@ -3,19 +3,29 @@
 The max-CRB is non-increasing by construction: a P2 result is accepted only if its torch-model
 max-CRB is not above the current one, and P3 never returns a worse psi_l. Stops when the relative
 improvement of an iteration is below ``rtol`` or after ``max_iter`` iterations.
+
+Failures are counted, never hidden: a P2 step fails when no conic solve returned a point that
+passes the torch-model check (:class:`~irs_torch.solvers.transmit.TransmitResult` ``failed``) or it
+raised; a P3 step fails when psi of some IRS could not be optimised at all
+(:class:`~irs_torch.solvers.reflect.ReflectResult` ``failed``) or it raised. A failed P2 step's
+point is never accepted (R_s stays), a failed IRS keeps its psi; each history entry records
+``p2_failed`` / ``p3_failed`` and the solver failure counts, and :func:`_result` turns them into
+``failures``, ``success``, ``status`` and ``message`` (the rule is in :class:`SolveResult`).
 """
 from __future__ import annotations
 
 import math
 import time
 
+import numpy as np
 import torch
+from cvxpy.error import SolverError
 
 from irs_torch.scenario import Scenario
 from irs_torch.solvers.baselines import passive_scenario
-from irs_torch.solvers.reflect import aligned_phases, feasible_scale, solve_reflect_first_order, solve_reflect_sca
-from irs_torch.solvers.result import INIT_KINDS, METHODS, SolveResult, SolverOptions
-from irs_torch.solvers.transmit import repair_transmit, solve_transmit_sdp
+from irs_torch.solvers.reflect import ReflectResult, feasible_scale, solve_reflect_first_order, solve_reflect_sca
+from irs_torch.solvers.result import INIT_KINDS, METHODS, SolveResult, SolverOptions, failure_counts
+from irs_torch.solvers.transmit import TransmitResult, repair_transmit, solve_transmit_sdp
 
 
 # ----------------------------------------------------------------------------- starting points
@@ -35,7 +45,8 @@ def initial_point(scenario: Scenario, init: dict | None, options: SolverOptions)
 
     ``init``: None or ``{"kind": "random"}`` - ``R_s = P_t/M I`` and random phases (``options.seed``)
     at the largest amplitude meeting C1 and a_max; ``{"kind": "aligned"}`` - phases co-phasing the
-    two-hop echo, same amplitude rule; ``{"R_s": ..., "psi": ...}`` (either or both) - the warm
+    two-hop echo of the BS beam that maximises it (:func:`irs_torch.physics.steering.cophasing_beam`;
+    an eigenvector of the isotropic R_s would be an arbitrary antenna), same amplitude rule; ``{"R_s": ..., "psi": ...}`` (either or both) - the warm
     start. A user-given point is made feasible, never discarded (documented fallback): R_s
     projected onto the PSD cone and scaled into the BS budget; psi scaled down (real factor) to
     meet a_max and C1 if it violates them (passive: projected to unit modulus); with psi given
@@ -73,8 +84,10 @@ def initial_point(scenario: Scenario, init: dict | None, options: SolverOptions)
         info["kind"] = "given"
         if not scenario.active:
             psi = feasible_scale(scenario, R, psi)
-    elif kind == "aligned":
-        psi = feasible_scale(scenario, R, aligned_phases(scenario, R))
+    elif kind == "aligned":  # co-phasing rule with the beam it co-phases (not an eigenvector of isotropic R_s)
+        from irs_torch.physics.steering import cophasing_beam
+
+        psi = feasible_scale(scenario, R, cophasing_beam(scenario)[1])
     else:
         psi = scenario.random_phase_design(R, seed=options.seed)
         if not scenario.active:
@@ -171,6 +184,58 @@ def _p3(scn, R, psi, options, it):
                                      seed=options.seed * 1000 + it)
 
 
+#: Exceptions of a P2 / P3 step that count as a failed step (the run goes on from the current point);
+#: anything else (ValueError for bad input, bugs) propagates.
+STEP_ERRORS = (SolverError, RuntimeError, ArithmeticError, np.linalg.LinAlgError)
+
+
+def _error_text(e: Exception) -> str:
+    return f"error: {type(e).__name__}: {e}".splitlines()[0][:200]
+
+
+def _p2_step(scn, psi, R, options, t_hint=None) -> TransmitResult:
+    """:func:`_p2`, with a raised solver error turned into a failed :class:`TransmitResult` at R."""
+    t0 = time.perf_counter()
+    try:
+        return _p2(scn, psi, R, options, t_hint)
+    except STEP_ERRORS as e:
+        c = scn.crb(R, psi).total
+        return TransmitResult(R_s=R, crb=c, max_crb=float(c.max()), status=_error_text(e), solver="none",
+                              sdp_bound=float("nan"), failed=True, solver_failures=1,
+                              times={"total": time.perf_counter() - t0})
+
+
+def _p3_step(scn, R, psi, options, it) -> ReflectResult:
+    """:func:`_p3`, with a raised error turned into a failed :class:`ReflectResult` keeping psi."""
+    t0 = time.perf_counter()
+    try:
+        return _p3(scn, R, psi, options, it)
+    except STEP_ERRORS as e:
+        c = scn.crb(R, psi).total
+        r = ReflectResult(psi=psi, crb=c, max_crb=float(c.max()), improved=[False] * scn.L, method=options.p3,
+                          times={"total": time.perf_counter() - t0}, failed=[True] * scn.L, solver_failures=1)
+        r.steps = [{"error": _error_text(e)}]
+        return r
+
+
+def _p2_record(p2: TransmitResult) -> dict:
+    """The failure fields of a history entry for a P2 step."""
+    return {"p2_status": p2.status, "p2_failed": bool(p2.failed), "p2_solver_failures": int(p2.solver_failures)}
+
+
+def _p3_record(p3: ReflectResult) -> dict:
+    """The failure fields of a history entry for a P3 step."""
+    rec = {"p3_failed": bool(p3.any_failed), "p3_failed_irs": [bool(x) for x in p3.failed],
+           "p3_solver_failures": int(p3.solver_failures)}
+    if p3.steps and isinstance(p3.steps[0], dict) and "error" in p3.steps[0]:
+        rec["p3_error"] = p3.steps[0]["error"]
+    elif p3.any_failed and p3.method == "sca-sdr":  # the last SDR status of a failed IRS
+        sts = [r.get("status", "") for l, hist in enumerate(p3.steps) if p3.failed[l] for r in hist]
+        if sts:
+            rec["p3_status"] = f"SDR: {sts[-1]}"
+    return rec
+
+
 def _result(scn, R, psi, *, method, options, history, status, nit, times, R0, psi0, info, message=""):
     c = scn.crb(R, psi)
     ok = bool(scn.is_feasible(R, psi, rtol=options.feas_rtol)) and bool(torch.isfinite(c.total).all())
@@ -182,6 +247,28 @@ def _result(scn, R, psi, *, method, options, history, status, nit, times, R0, ps
                f"at |psi| = 1) or the echo power")
         message = (message + "; " if message else "") + (
             f"C1 limits max|psi| to {float(psi.abs().max()):.3g} < 1 (the active IRS attenuates): {why}")
+    # failure accounting (the rule: SolveResult's docstring)
+    fail = failure_counts(history)
+    notes, failed_all = [], []
+    for step, name in (("p2", "P2 (transmit SDP)"), ("p3", "P3 (reflective design)")):
+        n, k = fail[f"{step}_steps"], fail[f"{step}_failed"]
+        if k:
+            last = next(h for h in reversed(history) if h.get(f"{step}_failed"))
+            why = last.get("p2_status", "") if step == "p2" else last.get("p3_error") or (
+                "no usable solve for IRS " + ", ".join(str(i + 1) for i, x in enumerate(last.get("p3_failed_irs", []))
+                                                       if x) + (f" ({last['p3_status']})" if "p3_status" in last else ""))
+            notes.append(f"{name} failed in {k} of {n} steps (last: {why})")
+            if k == n:
+                failed_all.append(step.upper())
+    if not ok:
+        status = "infeasible"
+    elif failed_all:
+        status, ok = "solver-failed", False
+    if notes:
+        what = ("FAILED: " if failed_all else "warning: ") + "; ".join(notes) + (
+            f"; the returned design is feasible but was not optimised by {' or '.join(failed_all)}" if failed_all
+            else "; the returned point comes from the steps that succeeded")
+        message = what + ("; " + message if message else "")
     opts = {**options.to_dict(), "method": method, "init": info}
     if method == "passive":
         opts["passive_scenario"] = {"active": False, "sigma_r2": float(scn.sigma_r2), "P_t": float(scn.P_t)}
@@ -189,7 +276,7 @@ def _result(scn, R, psi, *, method, options, history, status, nit, times, R0, ps
                        margins={k: v.detach() for k, v in scn.constraint_margins(R, psi).items()}, history=history,
                        status=status, success=ok, nit=nit, times=times, options=opts, init_R_s=R0.detach(),
                        init_psi=psi0.detach(), init_crb=c0.detach(), init_max_crb=float(c0.max()),
-                       crb_theta=c.theta.detach(), crb_phi=c.phi.detach(), message=message)
+                       crb_theta=c.theta.detach(), crb_phi=c.phi.detach(), message=message, failures=fail)
 
 
 def _ao(scn, R, psi, options, progress, label=""):
@@ -208,12 +295,12 @@ def _ao(scn, R, psi, options, progress, label=""):
     for it in range(options.max_iter):
         nit = it + 1
         prev = cur
-        p2 = _p2(scn, psi, R, options, t_hint)
+        p2 = _p2_step(scn, psi, R, options, t_hint)
         t_p2 += p2.times["total"]
-        p2_accepted = p2.max_crb <= cur
+        p2_accepted = not p2.failed and p2.max_crb <= cur  # a failed step's point is never taken
         if p2_accepted:
             R, cur, t_hint = p2.R_s, p2.max_crb, p2.t
-        p3 = _p3(scn, R, psi, options, it)
+        p3 = _p3_step(scn, R, psi, options, it)
         t_p3 += p3.times["total"]
         psi = p3.psi
         R, psi, rho = balance_power(scn, R, psi)
@@ -222,7 +309,8 @@ def _ao(scn, R, psi, options, progress, label=""):
         history.append({"iter": it, "max_crb": cur, "crb": c.tolist(), "t_p2": p2.times["total"],
                         "t_p3": p3.times["total"], "p2_status": p2.status, "p2_solver": p2.solver,
                         "p2_accepted": p2_accepted, "p2_gap_bound": p2.gap_bound, "p2_rounds": p2.rounds,
-                        "p3_improved": list(p3.improved), "balance_rho": rho.tolist()})
+                        "p3_improved": list(p3.improved), "balance_rho": rho.tolist(),
+                        **_p2_record(p2), **_p3_record(p3)})
         if bar is not None:
             bar.set_postfix(max_crb=f"{cur:.4e}")
             bar.update(1)
@@ -252,6 +340,10 @@ def solve(scenario: Scenario, method: str = "ao", init: dict | None = None,
     if options.torch_threads is not None and options.torch_threads != n0:
         torch.set_num_threads(options.torch_threads)
     try:
+        if method == "ao" and options.effort != "legacy":
+            from irs_torch.solvers.strategy import solve_with_effort
+
+            return solve_with_effort(scenario, options.effort, init, options, progress)
         return _solve(scenario, method, init, options, progress)
     finally:
         if torch.get_num_threads() != n0:
@@ -275,22 +367,21 @@ def _solve(scenario: Scenario, method: str, init: dict | None, options: SolverOp
     R0, psi0, info = initial_point(scn, init, options)
     times = {"p2": 0.0, "p3": 0.0}
     if method == "transmit-only":
-        p2 = solve_transmit_sdp(scn, psi0, R_ref=R0, solver=options.p2_solver, eps=options.p2_eps,
-                                subspace=options.p2_subspace, verbose=options.verbose)
-        R = p2.R_s if p2.max_crb <= float(scn.max_crb(R0, psi0)) else R0
+        p2 = _p2_step(scn, psi0, R0, options)
+        R = p2.R_s if not p2.failed and p2.max_crb <= float(scn.max_crb(R0, psi0)) else R0
         c = scn.crb(R, psi0).total
         hist = [{"iter": 0, "max_crb": float(c.max()), "crb": c.tolist(), "t_p2": p2.times["total"], "t_p3": 0.0,
-                 "p2_status": p2.status, "p2_gap_bound": p2.gap_bound}]
+                 "p2_gap_bound": p2.gap_bound, **_p2_record(p2)}]
         times.update(p2=p2.times["total"], total=time.perf_counter() - t0)
         return _result(scn, R, psi0, method=method, options=options, history=hist, status="single-step", nit=1,
                        times=times, R0=R0, psi0=psi0, info=info)
     if method == "reflective-only":
         R = scn.isotropic_design()
         psi_s = psi0 if init and init.get("psi") is not None else feasible_scale(scn, R, psi0)
-        p3 = _p3(scn, R, psi_s, options, 0)
+        p3 = _p3_step(scn, R, psi_s, options, 0)
         c = scn.crb(R, p3.psi).total
         hist = [{"iter": 0, "max_crb": float(c.max()), "crb": c.tolist(), "t_p2": 0.0, "t_p3": p3.times["total"],
-                 "p3_improved": list(p3.improved)}]
+                 "p3_improved": list(p3.improved), **_p3_record(p3)}]
         times.update(p3=p3.times["total"], total=time.perf_counter() - t0)
         return _result(scn, R, p3.psi, method=method, options=options, history=hist, status="single-step", nit=1,
                        times=times, R0=R, psi0=psi_s, info=info)
@@ -312,9 +403,11 @@ def _solve(scenario: Scenario, method: str, init: dict | None, options: SolverOp
             h["start"] = si
         all_hist.append(hist)
         mx = float(scn.max_crb(R, psi))
-        if best is None or mx < best[0]:
-            best = (mx, R, psi, hist, status, nit, si, Rs, ps)
-    mx, R, psi, hist, status, nit, si, Rs, ps = best
+        f = failure_counts(hist)  # prefer starts whose P2 and P3 did not fail throughout
+        bad = any(f[f"{k}_steps"] and f[f"{k}_failed"] == f[f"{k}_steps"] for k in ("p2", "p3"))
+        if best is None or (bad, mx) < (best[9], best[0]):
+            best = (mx, R, psi, hist, status, nit, si, Rs, ps, bad)
+    mx, R, psi, hist, status, nit, si, Rs, ps, _ = best
     times["total"] = time.perf_counter() - t0
     msg = f"best of {len(starts)} starts: start {si}" if len(starts) > 1 else ""
     res = _result(scn, R, psi, method=method, options=options, history=hist, status=status, nit=nit, times=times,

@@ -231,6 +231,7 @@ class LinearizedSDR:
     value: float = float("nan")   # SDP optimum (scaled objective, in units of crb0)
     Theta: torch.Tensor | None = None  # SDP solution Theta (N, N)
     status: str = ""
+    failed_solves: int = 0  # conic solves that returned no point (the fallback may have recovered)
 
     def fim(self, Theta: torch.Tensor) -> torch.Tensor:
         """Linearised Fbar (Jacobi-scaled) at Theta ``(..., N, N)`` -> ``(..., 4, 4)``."""
@@ -295,9 +296,12 @@ def sdr_step(model: IRSModel, psi0: torch.Tensor, delta_rel: float, solver: str 
         lin.status = status
         if status in _conic.OK_STATUSES and prob.T.value is not None:
             T = torch.from_numpy(np.asarray(prob.T.value)).to(Theta0.dtype)
-            lin.Theta = scale_T * 0.5 * (T + T.conj().T)
-            lin.value = float(prob.problem.value)
-            break
+            if bool(torch.isfinite(T).all()):
+                lin.Theta = scale_T * 0.5 * (T + T.conj().T)
+                lin.value = float(prob.problem.value)
+                break
+            lin.status = f"{status} (non-finite point)"
+        lin.failed_solves += 1
     return lin
 
 
@@ -333,7 +337,11 @@ def irs_crb(scenario: Scenario, R_s: torch.Tensor, psi: torch.Tensor, l: int) ->
 class ReflectResult:
     """Outcome of a P3 solve. psi ``(L, N)``; crb ``(L,)`` torch-model tr(F_l^-1); improved ``(L,)``
     bool (psi_l changed); steps: per IRS a list of dicts (SCA: sdp value, best candidate CRB,
-    accepted, trust radius; first-order: loss per start); times ``total`` [s]."""
+    accepted, trust radius; first-order: loss per start); times ``total`` [s].
+
+    failed ``(L,)`` bool: the method could not optimise psi_l at all (SCA: every SDR solve of IRS l
+    returned no point; first-order: no start gave a finite CRB); psi_l is then the one it started
+    from. solver_failures: conic solves that returned no point (SCA; 0 for first-order)."""
 
     psi: torch.Tensor
     crb: torch.Tensor
@@ -342,6 +350,13 @@ class ReflectResult:
     method: str
     steps: list = field(default_factory=list)
     times: dict = field(default_factory=dict)
+    failed: list = field(default_factory=list)
+    solver_failures: int = 0
+
+    @property
+    def any_failed(self) -> bool:
+        """True if psi of some IRS could not be optimised (see ``failed``)."""
+        return any(self.failed)
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -376,7 +391,8 @@ def solve_reflect_sca(scenario: Scenario, R_s: torch.Tensor, psi: torch.Tensor, 
     """
     t0 = time.perf_counter()
     psi = feasible_scale(scenario, R_s, psi.to(scenario.G.dtype))
-    out, crbs, improved, steps = [], [], [], []
+    out, crbs, improved, steps, failed = [], [], [], [], []
+    n_fail = 0
     for l in range(scenario.L):
         model = IRSModel.from_scenario(scenario, R_s, l)
         cur = psi[l]
@@ -384,8 +400,11 @@ def solve_reflect_sca(scenario: Scenario, R_s: torch.Tensor, psi: torch.Tensor, 
         delta = delta0
         hist = []
         changed = False
+        solved = False  # some SDR solve of this IRS returned a point
         for it in range(max_iter):
             lin = sdr_step(model, cur, delta, solver, eps, verbose)
+            n_fail += lin.failed_solves
+            solved = solved or lin.Theta is not None
             rec = {"iter": it, "delta": delta, "status": lin.status, "sdp_value": lin.value * lin.crb0
                    if lin.Theta is not None else float("nan"), "crb_before": cur_crb}
             if lin.Theta is None:
@@ -417,10 +436,12 @@ def solve_reflect_sca(scenario: Scenario, R_s: torch.Tensor, psi: torch.Tensor, 
         crbs.append(cur_crb)
         improved.append(changed)
         steps.append(hist)
+        failed.append(not solved)
     psi_new = torch.stack(out)
     crb_t = scenario.crb(R_s, psi_new).total
     return ReflectResult(psi=psi_new, crb=crb_t, max_crb=float(crb_t.max()), improved=improved, method="sca-sdr",
-                         steps=steps, times={"total": time.perf_counter() - t0})
+                         steps=steps, times={"total": time.perf_counter() - t0}, failed=failed,
+                         solver_failures=n_fail)
 
 
 def aligned_phases(scenario: Scenario, R_s: torch.Tensor) -> torch.Tensor:
@@ -492,4 +513,5 @@ def solve_reflect_first_order(scenario: Scenario, R_s: torch.Tensor, psi: torch.
     return ReflectResult(psi=psi_new, crb=crb_t, max_crb=float(crb_t.max()), improved=take.tolist(),
                          method="first-order", steps=[{"loss_first": losses[0], "loss_last": losses[-1],
                                                        "best_start": j.tolist()}],
-                         times={"total": time.perf_counter() - t0})
+                         times={"total": time.perf_counter() - t0},
+                         failed=(~torch.isfinite(best_c)).tolist())

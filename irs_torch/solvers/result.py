@@ -17,6 +17,7 @@ P2_SOLVERS = ("SCS", "CLARABEL")
 P3_METHODS = ("sca-sdr", "first-order")
 METHODS = ("ao", "transmit-only", "reflective-only", "passive")
 INIT_KINDS = ("random", "aligned")
+EFFORTS = ("legacy", "fast", "default", "thorough")  # see irs_torch.solvers.strategy
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,10 @@ class SolverOptions:
     p2_eps: conic solver tolerance. feas_rtol: relative tolerance of the final constraint check.
     passive_fair: for method "passive", give the BS P_t + P_s (power-fair comparison).
     torch_threads: torch intra-op threads while solving (restored afterwards; None leaves torch's
-    setting). The solver's tensors are tiny: on the 2-core machine one thread ran the paper AO in
+    setting). effort: how hard method "ao" with ``init=None`` searches (:mod:`irs_torch.solvers.strategy`):
+    "legacy" (one random start, the default before issue #13), "fast", "default" (a batched joint
+    first-order screen of 8 diverse starts, then the AO from the best) or "thorough" (the best-known
+    search). The solver's tensors are tiny: on the 2-core machine one thread ran the paper AO in
     6.7 s and two threads (with other work running) in 48 s. Run instances in parallel instead.
     """
 
@@ -61,6 +65,7 @@ class SolverOptions:
     feas_rtol: float = 1e-6
     passive_fair: bool = False
     torch_threads: int | None = 1
+    effort: str = "default"
 
     def __post_init__(self):
         def _int(name, lo):
@@ -88,11 +93,26 @@ class SolverOptions:
         if p2 not in P2_SOLVERS:
             raise ValueError(f"p2_solver must be one of {P2_SOLVERS}, got {self.p2_solver!r}")
         object.__setattr__(self, "p2_solver", p2)
+        if self.effort not in EFFORTS:
+            raise ValueError(f"effort must be one of {EFFORTS}, got {self.effort!r}")
         if self.p3 not in P3_METHODS:
             raise ValueError(f"p3 must be one of {P3_METHODS}, got {self.p3!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def failure_counts(history: list) -> dict:
+    """Failed steps of a run from its history entries: ``p2_steps`` (entries with a P2 step),
+    ``p2_failed`` (those with ``p2_failed``), ``p2_solver_failures`` (conic solves that failed, including
+    ones a fallback recovered), and the same for P3. All ints."""
+    out = {}
+    for k in ("p2", "p3"):
+        steps = [h for h in history or [] if f"{k}_failed" in h]
+        out[f"{k}_steps"] = len(steps)
+        out[f"{k}_failed"] = sum(bool(h[f"{k}_failed"]) for h in steps)
+        out[f"{k}_solver_failures"] = sum(int(h.get(f"{k}_solver_failures", 0)) for h in steps)
+    return out
 
 
 @dataclass
@@ -103,10 +123,30 @@ class SolveResult:
     by the torch model for the returned (R_s, psi) (never a solver's own objective); max_crb its
     max; margins: :meth:`Scenario.constraint_margins` of the returned point (>= 0 satisfied);
     history: one dict per AO iteration (``max_crb``, ``crb`` list, ``t_p2``, ``t_p3`` seconds, and
-    step details); status: ``"converged"`` (relative improvement < rtol), ``"max-iter"``,
-    ``"single-step"`` (benchmarks), ``"not-improved"`` or an error description; success: the
-    returned point is feasible and has a finite CRB; nit: AO iterations; times: ``total``, ``p2``,
-    ``p3`` seconds; options: the settings as a dict plus ``method``; init_*: the starting point.
+    step details, including ``p2_failed`` / ``p3_failed`` and the solver failure counts); status:
+    ``"converged"`` (relative improvement < rtol), ``"max-iter"``, ``"single-step"`` (benchmarks),
+    ``"network-only"`` (:func:`irs_torch.runtime.solve_learned` with ``refine="none"``),
+    ``"solver-failed"`` or ``"infeasible"`` (see below); success: see below; nit: AO iterations;
+    times: ``total``, ``p2``, ``p3`` seconds; options: the settings as a dict plus ``method``;
+    init_*: the starting point; message: what went wrong or is worth knowing (empty if nothing);
+    failures: :func:`failure_counts` of the history (``p2_steps``, ``p2_failed``,
+    ``p2_solver_failures``, ``p3_steps``, ``p3_failed``, ``p3_solver_failures``).
+
+    Failures and ``success`` (the rule). A P2 step fails when no conic solve returned a point that
+    passes the torch-model check (infeasible / error / no point, or a constraint violation above
+    the check's tolerance; an "optimal_inaccurate" point that passes is accepted) or the step
+    raised a solver error; a P3 step fails when psi of some IRS could not be optimised at all (SCA:
+    every SDR solve of that IRS returned no point; first-order: no finite CRB) or it raised. A
+    failed step's point is never used: a failed P2 keeps R_s, a failed IRS keeps its psi, so the
+    returned point always comes from the start and the steps that succeeded. Then
+
+    - ``success=False``, status ``"infeasible"``: the returned point fails the constraint check
+      (``options.feas_rtol``) or has a non-finite CRB;
+    - ``success=False``, status ``"solver-failed"``: every P2 step of the run failed (methods with
+      P2: ao, transmit-only, passive, learned with refine) or every P3 step failed (ao,
+      reflective-only, passive, learned with refine); the message starts with ``"FAILED:"``;
+    - ``success=True`` otherwise; if some steps failed, the message starts with ``"warning:"`` and
+      gives the counts and the last failure (the run's status is kept).
     """
 
     R_s: torch.Tensor
@@ -127,6 +167,7 @@ class SolveResult:
     crb_theta: torch.Tensor | None = None
     crb_phi: torch.Tensor | None = None
     message: str = ""
+    failures: dict = field(default_factory=dict)
 
     def to_solution(self, scenario: Scenario | None = None) -> Solution:
         """A :class:`Solution` holding R_s, psi, the per-IRS crb (torch model), the history as
@@ -137,7 +178,7 @@ class SolveResult:
               "max_crb": float(self.max_crb), "init_max_crb": float(self.init_max_crb),
               "times": {k: float(v) for k, v in self.times.items()}, "options": self.options,
               "margins": {k: torch.as_tensor(v).detach().flatten().tolist() for k, v in self.margins.items()},
-              "message": self.message}
+              "message": self.message, "failures": {k: int(v) for k, v in (self.failures or {}).items()}}
         if scenario is not None:
             md.update({"scenario_seed": scenario.seed, "scenario_preset": scenario.preset})
         arrays = {}

@@ -122,7 +122,17 @@ class TransmitResult:
     (diagnostics only); gap_bound: certified bound on ``max_crb - optimum`` of (P2) from the KKT
     check in the full space (inf if no certificate); rounds: subspace rounds used; t: per-slot
     ratio of the C1 and BS multipliers (a hint for the next call); repair: scale factors and the
-    violations found; attempts: one dict per solve; times: ``setup``, ``solve``, ``total`` [s].
+    violations found; attempts: one dict per solve (``failed``: it returned no point - a status
+    other than optimal / optimal_inaccurate, or an error - or its point failed the torch-model
+    check); times: ``setup``, ``solve``, ``total`` [s].
+
+    failed: True if no solve returned a point that passed the check (constraint violation before
+    repair <= ``check_rtol``; an "optimal_inaccurate" status is accepted when its point passes:
+    Clarabel reports it on about half of the paper's P2 solves, and those points pass). Then R_s is
+    the better failed point (repaired to exact feasibility; status "failed the check: ...") or, if
+    no solve returned a point at all, R_ref (status "failed: ..."). Callers must not treat it as a
+    P2 solution.
+    solver_failures: number of conic solves that failed (including ones the fallback recovered).
     """
 
     R_s: torch.Tensor
@@ -137,6 +147,8 @@ class TransmitResult:
     repair: dict = field(default_factory=dict)
     attempts: list = field(default_factory=list)
     times: dict = field(default_factory=dict)
+    failed: bool = False
+    solver_failures: int = 0
 
 
 def c1_rhs(scenario: Scenario, psi: torch.Tensor):
@@ -344,8 +356,9 @@ def solve_transmit_sdp(scenario: Scenario, psi: torch.Tensor, R_ref: torch.Tenso
 
     ``solver``: "CLARABEL" (default; equilibration off) or "SCS" (``eps_abs = eps_rel = eps``).
     On a failed status or a violation above ``check_rtol`` the other solver is tried
-    (``fallback``). Every returned point is repaired to exact feasibility (:func:`repair_transmit`)
-    and its CRB is the torch model's.
+    (``fallback``); if both points fail the check, the better one (lower torch-model max-CRB after
+    repair) is kept, not the last, and the result is marked ``failed``. Every returned point is
+    repaired to exact feasibility (:func:`repair_transmit`) and its CRB is the torch model's.
 
     Raises ValueError if C1 cannot hold for any R_s with this psi (the IRS's own amplified noise
     ``sigma_r2 (|beta|^2 ||psi||^4 + 2 ||psi||^2)`` already exceeds P_s) or if the FIM is singular
@@ -415,39 +428,49 @@ def solve_transmit_sdp(scenario: Scenario, psi: torch.Tensor, R_ref: torch.Tenso
         for name in (_conic.fallback_order(solver) if fallback else [solver]):
             status, dt = _conic.run(prob.problem, name, eps, verbose, small=k <= 10, fallback=name != solver)
             t_solve += dt
-            att = {"solver": name, "status": status, "time": dt, "k": k, "round": rounds}
+            att = {"solver": name, "status": status, "time": dt, "k": k, "round": rounds, "failed": True}
             attempts.append(att)
             if status not in _conic.OK_STATUSES or prob.Y[0].value is None:
                 continue
             Rt = torch.stack([V[l] @ torch.from_numpy(np.asarray(prob.Y[l].value)).to(cdt) @ V[l].conj().T
                               for l in range(L)])
+            if not bool(torch.isfinite(Rt).all()):
+                att["status"] = f"{status} (non-finite point)"
+                continue
             R, rep = repair_transmit(scenario, psi, P_t * Rt)
             cr = scenario.crb(R, psi).total
             viol = max(rep["psd"], rep["bs"], *rep["c1"])
-            att.update(max_crb=float(cr.max()), bound=float(prob.kappa.value) * cref, violation=viol)
-            res = (float(cr.max()), R, cr, status, name, att["bound"], rep)
-            if viol <= check_rtol:
+            passed = viol <= check_rtol  # "optimal_inaccurate" is accepted when its point passes the check
+            att.update(max_crb=float(cr.max()), bound=float(prob.kappa.value) * cref, violation=viol,
+                       failed=not passed)
+            duals0 = (np.array([float(prob.c_kappa[l].dual_value) for l in range(L)]),
+                      np.array([float(prob.c_c1[l].dual_value) for l in range(L)]),
+                      float(prob.c_bs.dual_value))
+            cand = (float(cr.max()), R, cr, status, name, att["bound"], rep, passed, duals0)
+            # keep the better attempt, not the last: one that passed the check first, then the lower max-CRB
+            if res is None or (passed, -cand[0]) > (res[7], -res[0]):
+                res = cand
+            if passed:
                 break  # the point passed the torch-model check (the certificate follows below)
         if res is None:
             if k < M:  # the subspace problem failed: go to the full space
                 k = M
                 continue
             break
-        mx, R, cr, status, name, bound, rep = res
+        mx, R, cr, status, name, bound, rep, passed, duals0 = res
         # KKT certificate in the full space (weak duality) from the solver's duals and from
         # multipliers re-fitted to the returned point; the better lower bound is kept.
         grad = crb_gradient(H, R, g)  # (L, M, M) d crb / dR  [rad^2 / W]
-        duals = [(np.array([float(prob.c_kappa[l].dual_value) for l in range(L)]),
-                  np.array([float(prob.c_c1[l].dual_value) for l in range(L)]),
-                  float(prob.c_bs.dual_value))]
+        duals = [duals0]
         duals.append(_refit_multipliers(R / P_t, cr / cref, grad * (P_t / cref), Q * (P_t / P_s),
                                         rhs, scenario.active))
         gap, S, (lam, mu, nu) = min((_duality_gap(dl, R / P_t, cr / cref, grad * (P_t / cref), Q * (P_t / P_s),
                                                   rhs, cref) + (dl,) for dl in duals), key=lambda z: z[0])
         att["gap_bound"] = gap
         t_new = [float(mu[l] * P_t / (P_s * nu)) if nu > 0 else None for l in range(L)]
-        cand = (mx, R, cr, status, name, bound, rep, gap, t_new)
-        if best is None or mx < best[0] - 1e-12 * abs(best[0]) or (mx <= best[0] and gap < best[7]):
+        cand = (mx, R, cr, status, name, bound, rep, gap, t_new, passed)
+        if best is None or (passed and not best[9]) or (passed == best[9] and (
+                mx < best[0] - 1e-12 * abs(best[0]) or (mx <= best[0] and gap < best[7]))):
             best = cand
         stalled = prev_mx is not None and mx >= prev_mx * (1 - 1e-7)
         prev_mx = mx if prev_mx is None else min(prev_mx, mx)
@@ -459,11 +482,18 @@ def solve_transmit_sdp(scenario: Scenario, psi: torch.Tensor, R_ref: torch.Tenso
             break
         R_cur, S_prev, t_l = R, S, t_new
     times = {"setup": setup, "solve": t_solve, "total": time.perf_counter() - t0}
+    n_bad = sum(bool(a["failed"]) for a in attempts)
     if best is None:
         cr = scenario.crb(R_ref, psi).total
         return TransmitResult(R_s=R_ref, crb=cr, max_crb=float(cr.max()),
                               status="failed: " + "; ".join(f"{a['solver']}: {a['status']}" for a in attempts),
-                              solver="none", sdp_bound=float("nan"), rounds=rounds, attempts=attempts, times=times)
-    mx, R, cr, status, name, bound, rep, gap, t_new = best
+                              solver="none", sdp_bound=float("nan"), rounds=rounds, attempts=attempts, times=times,
+                              failed=True, solver_failures=n_bad)
+    mx, R, cr, status, name, bound, rep, gap, t_new, passed = best
+    if not passed:
+        bad = [a for a in attempts if "violation" in a]
+        status = ("failed the check: " + "; ".join(f"{a['solver']}: {a['status']}, violation {a['violation']:.2g}"
+                                                    for a in bad) + f" (check_rtol {check_rtol:g})")
     return TransmitResult(R_s=R, crb=cr, max_crb=mx, status=status, solver=name, sdp_bound=bound, gap_bound=gap,
-                          rounds=rounds, t=t_new, repair=rep, attempts=attempts, times=times)
+                          rounds=rounds, t=t_new, repair=rep, attempts=attempts, times=times,
+                          failed=not passed, solver_failures=n_bad)

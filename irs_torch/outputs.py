@@ -1,0 +1,192 @@
+"""Safe outputs: never overwrite an input, check writability first, strict JSON, normal file modes.
+
+- :func:`check_output_path` refuses an output that is the same file as an input (real paths are
+  compared, so links and ``./x`` vs ``x`` are caught) and checks, before any long work, that the
+  file can be created (its nearest existing ancestor is a writable directory).
+- :func:`check_output_dir` does the same for an output directory.
+- :func:`json_safe` / :func:`dumps`: every JSON this package prints or writes is strict JSON
+  (RFC 8259): non-finite floats (inf, -inf, NaN) are written as ``null``; numpy and torch values
+  become plain numbers / lists. ``dumps`` always passes ``allow_nan=False``.
+- :func:`file_mode`: files written through a temporary file (``tempfile.mkstemp`` creates them
+  0600) get the mode a plain ``open()`` would give them, ``0o666 & ~umask``.
+
+All errors are :class:`irs_torch.errors.InputError` with a one-line message naming the field.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+from pathlib import Path
+
+from irs_torch.errors import InputError
+
+_UMASK_LOCK = threading.Lock()
+
+
+def npz_path(path) -> Path:
+    """The path a ``.npz`` writer of this package actually writes for ``path`` (``.npz`` appended
+    when missing, as :func:`irs_torch.scenario.Scenario.save` does)."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        path = path.with_suffix(path.suffix + ".npz") if path.suffix else path.with_suffix(".npz")
+    return path
+
+
+def same_file(a, b) -> bool:
+    """True if paths ``a`` and ``b`` name the same file (real paths, or the same inode)."""
+    a, b = os.fspath(a), os.fspath(b)
+    try:
+        if os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b):
+            return True
+    except OSError:
+        pass
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _inputs(inputs) -> list[tuple[str, str]]:
+    out = []
+    if inputs is None:
+        return out
+    items = inputs.items() if isinstance(inputs, dict) else inputs
+    for item in items:
+        name, p = item if isinstance(item, tuple) else ("input", item)
+        if p is None or p == "":
+            continue
+        out.append((name, os.fspath(p)))
+    return out
+
+
+def check_writable(out, field: str, directory: bool = False) -> Path:
+    """Raise :class:`InputError` unless ``out`` can be written (before any long work).
+
+    A file output must not be an existing directory; a directory output must not be an existing
+    file; the nearest existing ancestor must be a directory we may write into (missing parent
+    directories are created by the writers). Returns ``Path(out)``.
+    """
+    if out is None or os.fspath(out) == "":
+        raise InputError(f"{field} must be a path, got {out!r}")
+    p = Path(out)
+    if p.exists():
+        if directory and not p.is_dir():
+            raise InputError(f"{field} {out} exists and is not a directory")
+        if not directory and p.is_dir():
+            raise InputError(f"{field} {out} is a directory, expected a file path")
+    a = p if directory else p.parent
+    a = Path(os.path.abspath(a))
+    while not a.exists() and a != a.parent:
+        a = a.parent
+    if not a.is_dir():
+        raise InputError(f"{field} {out} cannot be created: {a} is not a directory")
+    if not os.access(a, os.W_OK | os.X_OK):
+        raise InputError(f"{field} {out} cannot be written: directory {a} is not writable")
+    if directory and p.is_dir() and not os.access(p, os.W_OK | os.X_OK):
+        raise InputError(f"{field} {out} is not writable")
+    return p
+
+
+def check_output_path(out, inputs=None, field: str = "output") -> Path:
+    """Refuse an output file that is the same file as an input, and check it can be written.
+
+    out: the output path (exactly the file that will be written; pass ``npz_path(x)`` for the
+    ``.npz`` writers). inputs: ``{name: path}`` or an iterable of ``(name, path)`` / paths; None
+    entries are skipped. field: the option's name for the message (e.g. ``"-o/--output"``).
+    Raises :class:`InputError`; returns ``Path(out)``.
+    """
+    if out is None or os.fspath(out) == "":
+        raise InputError(f"{field} must be a path, got {out!r}")
+    for name, p in _inputs(inputs):
+        if same_file(out, p):
+            raise InputError(f"{field} {out} is the same file as the input {name} {p}: "
+                             f"refusing to overwrite an input (choose another output path)")
+    return check_writable(out, field)
+
+
+def check_output_dir(out, inputs=None, field: str = "--out") -> Path:
+    """Like :func:`check_output_path` for an output directory: it must not be an input (file or
+    directory) and must be creatable/writable. Returns ``Path(out)``."""
+    if out is None or os.fspath(out) == "":
+        raise InputError(f"{field} must be a path, got {out!r}")
+    for name, p in _inputs(inputs):
+        if same_file(out, p):
+            raise InputError(f"{field} {out} is the input {name} {p}: refusing to write into an input "
+                             f"(choose another output directory)")
+    return check_writable(out, field, directory=True)
+
+
+# ------------------------------------------------------------------------------------------ JSON
+def json_safe(obj):
+    """A copy of ``obj`` that :func:`json.dumps` writes as strict JSON.
+
+    Non-finite floats (inf, -inf, NaN) become ``None`` (JSON ``null``); numpy scalars/arrays and
+    torch tensors become Python numbers/lists; tuples become lists; dict keys become strings;
+    paths and other objects become their ``str``.
+    """
+    if obj is None or isinstance(obj, (bool, str)):
+        return obj
+    if isinstance(obj, int):
+        return int(obj)
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [json_safe(v) for v in obj]
+    try:
+        import numpy as np
+
+        if isinstance(obj, np.bool_):
+            return bool(obj)
+        if isinstance(obj, np.integer):
+            return int(obj)
+        if isinstance(obj, np.floating):
+            return json_safe(float(obj))
+        if isinstance(obj, np.ndarray):
+            return json_safe(obj.tolist())
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        import torch
+
+        if torch.is_tensor(obj):
+            return json_safe(obj.detach().cpu().tolist())
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(obj, complex):
+        return str(obj)
+    return str(obj)
+
+
+def dumps(obj, **kwargs) -> str:
+    """``json.dumps(json_safe(obj), allow_nan=False, **kwargs)``: strict JSON, inf/NaN as null."""
+    kwargs.pop("default", None)
+    return json.dumps(json_safe(obj), allow_nan=False, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------ modes
+def file_mode(base: int = 0o666) -> int:
+    """The mode ``open()`` would give a new file: ``base & ~umask`` (e.g. 0o644 under umask 022)."""
+    um = None
+    try:
+        with open("/proc/self/status") as fh:  # Linux: read the umask without changing it
+            for line in fh:
+                if line.startswith("Umask:"):
+                    um = int(line.split()[1], 8)
+                    break
+    except OSError:
+        pass
+    if um is None:  # elsewhere: set and restore (not atomic with respect to other threads)
+        with _UMASK_LOCK:
+            um = os.umask(0)
+            os.umask(um)
+    return base & ~um
+
+
+def apply_file_mode(path_or_fd) -> None:
+    """Give a file created by ``tempfile.mkstemp`` (mode 0600) the mode of a plain ``open()``."""
+    if isinstance(path_or_fd, int):
+        os.fchmod(path_or_fd, file_mode())
+    else:
+        os.chmod(path_or_fd, file_mode())
+

@@ -1,0 +1,373 @@
+"""Effort levels of the exact solver: which starting points the AO runs from, and how many.
+
+The AO (:mod:`.ao`) is a local method. When C1 binds it keeps roughly the amplitude level and
+the beam structure it starts from (NOTES.md), so a single random start can land 2x above the
+best design known (issue #13). The efforts trade time for quality:
+
+- ``"legacy"``: the AO from one random start (``n_starts`` as given), the default before issue #13.
+- ``"fast"``: a batched joint first-order screen (:func:`joint_first_order`) of a few diverse starts,
+  then the AO from the best screened point, capped at a few iterations.
+- ``"default"``: the screen over more diverse starts, then the full AO from the best point.
+- ``"thorough"``: the best-known search for one instance (:func:`thorough_search`): many diverse
+  starts (random phases, a_max, co-phased, several BS power levels, the screen's best few) each
+  run to convergence, plus continuation from relaxed budgets (P_t / 100, P_t / 10, 10 P_s), under a
+  time cap; it keeps the best and says which start found it.
+
+The screen optimises ``(R_s, psi)`` jointly with Adam on the differentiable torch CRB in a
+parameterisation that is feasible by construction (BS budget by a softmax/sigmoid split of
+``L P_t``, PSD as ``B B^H``, C1 and a_max by the closed-form largest scale of psi), batched over
+starts. Unlike the AO it can trade BS power against IRS amplification continuously, which is
+what the AO cannot do when C1 binds. Every returned point is the AO's (P2 certified), so the
+result type, feasibility check and failure accounting are the AO's.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import time
+
+import torch
+
+from irs_torch.scenario import Scenario
+from irs_torch.solvers.result import EFFORTS  # re-exported
+
+
+# ----------------------------------------------------------------------------- starting points
+def cophased_start(scenario: Scenario):
+    """Co-phased start: ``R_s,l = P_t w_l w_l^H`` and psi_l co-phasing the cascade of the BS beam w_l
+    (:func:`irs_torch.physics.steering.cophasing_beam`), psi at the largest scale meeting C1 and
+    a_max, then :func:`~irs_torch.solvers.ao.balance_power`. Shapes ``(L, M, M)``, ``(L, N)``."""
+    from irs_torch.physics.steering import cophasing_beam
+    from irs_torch.solvers.ao import balance_power
+
+    w, psi = cophasing_beam(scenario)
+    R = float(scenario.P_t) * (w.unsqueeze(-1) @ w.conj().unsqueeze(-2))
+    psi = scenario.scale_psi_to_feasible(R, psi)
+    R, psi, _ = balance_power(scenario, R, psi)
+    return R, psi
+
+
+def random_start(scenario: Scenario, seed: int, level: float = 1.0, beam: bool = False):
+    """Random phases at a_max-relative amplitude ``level`` (scaled to meet C1), ``R_s = P_t/M I``
+    (or, with ``beam``, the co-phased beam ``P_t w w^H``), then :func:`balance_power` (which scans the
+    BS power down and the amplitude up). Shapes ``(L, M, M)``, ``(L, N)``."""
+    from irs_torch.physics.steering import cophasing_beam
+    from irs_torch.solvers.ao import balance_power
+
+    g = torch.Generator().manual_seed(int(seed))
+    ph = 2 * math.pi * torch.rand(scenario.L, scenario.N, generator=g, dtype=torch.float64)
+    psi = torch.polar(torch.full_like(ph, float(level) * float(scenario.a_max)), ph).to(scenario.G.dtype)
+    if beam:
+        w, _ = cophasing_beam(scenario)
+        R = float(scenario.P_t) * (w.unsqueeze(-1) @ w.conj().unsqueeze(-2))
+    else:
+        R = scenario.isotropic_design()
+    psi = scenario.scale_psi_to_feasible(R, psi)
+    if scenario.active:
+        R, psi, _ = balance_power(scenario, R, psi)
+    return R, psi
+
+
+def diverse_starts(scenario: Scenario, n: int, seed: int = 0) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """``n`` diverse feasible starts ``(name, R_s, psi)``: the co-phased start, the AO's own random
+    start (:func:`~irs_torch.solvers.ao.initial_point`), its a_max start, then random phases
+    alternating isotropic / beamformed R_s and amplitude levels 1, 0.5, 0.25 of a_max."""
+    from irs_torch.solvers.ao import amax_start, initial_point
+    from irs_torch.solvers.result import SolverOptions
+
+    out = [("cophased", *cophased_start(scenario))]
+    if n > 1:
+        R, psi, _ = initial_point(scenario, None, SolverOptions(seed=seed))
+        out.append((f"random(seed={seed})", R, psi))
+    if n > 2:
+        out.append((f"amax(seed={seed})", *amax_start(scenario, seed)))
+    k = 0
+    while len(out) < n:
+        level = (1.0, 0.5, 0.25)[k % 3]
+        beam = k % 2 == 1
+        sd = seed * 1000 + 17 + k
+        out.append((f"random(seed={sd},level={level},{'beam' if beam else 'iso'})",
+                    *random_start(scenario, sd, level, beam)))
+        k += 1
+    return out[:n]
+
+
+# ----------------------------------------------------------------------------- the joint screen
+def _sqrt_psd(R):
+    lam, V = torch.linalg.eigh(0.5 * (R + R.conj().transpose(-1, -2)))
+    return V * lam.clamp(min=0).sqrt().to(R.dtype).unsqueeze(-2)
+
+
+def joint_first_order(scenario: Scenario, R0: torch.Tensor, psi0: torch.Tensor, *, steps: int = 150,
+                      lr: float = 0.05, smooth: float = 20.0, decay: float = 1.0, patience: int = 0):
+    """Adam on the smoothed max-CRB over ``(R_s, psi)`` jointly, batched over S starts.
+
+    Parameterisation (feasible by construction, so every iterate is a valid design):
+    ``R_l = L P_t softmax(u)_l sigmoid(v_l) B_l B_l^H / tr(B_l B_l^H)`` (average BS budget (6)),
+    ``psi_l = scale(sigmoid(rho_l) exp(j ph_l))`` with the closed-form largest real scale meeting C1 (7)
+    and a_max (:meth:`Scenario.scale_psi_to_feasible`). Loss: ``logsumexp(smooth * log c_l) / smooth``
+    (a smooth max of log tr(F_l^-1)); learning rate ``lr`` annealed (cosine) to ``lr * decay``;
+    ``patience`` > 0: stop early when the best start's max-CRB improved by < 0.1% over that many steps. Passive scenarios: unit-modulus psi, no C1.
+
+    Shapes: R0 ``(S, L, M, M)``, psi0 ``(S, L, N)`` -> ``(R (S, L, M, M), psi (S, L, N), max_crb (S,))``,
+    the best iterate of each start (exactly re-scaled and evaluated; never worse than its start).
+    """
+    cdt = scenario.G.dtype
+    L, P_t = scenario.L, float(scenario.P_t)
+    R0 = R0.to(cdt)
+    psi0 = scenario.scale_psi_to_feasible(R0, psi0.to(cdt))
+    with torch.no_grad():
+        c0 = scenario.crb(R0, psi0, validate=False).total.amax(-1)
+    B = _sqrt_psd(R0)
+    B = B / torch.linalg.matrix_norm(B).clamp(min=1e-300)[..., None, None]  # unit Frobenius norm: Adam's lr is relative
+    tr = torch.diagonal(R0, dim1=-2, dim2=-1).real.sum(-1).clamp(min=1e-300)  # (S, L)
+    frac = (tr.sum(-1, keepdim=True) / (L * P_t)).clamp(1e-6, 0.98).expand_as(tr)
+    Br = torch.view_as_real(B).clone().requires_grad_(True)
+    u = torch.log(tr / tr.sum(-1, keepdim=True)).clone().requires_grad_(True)
+    v = torch.log(frac / (1 - frac)).clone().requires_grad_(True)
+    amp = (psi0.abs() / psi0.abs().amax(-1, keepdim=True).clamp(min=1e-300)).clamp(1e-3, 1 - 1e-3)
+    rho = torch.log(amp / (1 - amp)).clone().requires_grad_(True)
+    ph = torch.angle(psi0).clone().requires_grad_(True)
+    params = [Br, u, v, ph] + ([rho] if scenario.active else [])
+    opt = torch.optim.Adam(params, lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(int(steps), 1), eta_min=lr * decay) if decay < 1 else None
+
+    def make():
+        Bc = torch.view_as_complex(Br)
+        G = Bc @ Bc.conj().transpose(-1, -2)
+        trg = torch.diagonal(G, dim1=-2, dim2=-1).real.sum(-1).clamp(min=1e-300)
+        p = L * P_t * torch.softmax(u, -1) * torch.sigmoid(v)
+        R = G * (p / trg).to(cdt)[..., None, None]
+        if scenario.active:
+            psi = scenario.scale_psi_to_feasible(R, torch.polar(torch.sigmoid(rho), ph).to(cdt))
+        else:
+            psi = torch.polar(torch.ones_like(ph), ph).to(cdt)
+        return R, psi
+
+    best_R, best_psi, best_c = R0, psi0, c0.clone()
+    mark = float(c0.min())
+    for it in range(steps):
+        if patience and it and it % patience == 0:  # stop when the best start gained < 0.1% in `patience` steps
+            now = float(best_c.min())
+            if now > mark * (1 - 1e-3):
+                break
+            mark = now
+        opt.zero_grad()
+        R, psi = make()
+        c = scenario.crb(R, psi, validate=False).total  # (S, L)
+        ok = torch.isfinite(c).all(-1) & (c > 0).all(-1)
+        with torch.no_grad():
+            mx = torch.where(ok, c.amax(-1), torch.full_like(c[..., 0], float("inf")))
+            imp = mx < best_c
+            if imp.any():
+                best_R = torch.where(imp[:, None, None, None], R.detach(), best_R)
+                best_psi = torch.where(imp[:, None, None], psi.detach(), best_psi)
+                best_c = torch.where(imp, mx, best_c)
+        lc = torch.log(torch.where(torch.isfinite(c) & (c > 0), c, torch.ones_like(c)))
+        loss = (torch.logsumexp(smooth * lc, -1) / smooth).sum()
+        loss.backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+    with torch.no_grad():
+        if scenario.active:
+            best_psi = scenario.scale_psi_to_feasible(best_R, best_psi)
+        c = scenario.crb(best_R, best_psi, validate=False).total.amax(-1)
+        c = torch.where(torch.isfinite(c), c, torch.full_like(c, float("inf")))
+    return best_R, best_psi, c
+
+
+# ----------------------------------------------------------------------------- strategies
+def _legacy(options):
+    from irs_torch.solvers.result import SolverOptions
+
+    return SolverOptions(**{**options.to_dict(), "effort": "legacy"})
+
+
+def _run_ao(scn, R, psi, options, progress=False):
+    from irs_torch.solvers.ao import _solve
+
+    return _solve(scn, "ao", {"R_s": R, "psi": psi}, _legacy(options), progress)
+
+
+# effort -> (screened starts, Adam steps, AO iterations cap of the continued point); lr 0.1 -> 0.005 (cosine)
+SCREEN = {"fast": (8, 200, 3), "default": (8, 600, None)}
+SCREEN_LR, SCREEN_DECAY = 0.1, 0.05
+PATIENCE = 60  # early stop of the screen: < 0.1% gain of the best start in this many Adam steps
+
+
+def screened_solve(scenario: Scenario, options, effort: str = "default", progress: bool = False):
+    """The ``fast`` / ``default`` strategy: :func:`diverse_starts` -> :func:`joint_first_order`
+    (batched) -> the AO from the best screened point (``fast``: 8 starts, at most 200 Adam steps, at
+    most 3 AO iterations; ``default``: 8 starts, at most 600 steps, the AO to convergence; both stop the
+    screen early after :data:`PATIENCE` steps without 0.1% gain). If that AO run fails (a P2
+    failure), the AO also runs from the next screened point (up to three) and the best successful run
+    is returned (``options["ao_runs"]``). Returns the AO's :class:`SolveResult` with ``options["effort"]``, ``options["found_by"]`` (the start's name),
+    ``options["screen_max_crb"]`` (per start) and ``times["screen"]`` added; ``init_*`` is the best
+    start before the screen."""
+    t0 = time.perf_counter()
+    n, steps, cap = SCREEN[effort]
+    scn = scenario.to(torch.complex128)
+    starts = diverse_starts(scn, n, seed=options.seed)
+    R0 = torch.stack([s[1] for s in starts])
+    psi0 = torch.stack([s[2] for s in starts])
+    R, psi, c = joint_first_order(scn, R0, psi0, steps=steps, lr=SCREEN_LR, decay=SCREEN_DECAY, patience=PATIENCE)
+    t_screen = time.perf_counter() - t0
+    opts = options if cap is None else _replace(options, max_iter=min(cap, options.max_iter))
+    res, tried = None, []
+    for j in torch.argsort(c)[:3].tolist():  # the next screened point only if the AO's run failed (a P2 failure)
+        r = _run_ao(scn, R[j], psi[j], opts, progress)
+        tried.append({"start": starts[j][0], "max_crb": float(r.max_crb), "success": bool(r.success)})
+        if res is None or (r.success, -r.max_crb) > (res[1].success, -res[1].max_crb):
+            res = (j, r)
+        if r.success:
+            break
+    j, res = res
+    start_c = scn.crb(R0[j], psi0[j]).total
+    res.init_R_s, res.init_psi, res.init_crb, res.init_max_crb = R0[j], psi0[j], start_c, float(start_c.max())
+    res.times["screen"] = t_screen
+    res.times["total"] = time.perf_counter() - t0
+    res.options.update(effort=effort, found_by=f"screen:{starts[j][0]}", screen_max_crb=c.tolist(), ao_runs=tried,
+                       init={"kind": "screened", "start": starts[j][0]})
+    return res
+
+
+def _replace(options, **kw):
+    from irs_torch.solvers.result import SolverOptions
+
+    return SolverOptions(**{**options.to_dict(), **kw})
+
+
+def relaxed_scenario(scenario: Scenario, P_t_factor: float = 1.0, P_s_factor: float = 1.0) -> Scenario:
+    """The same system with P_t and P_s multiplied by the given factors (continuation steps)."""
+    return scenario.replace(P_t=float(scenario.P_t) * P_t_factor, P_s=float(scenario.P_s) * P_s_factor)
+
+
+def thorough_search(scenario: Scenario, options, *, time_limit: float = 120.0, extra_inits=(),
+                    progress: bool = False):
+    """Best-known search for one instance (effort ``"thorough"``).
+
+    Candidates, each run by the AO to convergence, in this order until ``time_limit`` seconds are
+    spent (the first three always run): the ``default`` strategy; the AO's own random and a_max starts;
+    continuation from the design solved at P_t / 10 (feasible here); the best 4 of a 16-start joint
+    screen; continuation from P_t / 100 and from 10 P_s (repaired by
+    :func:`~irs_torch.solvers.ao.initial_point`); further random starts at several amplitude levels and
+    BS beams. ``extra_inits``: ``[(name, R_s, psi), ...]`` warm starts tried first (e.g. neighbouring
+    budgets' best designs; repaired by ``initial_point``). Returns the best :class:`SolveResult` with
+    ``options["found_by"]``, ``options["candidates"]`` (name, max-CRB, seconds each) and
+    ``times["total"]`` the whole search.
+    """
+    t0 = time.perf_counter()
+    scn = scenario.to(torch.complex128)
+    cands = []
+    best = None
+
+    last = []
+
+    def consider(name, res):
+        nonlocal best
+        last[:] = [(name, res)]
+        # a feasible point counts even where a P2 step failed (success False): it is a valid design
+        ok = bool(scn.is_feasible(res.R_s, res.psi, rtol=options.feas_rtol)) and math.isfinite(res.max_crb)
+        cands.append({"name": name, "max_crb": float(res.max_crb), "seconds": float(res.times.get("total", 0.0)),
+                      "success": bool(res.success), "feasible": ok})
+        if ok and (best is None or res.max_crb < best[1].max_crb):
+            best = (name, res)
+
+    c0 = time.process_time()
+
+    def left():  # CPU seconds of this process: the cap does not shrink when other work shares the cores
+        return time_limit - (time.process_time() - c0)
+
+    for name, R, psi in extra_inits:
+        consider(name, _run_ao(scn, R, psi, options, progress))
+    consider("default", screened_solve(scn, options, "default", progress))
+    from irs_torch.solvers.ao import amax_start, initial_point
+
+    R, psi, _ = initial_point(scn, None, _replace(options, seed=options.seed))
+    consider(f"random(seed={options.seed})", _run_ao(scn, R, psi, options, progress))
+    consider(f"amax(seed={options.seed})", _run_ao(scn, *amax_start(scn, options.seed), options, progress))
+    plan = [("continuation(P_t/10)", ("P_t", 0.1)), ("screen16", None), ("continuation(P_t/100)", ("P_t", 0.01))]
+    if scn.active:
+        plan.append(("continuation(10 P_s)", ("P_s", 10.0)))
+    for k in range(24):
+        plan.append((f"random#{k}", k))
+    for name, what in plan:
+        if left() <= 0:
+            break
+        if name == "screen16":
+            starts = diverse_starts(scn, 16, seed=options.seed + 1)
+            Rs, ps, c = joint_first_order(scn, torch.stack([s[1] for s in starts]),
+                                          torch.stack([s[2] for s in starts]), steps=1000, lr=SCREEN_LR,
+                                          decay=SCREEN_DECAY)
+            for j in torch.argsort(c)[:4].tolist():
+                if left() <= 0:
+                    break
+                consider(f"screen16:{starts[j][0]}", _run_ao(scn, Rs[j], ps[j], options, progress))
+        elif isinstance(what, tuple):
+            field, f = what
+            relaxed = relaxed_scenario(scn, **({"P_t_factor": f} if field == "P_t" else {"P_s_factor": f}))
+            r0 = screened_solve(relaxed, options, "default", progress)
+            consider(name, _run_ao(scn, r0.R_s, r0.psi, options, progress))
+        else:
+            k = what
+            R, psi = random_start(scn, options.seed * 7919 + 101 + k, (1.0, 0.5, 0.25, 0.1)[k % 4], k % 2 == 1)
+            consider(name, _run_ao(scn, R, psi, options, progress))
+    if best is None:  # no candidate feasible: return the last one as is (its success says so)
+        best = last[0]
+    name, res = best
+    res.times["total"] = time.perf_counter() - t0
+    res.options.update(effort="thorough", found_by=name, candidates=cands, time_limit=float(time_limit))
+    res.message = (res.message + "; " if res.message else "") + f"thorough: best of {len(cands)} candidates: {name}"
+    return res
+
+
+def solve_with_effort(scenario: Scenario, effort: str, init: dict | None, options, progress: bool = False):
+    """Dispatch of :func:`irs_torch.solvers.solve` for ``method="ao"`` by ``options.effort`` (see the
+    module docstring). A warm start (``init`` with ``R_s``/``psi``) and ``init={"kind": ...}`` run the
+    AO from that start (``legacy``), as before; so does ``n_starts > 1`` (the legacy multi-start)."""
+    from irs_torch.solvers.ao import _solve
+
+    if effort not in EFFORTS:
+        raise ValueError(f"effort must be one of {EFFORTS}, got {effort!r}")
+    if effort == "legacy" or init is not None or options.n_starts > 1:
+        return _solve(scenario, "ao", init, _legacy(options), progress)
+    if not isinstance(scenario, Scenario):
+        raise TypeError(f"scenario must be a Scenario, got {type(scenario).__name__}")
+    if scenario.batch_shape:
+        raise ValueError(f"solve needs an unbatched scenario, got batch shape {tuple(scenario.batch_shape)}; "
+                         f"index it (scenario[i])")
+    if effort == "thorough":
+        return thorough_search(scenario, options, progress=progress)
+    return screened_solve(scenario, options, effort, progress)
+
+
+def continuation_sweep(scenarios, options, progress: bool = False):
+    """Solve a sweep of budgets in order of increasing budget (same system, each of P_t, P_s, a_max
+    non-decreasing along the list), using the monotonicity of the optimum (issue #13): every point is
+    solved with ``options`` and also by the AO from the previous point's design (feasible unchanged
+    at the larger budget), keeping the better; then a downward pass tries each point from the next
+    one's design (repaired by :func:`~irs_torch.solvers.ao.initial_point`). With an AO that never
+    worsens its start, the returned max-CRBs are non-increasing along the list.
+
+    Returns one :class:`SolveResult` per scenario (``options["found_by"]`` says which start won)."""
+    from irs_torch.solvers.ao import solve
+
+    scns = [s.to(torch.complex128) for s in scenarios]
+    for a, b in itertools.pairwise(scns):
+        for f in ("P_t", "P_s", "a_max"):
+            if float(getattr(b, f)) < float(getattr(a, f)):
+                raise ValueError(f"continuation_sweep needs non-decreasing budgets; {f} goes from "
+                                 f"{float(getattr(a, f)):g} to {float(getattr(b, f)):g}")
+    res = [solve(s, options=options) for s in scns]
+    for k in range(1, len(scns)):  # upward: the smaller budget's design is feasible here
+        r = _run_ao(scns[k], res[k - 1].R_s, res[k - 1].psi, options, progress)
+        if r.success and r.max_crb < res[k].max_crb:
+            r.options["found_by"] = f"continuation from point {k - 1}"
+            res[k] = r
+    for k in range(len(scns) - 2, -1, -1):  # downward: the larger budget's design, repaired
+        r = _run_ao(scns[k], res[k + 1].R_s, res[k + 1].psi, options, progress)
+        if r.success and r.max_crb < res[k].max_crb:
+            r.options["found_by"] = f"continuation from point {k + 1}"
+            res[k] = r
+    return res
