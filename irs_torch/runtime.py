@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from irs_torch.outputs import dumps
 from irs_torch.scenario import Scenario
 
 CHECKPOINT_DIRS = (Path(__file__).resolve().parent.parent / "checkpoints",)
@@ -262,7 +263,7 @@ def bench_warmstart(data, checkpoint=None, split: str = "test", limit: int | Non
         rows.append(row)
         if log_path is not None:
             with open(log_path, "a") as f:
-                f.write(json.dumps({"key": key, "row": row}) + "\n")
+                f.write(dumps({"key": key, "row": row}) + "\n")
     a = {k: np.array([r[k] for r in rows], dtype=float) for k in rows[0] if k not in ("seed", "instance_id")}
 
     def q(x, p):
@@ -288,7 +289,7 @@ def bench_warmstart(data, checkpoint=None, split: str = "test", limit: int | Non
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "warmstart.json").write_text(json.dumps({"summary": summary, "instances": rows}, indent=1))
+        (out / "warmstart.json").write_text(dumps({"summary": summary, "instances": rows}, indent=1))
         with open(out / "warmstart.csv", "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(rows[0]))
             w.writeheader()

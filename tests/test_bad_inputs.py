@@ -438,6 +438,15 @@ def test_json_output_is_strict_with_an_infinite_crb(files, capsys):
     assert rep["crb"][1] is not None and math.isfinite(rep["crb"][1])
 
 
+def test_json_output_is_strict_for_a_passive_irs(files, capsys, tmp_path):
+    """A passive IRS has no C1: its IRS-power margin is +inf, printed as null (was `Infinity`)."""
+    path = Scenario.paper(0, active=False, sigma_r2=0.0, **SMALL).save(tmp_path / "passive.npz")
+    rc, out, err = _cli(capsys, "crb", "--scenario", path, "--json")
+    assert rc == 0, err
+    rep = _strict_loads(out)
+    assert rep["margins"]["irs"] == [None, None] and all(math.isfinite(x) for x in rep["crb"])
+
+
 def test_json_helpers():
     obj = {"a": float("inf"), "b": [float("nan"), -float("inf"), 1.5], "c": np.float64(np.inf),
            "d": torch.tensor([1.0, float("nan")]), "e": np.arange(2), (1, 2): True}

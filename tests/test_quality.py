@@ -167,6 +167,20 @@ def test_run_tasks_local(workers):
     assert isinstance(out[-3], ValueError) and "negative -3" in str(out[-3])
 
 
+def test_run_tasks_ray():
+    """The same engine on a local Ray instance (tasks are a library function: importable by workers)."""
+    ray = pytest.importorskip("ray")
+    from irs_torch.parallel import run_tasks
+
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        out = dict(run_tasks(math.sqrt, [4.0, 9.0, -1.0], backend="ray"))
+    finally:
+        ray.shutdown()
+    assert out[4.0] == 2.0 and out[9.0] == 3.0
+    assert "math domain error" in str(out[-1.0])
+
+
 # ----------------------------------------------------------------------------- the suite
 def test_suite_definition():
     suite = Q.load_suite()

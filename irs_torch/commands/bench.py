@@ -96,7 +96,7 @@ def run_quality_search(args: argparse.Namespace) -> int:
                           passes=args.passes, workers=args.workers, backend=args.backend, address=args.address,
                           seed=args.seed, log=lambda m: print(m, flush=True))
     print(f"search: {s['run']} task(s) run, {s['skipped']} already done, {s['improved']} improvement(s), "
-          f"{s['seconds']:.0f} s")
+          f"{s['seconds']:.0f} s; {s['monotonicity_violations']} monotonicity violation(s) among the best-known designs")
     return 0
 
 

@@ -286,7 +286,10 @@ class DatasetConfig:
         seed is ``seed % 2**31``, see the module docstring)."""
         from irs_torch.solvers import SolverOptions
 
-        return SolverOptions(seed=int(seed) % 2 ** 31, **{k: v for k, v in self.solver.items() if k not in ("method", "init")})
+        # effort "legacy" unless the config sets one: labels stay those of the single-start AO the existing
+        # data sets were made with (issue #13 changed the solver's default; the labels' effort is issue #14)
+        return SolverOptions(seed=int(seed) % 2 ** 31, **{"effort": "legacy", **{k: v for k, v in self.solver.items()
+                                                                               if k not in ("method", "init")}})
 
     @property
     def history_length(self) -> int:

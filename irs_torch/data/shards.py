@@ -77,7 +77,7 @@ from pathlib import Path
 
 import numpy as np
 
-from irs_torch.outputs import apply_file_mode
+from irs_torch.outputs import apply_file_mode, dumps
 
 SHARD_FORMAT = "irs-torch/dataset-shard"
 MANIFEST_FORMAT = "irs-torch/dataset"
@@ -307,7 +307,7 @@ def write_json_atomic(path, obj) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=1, default=_json_default)
+            fh.write(dumps(obj, indent=1))
             fh.write("\n")
             fh.flush()
             os.fsync(fh.fileno())
@@ -319,14 +319,6 @@ def write_json_atomic(path, obj) -> Path:
             os.unlink(tmp)
         raise
     return path
-
-
-def _json_default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
 
 
 def read_manifest(root) -> dict:

@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 
 from irs_torch.learn.nets import WarmStartNet
+from irs_torch.outputs import apply_file_mode, dumps
 from irs_torch.scenario import Scenario
 
 MODEL_FORMAT = "irs-torch/warm-start-model"
@@ -94,6 +95,7 @@ def file_sha256(path) -> str:
 def _atomic_write_text(path: Path, text: str):
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
+        apply_file_mode(fd)  # mkstemp made it 0600
         with os.fdopen(fd, "w") as f:
             f.write(text)
         os.replace(tmp, path)
@@ -131,7 +133,7 @@ def write_sidecar(path) -> Path:
         if other != SIDECAR_FORMAT:
             raise ValueError(f"{out}: exists and is not a model sidecar (format {SIDECAR_FORMAT!r}); not overwritten: "
                              f"move it, or rename the model file {path.name}")
-    _atomic_write_text(out, json.dumps(info, indent=2) + "\n")
+    _atomic_write_text(out, dumps(info, indent=2) + "\n")
     return out
 
 
@@ -235,6 +237,7 @@ def export_model(ckpt_path, out_path, extra_meta: dict | None = None) -> Path:
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        apply_file_mode(tmp)  # mkstemp made it 0600
         os.replace(tmp, out_path)
     finally:
         if os.path.exists(tmp):

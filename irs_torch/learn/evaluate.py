@@ -14,11 +14,12 @@ checkpoint (default 0.8/0.1/0.1).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 
 import torch
+
+from irs_torch.outputs import dumps
 
 
 def evaluate(checkpoint, data_root, split: str = "test", batch_size: int = 256, fractions=None,
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, KeyError) as e:
         print(f"evaluate: error: {e}", file=sys.stderr)
         return 2
-    text = json.dumps(res, indent=2)
+    text = dumps(res, indent=2)
     print(text)
     if a.json:
         with open(a.json, "w") as f:

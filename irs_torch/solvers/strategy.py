@@ -193,6 +193,7 @@ def _run_ao(scn, R, psi, options, progress=False):
 # effort -> (screened starts, Adam steps, AO iterations cap of the continued point); lr 0.1 -> 0.005 (cosine)
 SCREEN = {"fast": (8, 200, 3), "default": (8, 600, None)}
 SCREEN_LR, SCREEN_DECAY = 0.1, 0.05
+AO_TRIES = 1  # AO runs from the next screened points when one fails (P2 failures cost ~10 s each: off)
 PATIENCE = 60  # early stop of the screen: < 0.1% gain of the best start in this many Adam steps
 
 
@@ -200,9 +201,10 @@ def screened_solve(scenario: Scenario, options, effort: str = "default", progres
     """The ``fast`` / ``default`` strategy: :func:`diverse_starts` -> :func:`joint_first_order`
     (batched) -> the AO from the best screened point (``fast``: 8 starts, at most 200 Adam steps, at
     most 3 AO iterations; ``default``: 8 starts, at most 600 steps, the AO to convergence; both stop the
-    screen early after :data:`PATIENCE` steps without 0.1% gain). If that AO run fails (a P2
-    failure), the AO also runs from the next screened point (up to three) and the best successful run
-    is returned (``options["ao_runs"]``). Returns the AO's :class:`SolveResult` with ``options["effort"]``, ``options["found_by"]`` (the start's name),
+    screen early after :data:`PATIENCE` steps without 0.1% gain). With :data:`AO_TRIES` > 1, an AO
+    run that fails (a P2 failure) is followed by one from the next screened point, and the best
+    successful run is returned (``options["ao_runs"]``); off by default (on C1-binding instances the
+    failing P2 rounds cost ~10 s a run, and the failed run's point is still feasible and screened). Returns the AO's :class:`SolveResult` with ``options["effort"]``, ``options["found_by"]`` (the start's name),
     ``options["screen_max_crb"]`` (per start) and ``times["screen"]`` added; ``init_*`` is the best
     start before the screen."""
     t0 = time.perf_counter()
@@ -215,7 +217,7 @@ def screened_solve(scenario: Scenario, options, effort: str = "default", progres
     t_screen = time.perf_counter() - t0
     opts = options if cap is None else _replace(options, max_iter=min(cap, options.max_iter))
     res, tried = None, []
-    for j in torch.argsort(c)[:3].tolist():  # the next screened point only if the AO's run failed (a P2 failure)
+    for j in torch.argsort(c)[:AO_TRIES].tolist():  # the next screened point only if the AO's run failed
         r = _run_ao(scn, R[j], psi[j], opts, progress)
         tried.append({"start": starts[j][0], "max_crb": float(r.max_crb), "success": bool(r.success)})
         if res is None or (r.success, -r.max_crb) > (res[1].success, -res[1].max_crb):
