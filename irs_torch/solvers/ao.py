@@ -4,9 +4,9 @@ The max-CRB is non-increasing by construction: a P2 result is accepted only if i
 max-CRB is not above the current one, and P3 never returns a worse psi_l. Stops when the relative
 improvement of an iteration is below ``rtol`` or after ``max_iter`` iterations.
 
-Failures are counted, never hidden: a P2 step fails when no conic solve returned a point that
-passes the torch-model check (:class:`~irs_torch.solvers.transmit.TransmitResult` ``failed``) or it
-raised; a P3 step fails when psi of some IRS could not be optimised at all
+Failures are counted, never hidden: a P2 step fails when no conic solve returned a point
+(:class:`~irs_torch.solvers.transmit.TransmitResult` ``failed``) or it raised (a returned point
+that fails the constraint check is repaired and counted as ``inexact``, not failed); a P3 step fails when psi of some IRS could not be optimised at all
 (:class:`~irs_torch.solvers.reflect.ReflectResult` ``failed``) or it raised. A failed P2 step's
 point is never accepted (R_s stays), a failed IRS keeps its psi; each history entry records
 ``p2_failed`` / ``p3_failed`` and the solver failure counts, and :func:`_result` turns them into
@@ -220,7 +220,8 @@ def _p3_step(scn, R, psi, options, it) -> ReflectResult:
 
 def _p2_record(p2: TransmitResult) -> dict:
     """The failure fields of a history entry for a P2 step."""
-    return {"p2_status": p2.status, "p2_failed": bool(p2.failed), "p2_solver_failures": int(p2.solver_failures)}
+    return {"p2_status": p2.status, "p2_failed": bool(p2.failed), "p2_inexact": bool(getattr(p2, "inexact", False)),
+            "p2_solver_failures": int(p2.solver_failures)}
 
 
 def _p3_record(p3: ReflectResult) -> dict:
@@ -264,6 +265,10 @@ def _result(scn, R, psi, *, method, options, history, status, nit, times, R0, ps
         status = "infeasible"
     elif failed_all:
         status, ok = "solver-failed", False
+    if fail.get("p2_inexact"):
+        message = (message + "; " if message else "") + (
+            f"note: {fail['p2_inexact']} of {fail['p2_steps']} P2 steps returned only inexact points (constraint "
+            f"violation above the check's tolerance), repaired to exact feasibility and used")
     if notes:
         what = ("FAILED: " if failed_all else "warning: ") + "; ".join(notes) + (
             f"; the returned design is feasible but was not optimised by {' or '.join(failed_all)}" if failed_all

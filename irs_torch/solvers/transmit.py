@@ -126,12 +126,14 @@ class TransmitResult:
     other than optimal / optimal_inaccurate, or an error - or its point failed the torch-model
     check); times: ``setup``, ``solve``, ``total`` [s].
 
-    failed: True if no solve returned a point that passed the check (constraint violation before
+    failed: True if no conic solve returned a (finite) point at all; then R_s is R_ref (status
+    "failed: ...") and callers must not treat it as a P2 solution.
+    inexact: True if points were returned but none passed the check (constraint violation before
     repair <= ``check_rtol``; an "optimal_inaccurate" status is accepted when its point passes:
     Clarabel reports it on about half of the paper's P2 solves, and those points pass). Then R_s is
-    the better failed point (repaired to exact feasibility; status "failed the check: ...") or, if
-    no solve returned a point at all, R_ref (status "failed: ..."). Callers must not treat it as a
-    P2 solution.
+    the better of those points, repaired to exact feasibility (status "inexact, repaired: ..."):
+    a feasible design whose CRB is the torch model's, usable (the AO keeps it only if it lowers the
+    max-CRB), but not a certified P2 optimum.
     solver_failures: number of conic solves that failed (including ones the fallback recovered).
     """
 
@@ -148,6 +150,7 @@ class TransmitResult:
     attempts: list = field(default_factory=list)
     times: dict = field(default_factory=dict)
     failed: bool = False
+    inexact: bool = False
     solver_failures: int = 0
 
 
@@ -357,7 +360,7 @@ def solve_transmit_sdp(scenario: Scenario, psi: torch.Tensor, R_ref: torch.Tenso
     ``solver``: "CLARABEL" (default; equilibration off) or "SCS" (``eps_abs = eps_rel = eps``).
     On a failed status or a violation above ``check_rtol`` the other solver is tried
     (``fallback``); if both points fail the check, the better one (lower torch-model max-CRB after
-    repair) is kept, not the last, and the result is marked ``failed``. Every returned point is
+    repair) is kept, not the last, and the result is marked ``inexact``. Every returned point is
     repaired to exact feasibility (:func:`repair_transmit`) and its CRB is the torch model's.
 
     Raises ValueError if C1 cannot hold for any R_s with this psi (the IRS's own amplified noise
@@ -492,8 +495,8 @@ def solve_transmit_sdp(scenario: Scenario, psi: torch.Tensor, R_ref: torch.Tenso
     mx, R, cr, status, name, bound, rep, gap, t_new, passed = best
     if not passed:
         bad = [a for a in attempts if "violation" in a]
-        status = ("failed the check: " + "; ".join(f"{a['solver']}: {a['status']}, violation {a['violation']:.2g}"
+        status = ("inexact, repaired: " + "; ".join(f"{a['solver']}: {a['status']}, violation {a['violation']:.2g}"
                                                     for a in bad) + f" (check_rtol {check_rtol:g})")
     return TransmitResult(R_s=R, crb=cr, max_crb=mx, status=status, solver=name, sdp_bound=bound, gap_bound=gap,
                           rounds=rounds, t=t_new, repair=rep, attempts=attempts, times=times,
-                          failed=not passed, solver_failures=n_bad)
+                          failed=False, inexact=not passed, solver_failures=n_bad)
