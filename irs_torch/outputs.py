@@ -9,11 +9,13 @@
   become plain numbers / lists. ``dumps`` always passes ``allow_nan=False``.
 - :func:`file_mode`: files written through a temporary file (``tempfile.mkstemp`` creates them
   0600) get the mode a plain ``open()`` would give them, ``0o666 & ~umask``.
+- :func:`file_sha256`: the checksum of shards (data-set manifest) and model files (sidecars).
 
 All errors are :class:`irs_torch.errors.InputError` with a one-line message naming the field.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -190,3 +192,13 @@ def apply_file_mode(path_or_fd) -> None:
     else:
         os.chmod(path_or_fd, file_mode())
 
+
+# ------------------------------------------------------------------------------------------ checksums
+def file_sha256(path) -> str:
+    """SHA-256 of a file's bytes, as 64 lowercase hex digits (read in 1 MiB blocks). Used for the
+    data-set manifest's shard checksums and the model sidecars."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -69,7 +69,6 @@ generate`` command) records them for the shards that verify.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -77,7 +76,7 @@ from pathlib import Path
 
 import numpy as np
 
-from irs_torch.outputs import apply_file_mode, dumps
+from irs_torch.outputs import apply_file_mode, dumps, file_sha256  # noqa: F401 (file_sha256 re-exported)
 
 SHARD_FORMAT = "irs-torch/dataset-shard"
 MANIFEST_FORMAT = "irs-torch/dataset"
@@ -149,15 +148,6 @@ def _fsync_dir(path: Path):
         pass
     finally:
         os.close(fd)
-
-
-def file_sha256(path) -> str:
-    """SHA-256 of a file's bytes, as 64 lowercase hex digits (read in 1 MiB blocks)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def check_shard_checksum(root, entry: dict, num_instances: int | None = None) -> str | None:

@@ -21,7 +21,6 @@ file without one: ``python -m irs_torch.learn.checkpoint sidecar FILE.pt`` (a we
 """
 from __future__ import annotations
 
-import hashlib
 import inspect
 import json
 import os
@@ -32,7 +31,7 @@ from pathlib import Path
 import torch
 
 from irs_torch.learn.nets import WarmStartNet
-from irs_torch.outputs import apply_file_mode, dumps
+from irs_torch.outputs import apply_file_mode, dumps, file_sha256  # noqa: F401 (file_sha256 re-exported)
 from irs_torch.scenario import Scenario
 
 MODEL_FORMAT = "irs-torch/warm-start-model"
@@ -81,15 +80,6 @@ def read_checkpoint(path) -> dict:
 def sidecar_path(path) -> Path:
     """The metadata sidecar of model file ``path``: ``<stem>.json`` next to it."""
     return Path(path).with_suffix(".json")
-
-
-def file_sha256(path) -> str:
-    """SHA-256 of a file's bytes (64 lowercase hex digits), read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _atomic_write_text(path: Path, text: str):
