@@ -3,21 +3,40 @@
 Public API (see README.md):
 
 - :class:`Scenario`, :class:`Solution`, :class:`GeometryDistribution` - systems, designs, files.
-- :func:`crb`, :func:`fisher_information`, :func:`irs_power`, :func:`bs_power` - the torch physics.
+- :func:`fisher_information`, :func:`irs_power`, :func:`bs_power` - the torch physics; the module
+  :mod:`irs_torch.crb` holds it all (``irs_torch.crb.crb`` is the per-IRS CRB). The package does not
+  re-export a function ``crb``: a function must not shadow the module of the same name.
 - :class:`InputError` - the one error type for invalid user input (a ``ValueError``).
 """
 __version__ = "0.1.0"
 
-from irs_torch.crb import (  # noqa: E402
-    CRBResult,
-    bs_power,
-    crb,
-    fim_normalized,
-    fisher_information,
-    irs_power,
-)
-from irs_torch.errors import InputError  # noqa: E402
-from irs_torch.scenario import GeometryDistribution, Scenario, Solution  # noqa: E402
+from irs_torch.errors import InputError  # noqa: E402  (imports nothing else)
+
+# Lazy public names (PEP 562): `import irs_torch` (and so `irs-torch --help`, and the `solve --refine none`
+# path) does not import torch, cvxpy or the physics until a name is used (issue #14).
+_LAZY = {"CRBResult": "irs_torch.crb", "bs_power": "irs_torch.crb",
+         "fim_normalized": "irs_torch.crb", "fisher_information": "irs_torch.crb", "irs_power": "irs_torch.crb",
+         "GeometryDistribution": "irs_torch.scenario", "Scenario": "irs_torch.scenario",
+         "Solution": "irs_torch.scenario"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    if name == "crb":  # the submodule, imported on first use (the import binds it on the package)
+        import irs_torch.crb  # noqa: F401
+
+        return globals()["crb"]
+    raise AttributeError(f"module 'irs_torch' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "__version__",
@@ -25,7 +44,6 @@ __all__ = [
     "Solution",
     "GeometryDistribution",
     "CRBResult",
-    "crb",
     "fisher_information",
     "fim_normalized",
     "irs_power",

@@ -1,5 +1,6 @@
+"""``python -m irs_torch``: the ``irs-torch`` command (part of the command layer, like cli.py)."""
 import sys
 
-from irs_torch.cli import main
+from .cli import main
 
 sys.exit(main())

@@ -5,9 +5,9 @@ uses. All functions are batched over arbitrary leading dimensions ``...`` (which
 work in complex128 or complex64, and are differentiable with respect to ``R_s``, ``psi`` and
 ``G`` (and theta, phi).
 
-Model (paper eqs. (8)-(16), NOTES.md corrections 1-2). For IRS l with ``u = G^T (psi * a)``,
-``u_theta = G^T (psi * da/dtheta)``, ``u_phi = G^T (psi * da/dphi)`` the echo mean per snapshot is
-``beta u u^T s`` (so ``H = u u^T``, ``C_theta = u_theta u^T + u u_theta^T``), the noise covariance
+Model (paper eqs. (8)-(16), docs/assumptions.md "Corrections to the paper" items 1-2). For IRS l with
+``u = G^T (psi * a)``, ``u_theta = G^T (psi * da/dtheta)``, ``u_phi = G^T (psi * da/dphi)`` the echo mean per
+snapshot is ``beta u u^T s`` (so ``H = u u^T``, ``C_theta = u_theta u^T + u u_theta^T``), the noise covariance
 ``R_w = sigma_r2 G^T Psi Psi^H G^* + sigma_b2 I`` and, with ``T_L = T_c / L``,
 
     F_pq = 2 T_L Re tr(D_p^H R_w^-1 D_q R_s),   D_theta = beta C_theta, D_phi = beta C_phi,
@@ -45,7 +45,7 @@ import torch
 from irs_torch.physics.steering import upa_steering, upa_steering_derivatives
 
 # Selectors K_p with C_p = X K_p X^T for X = [u, u_theta, u_phi]:  p = theta, phi, H.
-_K = torch.tensor(
+FIM_SELECTORS = torch.tensor(
     [
         [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]],  # C_theta = u_th u^T + u u_th^T
         [[0.0, 0.0, 1.0], [0.0, 0.0, 0.0], [1.0, 0.0, 0.0]],  # C_phi
@@ -289,7 +289,7 @@ def fim_scale(beta, sigma_b2, T_L):
 
 def fisher_information(G, psi, R_s, theta, phi, beta, sigma_r2, sigma_b2, T_L,
                        N_h: int, N_v: int, d_h: float = 0.5, d_v: float = 0.5):
-    """FIM of Proposition 1 (eq. (15)-(16) with NOTES.md corrections) in SI units.
+    """FIM of Proposition 1 (eq. (15)-(16) with the corrections of docs/assumptions.md, items 1-2) in SI units.
 
     Parameters ordered (theta [rad], phi [rad], Re beta, Im beta). Ill-conditioned by nature;
     prefer :func:`crb` for the bound. Shapes as :func:`fim_normalized` -> ``(..., 4, 4)`` real.
@@ -456,7 +456,8 @@ def fim_coefficient_matrices(G, psi, theta, phi, beta, sigma_r2, sigma_b2,
     """The linear map ``R_s -> Fhat`` of :func:`fim_normalized` for fixed psi (used by the P2 SDP).
 
     Fhat is linear in R_s: with ``T_pq = tr(K_p A K_q B)``, ``B = X^T R X^*`` one has
-    ``T_pq = tr(C_pq R)`` with ``C_pq = X^* M_pq X^T`` for ``M_pq = K_p A K_q``. Every entry of Fhat is ``Re(w T_pq)`` for a
+    ``T_pq = tr(C_pq R)`` with ``C_pq = X^* M_pq X^T`` for ``M_pq = K_p A K_q``. Every entry of Fhat is
+    ``Re(w T_pq)`` for a
     unit complex weight w, so ``Fhat_ij(R) = tr(H_ij R)`` for Hermitian R with the Hermitian
     ``H_ij = (w C + (w C)^H) / 2``.
 
@@ -468,7 +469,7 @@ def fim_coefficient_matrices(G, psi, theta, phi, beta, sigma_r2, sigma_b2,
     Lc = torch.linalg.cholesky(Rw)
     Y = torch.linalg.solve_triangular(Lc, X, upper=False)
     A = Y.conj().transpose(-1, -2) @ Y  # (..., 3, 3)
-    K = _K.to(dtype=X.dtype, device=X.device)
+    K = FIM_SELECTORS.to(dtype=X.dtype, device=X.device)
     Mpq = torch.einsum("pij,...jk,qkl->...pqil", K, A, K)  # (..., 3, 3, 3, 3)
     # C_pq = X^* Mpq X^T  (so that tr(C_pq R) = tr(Mpq B))
     C = torch.einsum("...mi,...pqil,...nl->...pqmn", X.conj(), Mpq, X)  # (..., 3, 3, M, M)

@@ -4,7 +4,7 @@
 or path). It is a :class:`ValueError`, so library callers that catch ``ValueError`` keep working;
 the command line prints it as one line ``irs-torch: error: ...`` with exit status 2. Anything
 else that escapes a command is an internal error (a bug), printed with its traceback (exit 3);
-see :mod:`irs_torch.cli`.
+see the ``irs-torch`` command (``cli.py``).
 
 :class:`InputTypeError` is an :class:`InputError` that is also a :class:`TypeError`, for inputs of
 the wrong type (e.g. a real channel where a complex one is required), so ``except TypeError``

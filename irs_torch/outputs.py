@@ -10,6 +10,7 @@
 - :func:`file_mode`: files written through a temporary file (``tempfile.mkstemp`` creates them
   0600) get the mode a plain ``open()`` would give them, ``0o666 & ~umask``.
 - :func:`file_sha256`: the checksum of shards (data-set manifest) and model files (sidecars).
+- :func:`atomic_savez`: write a ``.npz`` through a temporary file, so a reader never sees half a file.
 
 All errors are :class:`irs_torch.errors.InputError` with a one-line message naming the field.
 """
@@ -202,3 +203,27 @@ def file_sha256(path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------ npz files
+def atomic_savez(path, arrays: dict) -> Path:
+    """Write ``arrays`` (name -> array) as an uncompressed ``.npz`` at :func:`npz_path` of ``path``,
+    atomically (a temporary file in the same folder, then ``os.replace``), with the mode of a plain
+    ``open()``. Creates the parent folder. Returns the path written."""
+    import tempfile
+
+    import numpy as np
+
+    path = npz_path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        apply_file_mode(fd)  # mkstemp makes 0600; give the mode of a plain open() (umask)
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path

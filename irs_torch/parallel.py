@@ -4,8 +4,8 @@ run any picklable module-level task function, not only data-set instances.
 >>> from irs_torch.parallel import run_tasks
 >>> for item, result in run_tasks(task_fn, items, backend="local", workers=2): ...
 
-The backends are :class:`irs_torch.data.generate.LocalBackend` and
-:class:`irs_torch.data.ray_backend.RayBackend` (:func:`irs_torch.data.generate.make_backend`); their
+The backends are :class:`irs_torch.data.backends.LocalBackend` and
+:class:`irs_torch.data.ray_backend.RayBackend` (:func:`irs_torch.data.backends.make_backend`); their
 ``imap_tasks`` methods do the work. Used by data-set generation (through ``imap_unordered``) and by
 the best-known search and quality benchmark (:mod:`irs_torch.quality`).
 """
@@ -19,7 +19,7 @@ def run_tasks(fn, items, *, backend: str = "local", workers: int | None = 1, add
     ``ray.init``). A task that raises yields its exception instead of a result (the caller decides);
     workers run one torch thread each.
     """
-    from irs_torch.data.generate import make_backend
+    from irs_torch.data.backends import make_backend
 
     with make_backend(backend, workers, address) as bk:
         yield from bk.imap_tasks(fn, items)

@@ -268,7 +268,7 @@ def search_task(task: dict) -> dict:
     import torch
 
     from irs_torch.solvers import SolverOptions
-    from irs_torch.solvers.ao import _solve
+    from irs_torch.solvers.ao import solve_direct
     from irs_torch.solvers.strategy import thorough_search
 
     torch.set_num_threads(1)
@@ -282,7 +282,7 @@ def search_task(task: dict) -> dict:
     else:
         res, found, cands = None, None, []
         for name, R, psi in task["inits"]:
-            r = _solve(scn, "ao", {"R_s": torch.as_tensor(R), "psi": torch.as_tensor(psi)}, opts, False)
+            r = solve_direct(scn, "ao", {"R_s": torch.as_tensor(R), "psi": torch.as_tensor(psi)}, opts, False)
             cands.append({"name": name, "max_crb": float(r.max_crb), "success": bool(r.success)})
             ok = bool(scn.is_feasible(r.R_s, r.psi, rtol=1e-6)) and math.isfinite(r.max_crb)
             if ok and (res is None or r.max_crb < res.max_crb):
@@ -291,7 +291,8 @@ def search_task(task: dict) -> dict:
             return {"id": task["inst"]["id"], "stage": task["stage"], "max_crb": None, "found_by": None,
                     "seconds": time.perf_counter() - t0, "candidates": cands}
     return {"id": task["inst"]["id"], "stage": task["stage"], "max_crb": float(res.max_crb), "found_by": found,
-            "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0, "candidates": cands, "success": bool(res.success),
+            "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0, "candidates": cands,
+            "success": bool(res.success),
             "R_s": res.R_s.numpy(), "psi": res.psi.numpy()}
 
 
@@ -469,7 +470,8 @@ def bench_quality(out, *, suite_dir=SUITE_DIR, quick: bool = False, ids=None, me
     for task, res in run_tasks(bench_task, todo, backend=backend, workers=workers, address=address):
         inst = task["inst"]
         if isinstance(res, BaseException):
-            row = {"method": task["method"], "id": inst["id"], "seed": seed, "error": f"{type(res).__name__}: {res}"[:500]}
+            row = {"method": task["method"], "id": inst["id"], "seed": seed,
+                   "error": f"{type(res).__name__}: {res}"[:500]}
             log(f"  {task['method']:>8} {inst['id']}: FAILED {row['error']}")
         else:
             _, prev = load_best(suite_dir, inst)

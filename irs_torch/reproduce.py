@@ -19,7 +19,7 @@ truncated last line is dropped). The CSV and PNG are rebuilt from the store at t
 the earlier layout, one JSON file per task under ``<out>/<fig>/points/``, are moved into the store
 by :func:`migrate_points` (``irs-torch reproduce FIG --migrate``).
 
-Figures (parameters from the paper and NOTES.md):
+Figures (parameters from the paper and docs/assumptions.md "Defaults where the paper is silent"):
 
 - ``fig2``: max-CRB vs P_t at P_s = 0.1 W, M = 16, N_h = N_v = 4: proposed (AO) for a_max = 4 and 8,
   transmit-BF only, reflective-BF only (a_max = 8), passive IRS (BS power P_t; |psi| = 1).
@@ -46,7 +46,7 @@ import numpy as np
 FIGURES = ("fig2", "fig3", "fig4")
 
 # Curve definitions: label (paper's legend) -> (method, fixed overrides)
-_CURVES = {
+CURVES = {
     "fig2": [
         ("Proposed, a_max = 8", "ao", {"a_max": 8.0}),
         ("Proposed, a_max = 4", "ao", {"a_max": 4.0}),
@@ -161,7 +161,7 @@ def figure_tasks(fig: str, *, full: bool = False, realisations: int | None = Non
         raise ValueError(f"realisations must be >= 1, got {n}")
     tasks = []
     sweep_curves = []
-    for label, method, over in _CURVES[fig]:
+    for label, method, over in CURVES[fig]:
         if curves is not None and label not in curves and method not in curves:
             continue
         if monotone and method == "ao" and fig in SWEEP_CURVE_BUDGET:
@@ -196,17 +196,18 @@ def run_task(task: Task, solver_options: dict | None = None) -> dict:
     from irs_torch import __version__
     from irs_torch.scenario import Scenario
     from irs_torch.solvers import SolverOptions, solve
+    from irs_torch.solvers.baselines import passive_scenario
 
     params = dict(task.params)
     method = task.method
-    if method == "passive":
-        params["active"] = False
-        params["sigma_r2"] = 0.0
     t0 = time.perf_counter()
     rec = {"fig": task.fig, "curve": task.curve, "method": method, "x_name": task.x_name, "x": task.x,
            "seed": task.seed, "params": params, "version": __version__}
     try:
         scen = Scenario.paper(seed=task.seed, **params)
+        if method == "passive":  # the scenario solve() optimises; its CRB is evaluated on it below
+            scen = passive_scenario(scen)
+            params.update(active=scen.active, sigma_r2=float(scen.sigma_r2))  # recorded with the point
         opts = SolverOptions(**{**(solver_options or {}), "seed": task.seed})
         res = solve(scen, method=method, options=opts)
         rec.update(max_crb=float(res.max_crb), crb=[float(c) for c in res.crb], status=res.status,
@@ -671,7 +672,7 @@ def plot_figure(fig: str, rows: list[dict], path, cold: dict | None = None) -> P
     x_name, _, _, xlabel = _X[fig]
     fig_, ax = plt.subplots(figsize=(5.2, 3.9), dpi=110)
     markers = "osd^vx*"
-    for i, (label, _, _) in enumerate(_CURVES[fig]):
+    for i, (label, _, _) in enumerate(CURVES[fig]):
         rs = sorted([r for r in rows if r["curve"] == label], key=lambda r: r["x"])
         if not rs:
             continue
@@ -739,7 +740,8 @@ def check_claims(fig: str, rows: list[dict]) -> list[dict]:
             spread_hi = max(hi) / min(hi)
             out.append({"claim": "at low P_s the curves for different P_t coincide",
                         "holds": spread_lo < 1.5 and spread_lo < spread_hi,
-                        "evidence": f"max/min over P_t at P_s={xs[0]:g}: {spread_lo:.3g}; at P_s={xs[-1]:g}: {spread_hi:.3g}"})
+                        "evidence": f"max/min over P_t at P_s={xs[0]:g}: {spread_lo:.3g}; "
+                                    f"at P_s={xs[-1]:g}: {spread_hi:.3g}"})
             flat = []
             for c in curves:
                 cv = _curve(rows, c)
@@ -771,7 +773,7 @@ def _budget_monotone_claim(fig: str, rows: list[dict]) -> list[dict]:
     """The optimum cannot rise with a budget: the proposed curves' means, point by point, must be
     non-increasing in x and across the curves ordered by their budget (Figs. 2 and 3)."""
     name = SWEEP_CURVE_BUDGET[fig]
-    budget = {label: over.get(name) for label, method, over in _CURVES[fig] if method == "ao"}
+    budget = {label: over.get(name) for label, method, over in CURVES[fig] if method == "ao"}
     cv = {c: _curve(rows, c) for c in budget if _curve(rows, c)}
     if not cv:
         return []

@@ -1,5 +1,11 @@
 """Runtime pipeline: the network proposes, the exact solver refines.
 
+Batches (issue #14): :func:`solve_batch` (one batched network pass; refinement item by item) over
+:func:`load_scenarios` (a batched scenario file or a directory); :class:`BatchResult` writes one
+solutions file. Portfolio: ``solve_learned(..., hypotheses=k)`` refines the network's k best designs
+(:func:`network_hypotheses`, :func:`refine_starts`). The network-only path (:func:`network_result`)
+imports no conic solver. The warm-start benchmark lives in :mod:`irs_torch.warmstart_bench`.
+
 ``solve_learned(scenario, checkpoint=None, refine="ao")``: batched network inference -> feasible
 design (by construction) -> the AO solver started from the prediction -> a :class:`SolveResult`
 whose ``times`` hold the per-stage wall times (``load``, ``predict``, ``refine``, ``total``).
@@ -11,19 +17,24 @@ are :func:`checkpoint_dirs`: those listed in the environment variable ``IRS_TORC
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from irs_torch.outputs import dumps
+from irs_torch.learn.checkpoint import default_checkpoint_dirs
 from irs_torch.scenario import Scenario
 
-CHECKPOINT_DIRS = (Path(__file__).resolve().parent.parent / "checkpoints",)
+CHECKPOINT_DIRS = default_checkpoint_dirs()  # the installed package's data folder, or the repository's
 CHECKPOINTS_ENV = "IRS_TORCH_CHECKPOINTS"
 REFINE = ("ao", "none")
+#: Instances per network call in batch inference: measured on 2 cores (2,000 paper-size scenarios, 16
+#: hypotheses) 1.25 ms per instance in chunks of 1024, 2.4 ms at 256, 4.3 ms at 4096 (memory traffic).
+PREDICT_CHUNK = 1024
 
 
 def checkpoint_dirs(dirs=None) -> list[Path]:
@@ -46,6 +57,24 @@ def shipped_checkpoints(dirs=None) -> list[Path]:
     return out
 
 
+def budget_preference(info: dict, scenario: Scenario) -> tuple:
+    """Sort key among model files that fit a scenario's sizes (smaller is preferred): first the models
+    whose training budget ranges (sidecar ``budgets``: P_t, P_s, a_max) contain every budget of the
+    scenario (all batch items), the most specialised first (smallest log-volume of the ranges: the
+    single-budget paper model at exactly its budget point, else the budget-conditioned model); then
+    those that do not contain them, the widest first; then files that record no ranges."""
+    b = info.get("budgets")
+    if not b:
+        return (2, 0.0)
+    contains, logvol = True, 0.0
+    for k in ("P_t", "P_s", "a_max"):
+        lo, hi = float(b[k][0]), float(b[k][1])
+        v = torch.as_tensor(getattr(scenario, k), dtype=torch.float64)
+        contains &= bool((v >= lo * (1 - 1e-9)).all()) and bool((v <= hi * (1 + 1e-9)).all())
+        logvol += math.log(hi / lo) if hi > lo else 0.0
+    return (0, logvol) if contains else (1, -logvol)
+
+
 def find_checkpoint(scenario: Scenario, dirs=None) -> Path:
     """The shipped model for the scenario's sizes (and element spacings d_h, d_v and ``active``), searched in
     :func:`checkpoint_dirs` (``dirs``); FileNotFoundError listing the directories and what they hold
@@ -53,14 +82,15 @@ def find_checkpoint(scenario: Scenario, dirs=None) -> Path:
 
     The scan never opens (unpickles) a model file: it reads each ``*.pt``'s JSON sidecar
     (:func:`irs_torch.learn.checkpoint.read_sidecar`, written by ``export_model``), and checks the
-    chosen file's sha256 against it. Files without a valid sidecar, or whose bytes changed since it
+    chosen file's sha256 against it. Among several that fit, :func:`budget_preference` picks the one
+    whose training budgets cover the scenario's. Files without a valid sidecar, or whose bytes changed since it
     was written, are skipped with a UserWarning naming them (and listed in the error if nothing
     matches); the model is then loaded weights-only by :func:`irs_torch.learn.checkpoint.load_model`."""
     import warnings
 
     from irs_torch.learn.checkpoint import file_sha256, read_sidecar
 
-    seen = []
+    seen, matches = [], []
     want = {"M": scenario.M, "N_h": scenario.N_h, "N_v": scenario.N_v, "L": scenario.L}
     for p in shipped_checkpoints(dirs):
         try:
@@ -80,7 +110,9 @@ def find_checkpoint(scenario: Scenario, dirs=None) -> Path:
                               f"`python -m irs_torch.learn.checkpoint sidecar {p}` if the file is right", stacklevel=2)
                 seen[-1] = f"{p.name} (skipped: sha256 differs from its sidecar)"
                 continue
-            return p
+            matches.append((budget_preference(info, scenario), str(p), p))
+    if matches:
+        return min(matches)[2]
     raise FileNotFoundError(
         f"no shipped checkpoint for M={scenario.M}, N_h={scenario.N_h}, N_v={scenario.N_v}, L={scenario.L} "
         f"(d_h={float(scenario.d_h):g}, d_v={float(scenario.d_v):g}, active={scenario.active}) in {', '.join(str(d) for d in checkpoint_dirs(dirs))} "
@@ -115,25 +147,108 @@ def warm_start_options(options=None, refine_iter: int | None = REFINE_ITER):
     return dataclasses.replace(opts, p3_starts=1, p3_steps=opts.p3_warm_steps, max_iter=it)
 
 
+def network_hypotheses(net, scenario: Scenario, k: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The network's ``k`` best feasible designs for one scenario, best first: ``[(R_s, psi), ...]``.
+
+    The first is the network's own output (:func:`irs_torch.learn.predict`: with K > 1 hypotheses the
+    slot-by-slot combination :func:`irs_torch.learn.nets.combine_slots`, never worse than any single
+    hypothesis); the next ``k - 1`` are the single hypotheses with the smallest max-CRB (exact torch
+    physics), in that order. One batched forward pass. Shapes: R_s ``(L, M, M)`` [W], psi ``(L, N)``,
+    complex128, each meeting every constraint of (P1). Raises ValueError if ``k`` is not in
+    ``[1, net.hypotheses + 1]`` or the scenario is batched.
+    """
+    from irs_torch.learn.checkpoint import check_compatible, predict
+
+    K = int(getattr(net, "hypotheses", 1))
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= K + (K > 1):
+        raise ValueError(f"hypotheses must be an integer in [1, {K + (K > 1)}] for this model ({K} network "
+                         f"hypotheses{' + their slot-by-slot combination' if K > 1 else ''}), got {k!r}")
+    if scenario.batch_shape:
+        raise ValueError(f"network_hypotheses takes one scenario; got batch shape {tuple(scenario.batch_shape)}")
+    R0, psi0 = predict(net, scenario)
+    out = [(R0, psi0)]
+    if k == 1:
+        return out
+    check_compatible(net, scenario, source=getattr(net, "source", "the model"))
+    s = scenario.to(torch.complex128)
+    was = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            d, c, _ = net(s, return_all=True)  # designs (K, L, ...), crb (K, L)
+    finally:
+        net.train(was)
+    for j in torch.argsort(c.amax(-1)).tolist()[: k - 1]:
+        out.append((d.R_s[j], d.psi[j]))
+    return out
+
+
+def network_result(scenario: Scenario, R_s: torch.Tensor, psi: torch.Tensor, options=None):
+    """A :class:`~irs_torch.solvers.SolveResult` for a network design without any solver step (status
+    ``"network-only"``, ``nit`` 0): CRB by the torch model, constraint margins, ``success`` = feasible
+    (``options.feas_rtol``) with finite CRBs. Imports no conic solver (cvxpy)."""
+    from irs_torch.solvers.result import SolveResult, SolverOptions, failure_counts
+
+    opts = options or SolverOptions()
+    scn = scenario.to(torch.complex128)
+    R, psi = R_s.to(torch.complex128), psi.to(torch.complex128)
+    c = scn.crb(R, psi, validate=False)
+    ok = bool(scn.is_feasible(R, psi, rtol=opts.feas_rtol)) and bool(torch.isfinite(c.total).all())
+    return SolveResult(R_s=R.detach(), psi=psi.detach(), crb=c.total.detach(), max_crb=float(c.total.max()),
+                       margins={k: v.detach() for k, v in scn.constraint_margins(R, psi).items()}, history=[],
+                       status="network-only" if ok else "infeasible", success=ok, nit=0,
+                       times={"p2": 0.0, "p3": 0.0}, options={**opts.to_dict(), "method": "learned",
+                                                             "init": {"kind": "network"}},
+                       init_R_s=R.detach(), init_psi=psi.detach(), init_crb=c.total.detach(),
+                       init_max_crb=float(c.total.max()), crb_theta=c.theta.detach(), crb_phi=c.phi.detach(),
+                       message="" if ok else "the network's design fails the constraint check",
+                       failures=failure_counts([]))
+
+
+def refine_starts(scenario: Scenario, starts, options=None, refine_iter: int | None = REFINE_ITER):
+    """The refinement stage from several starts, keeping the best: the AO with
+    :func:`warm_start_options` from each ``(R_s, psi)`` in ``starts`` (run one after another), then the
+    successful run with the smallest max-CRB (the best run if none succeeded). Returns
+    ``(best SolveResult, runs)`` with ``runs`` one dict per start: ``start_max_crb``, ``max_crb``,
+    ``nit``, ``success``, ``seconds``. The same function refines network hypotheses and heuristic
+    starts in ``irs-torch bench warmstart`` (equal refinement budgets)."""
+    from irs_torch.solvers import SolverOptions, solve
+
+    opts = warm_start_options(options or SolverOptions(), refine_iter)
+    best, runs = None, []
+    for R, psi in starts:
+        t = time.perf_counter()
+        r = solve(scenario, method="ao", init={"R_s": R, "psi": psi}, options=opts)
+        runs.append({"start_max_crb": float(r.init_max_crb), "max_crb": float(r.max_crb), "nit": int(r.nit),
+                     "success": bool(r.success), "seconds": time.perf_counter() - t})
+        if best is None or (r.success, -r.max_crb) > (best.success, -best.max_crb):
+            best = r
+    if best is None:
+        raise ValueError("refine_starts needs at least one start")
+    return best, runs
+
+
 def solve_learned(scenario: Scenario, checkpoint=None, refine: str = "ao", options=None, net=None,
-                  verbose: bool = True, refine_iter: int | None = REFINE_ITER):
+                  verbose: bool = True, refine_iter: int | None = REFINE_ITER, hypotheses: int = 1):
     """Predict a design with the warm-start network and (optionally) refine it with the AO.
 
     scenario: unbatched. checkpoint: path of a model file or Lightning checkpoint (default: the shipped
     one for these sizes). refine: "ao" (AO warm-started at the prediction with
     :func:`warm_start_options` of ``options``; never worse than the prediction) or "none" (the
-    network's feasible design alone). Returns a :class:`irs_torch.solvers.SolveResult`
-    with ``options["method"] = "learned"`` and per-stage ``times``.
+    network's feasible design alone; imports no conic solver). hypotheses: refine the network's
+    ``k`` best designs (:func:`network_hypotheses`, a portfolio) and keep the best refined one
+    (:func:`refine_starts`); ``options["portfolio"]`` lists each run. With ``refine="none"`` the
+    network's own design is returned whatever ``k`` (it is the best of the hypotheses). Returns a
+    :class:`irs_torch.solvers.SolveResult` with ``options["method"] = "learned"`` and per-stage
+    ``times`` (``load``, ``predict``, ``refine``, ``total`` seconds).
     """
-    from irs_torch.learn.checkpoint import load_model, predict
-    from irs_torch.solvers import SolverOptions, solve
-    from irs_torch.solvers.result import SolveResult
+    from irs_torch.learn.checkpoint import load_model
 
     if refine not in REFINE:
         raise ValueError(f"refine must be one of {REFINE}, got {refine!r}")
     if scenario.batch_shape:
         raise ValueError(f"solve_learned takes one scenario; got batch shape {tuple(scenario.batch_shape)} "
-                         f"(use irs_torch.learn.predict for batched inference)")
+                         f"(use irs_torch.runtime.solve_batch or irs_torch.learn.predict for batches)")
     t0 = time.perf_counter()
     if net is None:
         if checkpoint is None:
@@ -142,175 +257,193 @@ def solve_learned(scenario: Scenario, checkpoint=None, refine: str = "ao", optio
                 print(f"using shipped checkpoint {checkpoint}", file=sys.stderr)
         net = load_model(checkpoint, scenario)
     t1 = time.perf_counter()
-    R_p, psi_p = predict(net, scenario)
+    starts = network_hypotheses(net, scenario, hypotheses if refine == "ao" else 1)
     t2 = time.perf_counter()
-    opts = options or SolverOptions()
+    runs = None
     if refine == "ao":
-        res = solve(scenario, method="ao", init={"R_s": R_p, "psi": psi_p}, options=warm_start_options(opts, refine_iter))
+        res, runs = refine_starts(scenario, starts, options, refine_iter)
     else:
-        from irs_torch.solvers.ao import _result, initial_point
-
-        scn = scenario.to(torch.complex128)
-        R0, psi0, info = initial_point(scn, {"R_s": R_p, "psi": psi_p}, opts)
-        res = _result(scn, R0, psi0, method="ao", options=opts, history=[], status="network-only", nit=0,
-                      times={"p2": 0.0, "p3": 0.0}, R0=R0, psi0=psi0, info=info)
+        res = network_result(scenario, *starts[0], options)
     t3 = time.perf_counter()
     res.times = dict(res.times or {})
     res.times.update({"load": t1 - t0, "predict": t2 - t1, "refine": t3 - t2 if refine == "ao" else 0.0,
                       "total": t3 - t0})
     res.options = dict(res.options or {})
-    res.options.update({"method": "learned", "refine": refine,
+    res.options.update({"method": "learned", "refine": refine, "hypotheses": int(hypotheses),
                         "checkpoint": str(getattr(net, "source", checkpoint))})
-    assert isinstance(res, SolveResult)
+    if runs is not None and len(runs) > 1:
+        res.options["portfolio"] = runs
     return res
 
 
-def predict_batch(scenario: Scenario, checkpoint=None):
-    """Batched network inference (no solver) for a batched scenario: ``(R_s, psi, seconds)``."""
+def predict_batch(scenario: Scenario, checkpoint=None, net=None):
+    """Batched network inference (no solver) for a batched scenario: ``(R_s, psi, seconds)`` with
+    R_s ``(B, L, M, M)``, psi ``(B, L, N)`` complex128 and the network's wall seconds."""
     from irs_torch.learn.checkpoint import load_model, predict
 
-    s0 = scenario[0] if scenario.batch_shape else scenario
-    net = load_model(checkpoint or find_checkpoint(s0), s0)
+    if net is None:
+        s0 = scenario[0] if scenario.batch_shape else scenario
+        net = load_model(checkpoint or find_checkpoint(s0), s0)
     t = time.perf_counter()
-    R, psi = predict(net, scenario)
+    R, psi = predict(net, scenario, batch_size=PREDICT_CHUNK)
     return R, psi, time.perf_counter() - t
 
 
-__all__ = ["solve_learned", "find_checkpoint", "checkpoint_dirs", "shipped_checkpoints", "predict_batch", "bench_warmstart"]
+def load_scenarios(path) -> tuple[Scenario, list[str]]:
+    """Scenarios for a batch solve: a batched scenario file (one ``.npz`` holding a batch, e.g. from
+    ``irs-torch scenario --count K``), an unbatched file (a batch of one), or a directory of scenario
+    ``.npz`` files (sorted by name, stacked; all of equal sizes). Returns ``(batched scenario (B,),
+    sources)`` with one source string per item (``file`` or ``file[i]``). Raises FileNotFoundError /
+    InputError naming the path."""
+    from irs_torch.errors import InputError
+
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(f for f in p.glob("*.npz") if f.is_file())
+        if not files:
+            raise FileNotFoundError(f"--scenario: directory {p} holds no scenario .npz files")
+        items, sources = [], []
+        for f in files:
+            s = Scenario.load(f)
+            if s.batch_shape:
+                n = int(s.batch_shape[0])
+                items.extend(s[i] for i in range(n))
+                sources.extend(f"{f}[{i}]" for i in range(n))
+            else:
+                items.append(s)
+                sources.append(str(f))
+        try:
+            return Scenario.stack(items), sources
+        except ValueError as e:
+            raise InputError(f"--scenario: the files in {p} cannot form one batch: {e} (item {sources[0]} first)") from None
+    s = Scenario.load(p)
+    if not s.batch_shape:
+        return Scenario.stack([s]), [str(p)]
+    if len(s.batch_shape) != 1:
+        raise InputError(f"{p}: batch shape must be one-dimensional, got {tuple(s.batch_shape)}")
+    return s, [f"{p}[{i}]" for i in range(int(s.batch_shape[0]))]
 
 
-def bench_warmstart(data, checkpoint=None, split: str = "test", limit: int | None = None, out=None,
-                    options=None, progress: bool = True, refine_iter: int | None = REFINE_ITER) -> dict:
-    """Cold AO vs network alone vs network + AO refinement over a held-out split of a data set.
+@dataclass
+class BatchResult:
+    """Designs for a batch of B scenarios (:func:`solve_batch`).
 
-    Per instance: max-CRB and wall time of (a) the cold AO, (b) the network alone, (c) network + AO.
-    The data set's stored label is not reused for (a): the cold AO is re-run here so that times are
-    measured side by side on this machine. Batched inference time per instance is measured once over
-    the whole split. Writes ``out/warmstart.json``, ``out/warmstart.csv`` and ``out/warmstart.png``
-    (CRB ratio vs time saved) when ``out`` is given. Returns the summary dict.
+    R_s ``(B, L, M, M)`` [W], psi ``(B, L, N)`` complex128; crb ``(B, L)`` tr(F^-1) by the torch model
+    [rad^2]; max_crb ``(B,)``; success ``(B,)`` bool (feasible, finite CRB, no failed solver run);
+    status: one string per item; nit: AO iterations per item; times: ``load``, ``predict``, ``solve``,
+    ``total`` seconds of the whole batch; options: the settings (method, refine, checkpoint, ...)."""
+
+    R_s: torch.Tensor
+    psi: torch.Tensor
+    crb: torch.Tensor
+    max_crb: torch.Tensor
+    success: torch.Tensor
+    status: list
+    nit: list
+    times: dict
+    options: dict
+
+    def to_solution(self, sources=None):
+        """One :class:`irs_torch.Solution` holding the whole batch (R_s ``(B, L, M, M)``, psi, crb
+        ``(B, L)``; per-item ``max_crb``, ``success``, ``nit`` as arrays; status, settings, timings and
+        the item sources in ``metadata``)."""
+        from irs_torch import __version__
+        from irs_torch.scenario import Solution
+
+        md = {"batch": int(self.R_s.shape[0]), "status": list(self.status), "times": dict(self.times),
+              "options": self.options, "version": __version__}
+        if sources is not None:
+            md["sources"] = list(sources)
+        return Solution(R_s=self.R_s, psi=self.psi, crb=self.crb, method=str(self.options.get("method", "ao")),
+                        metadata=md, arrays={"success": self.success.to(torch.int8),
+                                             "nit": torch.tensor(self.nit, dtype=torch.int64)})
+
+
+def solve_batch(scenarios: Scenario, method: str = "learned", *, checkpoint=None, refine: str = "ao",
+                options=None, refine_iter: int | None = REFINE_ITER, hypotheses: int = 1, init=None,
+                progress: bool = False, verbose: bool = True) -> BatchResult:
+    """Solve a batch of scenarios (batch shape ``(B,)``) in one call.
+
+    ``method="learned"``: one batched network pass over the whole batch (:func:`predict_batch`), then,
+    with ``refine="ao"``, the refinement of :func:`solve_learned` item by item (``hypotheses`` as
+    there); ``refine="none"`` runs no solver and imports no conic solver. Other methods
+    (:func:`irs_torch.solvers.solve`: "ao", "transmit-only", ...) run item by item with ``options``
+    and ``init``. The model is loaded once (default: the shipped one for the sizes). Results equal a
+    loop of single solves (:func:`solve_learned` / ``solve``) with the same settings.
     """
-    import csv
-    import json
+    from irs_torch.solvers.result import SolverOptions
 
-    import numpy as np
-    from tqdm.auto import tqdm
-
-    from irs_torch.data import ShardDataset
-    from irs_torch.learn.checkpoint import load_model, predict
-    from irs_torch.solvers import SolverOptions, solve
-
-    ds0 = ShardDataset(data)
-    if len(ds0) == 0:
-        raise ValueError(f"{data}: the data set has no solved instances (see 'irs-torch dataset info')")
-    s0 = ds0.scenario(0)
-    net = load_model(checkpoint or find_checkpoint(s0), s0)
-    # the split the model was trained with (its test split is held out); default fractions otherwise
-    fractions = net.meta.get("dataset", {}).get("fractions") or (0.8, 0.1, 0.1)
-    ds = ShardDataset(data, split=split, fractions=fractions)
-    n = len(ds) if limit is None else min(limit, len(ds))
-    if n == 0:
-        raise ValueError(f"{data}: the {split!r} split (fractions {list(fractions)}) is empty")
+    if not scenarios.batch_shape or len(scenarios.batch_shape) != 1:
+        raise ValueError(f"solve_batch needs a batch of shape (B,), got {tuple(scenarios.batch_shape)}")
+    if refine not in REFINE:
+        raise ValueError(f"refine must be one of {REFINE}, got {refine!r}")
     opts = options or SolverOptions()
-    scen = [ds.scenario(i) for i in range(n)]
-    batch = Scenario.stack([s.replace(seed=None) for s in scen])
-    # steady-state batched throughput: one untimed warm-up call, then the best of 3 timed calls
-    predict(net, batch)
-    t_batch = float("inf")
-    for _ in range(3):
-        t = time.perf_counter()
-        predict(net, batch)
-        t_batch = min(t_batch, (time.perf_counter() - t) / n)
-    # Resumable: finished instances are appended to out/rows.jsonl (one JSON line each, keyed by the
-    # checkpoint, the solver options and the split) and reused when the bench is rerun.
-    import hashlib
+    B = int(scenarios.batch_shape[0])
+    t0 = time.perf_counter()
+    def items():
+        if not progress:
+            return range(B)
+        from tqdm.auto import tqdm
 
-    src = Path(str(getattr(net, "source", checkpoint)))
-    digest = hashlib.sha256(src.read_bytes()).hexdigest() if src.is_file() else None
-    key = {"checkpoint": str(src), "checkpoint_sha256": digest, "options": opts.to_dict(),
-           "refine_options": warm_start_options(opts, refine_iter).to_dict(),
-           "fractions": list(fractions), "split": split}
-    done: dict[int, dict] = {}
-    log_path = None
-    if out is not None:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        log_path = Path(out) / "rows.jsonl"
-        if log_path.exists():
-            for line in log_path.read_text().splitlines():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:  # a line cut by a kill: recomputed
-                    continue
-                if rec.get("key") == key:
-                    done[int(rec["row"]["instance_id"])] = rec["row"]
-    rows = []
-    for i, s in enumerate(tqdm(scen, desc="warm-start bench", disable=not progress)):
-        iid = int(ds.instance_ids[i])
-        if iid in done:
-            rows.append({**done[iid], "index": i})
-            continue
-        t0 = time.perf_counter()
-        cold = solve(s, method="ao", options=opts)
+        return tqdm(range(B), desc=f"solve ({method})", unit="scenario")
+
+    if method == "learned":
+        from irs_torch.learn.checkpoint import load_model
+
+        s0 = scenarios[0]
+        if checkpoint is None:
+            checkpoint = find_checkpoint(s0)
+            if verbose:
+                print(f"using shipped checkpoint {checkpoint}", file=sys.stderr)
+        net = load_model(checkpoint, s0)
         t1 = time.perf_counter()
-        R_p, psi_p = predict(net, s)
+        scn = scenarios.to(torch.complex128)
+        R, psi, _ = predict_batch(scn, net=net)
         t2 = time.perf_counter()
-        warm = solve_learned(s, refine="ao", options=opts, net=net, verbose=False, refine_iter=refine_iter)
-        t3 = time.perf_counter()
-        net_crb = float(s.max_crb(R_p, psi_p))
-        row = {"index": i, "instance_id": iid, "seed": s.seed, "cold_max_crb": cold.max_crb, "cold_time": t1 - t0,
-               "net_max_crb": net_crb, "net_time": t2 - t1, "warm_max_crb": warm.max_crb,
-               "warm_time": t3 - t2, "warm_nit": warm.nit, "cold_nit": cold.nit,
-               "net_feasible": bool(s.is_feasible(R_p, psi_p, rtol=1e-6))}
-        rows.append(row)
-        if log_path is not None:
-            with open(log_path, "a") as f:
-                f.write(dumps({"key": key, "row": row}) + "\n")
-    a = {k: np.array([r[k] for r in rows], dtype=float) for k in rows[0] if k not in ("seed", "instance_id")}
+        opt_d = {**opts.to_dict(), "method": "learned", "refine": refine, "hypotheses": int(hypotheses),
+                 "checkpoint": str(getattr(net, "source", checkpoint))}
+        if refine == "none":
+            c = scn.crb(R, psi, validate=False)
+            feas = scn.is_feasible(R, psi, rtol=opts.feas_rtol) & torch.isfinite(c.total).all(-1)
+            t3 = time.perf_counter()
+            return BatchResult(R_s=R, psi=psi, crb=c.total.detach(), max_crb=c.total.amax(-1).detach(),
+                               success=feas, status=["network-only" if bool(f) else "infeasible" for f in feas],
+                               nit=[0] * B, times={"load": t1 - t0, "predict": t2 - t1, "solve": t3 - t2,
+                                                   "total": t3 - t0}, options=opt_d)
+        results = []
+        for i in items():
+            s = scenarios[i]
+            starts = [(R[i], psi[i])] if hypotheses == 1 else network_hypotheses(net, s, hypotheses)
+            r, _ = refine_starts(s, starts, opts, refine_iter)
+            results.append(r)
+        times = {"load": t1 - t0, "predict": t2 - t1}
+    else:
+        from irs_torch.solvers import solve
 
-    def q(x, p):
-        return float(np.quantile(x, p))
+        if checkpoint is not None:
+            raise ValueError("checkpoint is only used with method 'learned'")
+        t1 = t2 = time.perf_counter()
+        results = [solve(scenarios[i], method, init=init, options=opts) for i in items()]
+        times = {}
+        opt_d = {**opts.to_dict(), "method": method}
+    t3 = time.perf_counter()
+    times.update({"solve": t3 - t2, "total": t3 - t0})
+    return BatchResult(R_s=torch.stack([r.R_s for r in results]), psi=torch.stack([r.psi for r in results]),
+                       crb=torch.stack([r.crb for r in results]),
+                       max_crb=torch.tensor([r.max_crb for r in results], dtype=torch.float64),
+                       success=torch.tensor([bool(r.success) for r in results]),
+                       status=[r.status for r in results], nit=[int(r.nit) for r in results], times=times,
+                       options=opt_d)
 
-    r_net = a["net_max_crb"] / a["cold_max_crb"]
-    r_warm = a["warm_max_crb"] / a["cold_max_crb"]
-    t_ratio = a["warm_time"] / a["cold_time"]
-    summary = {
-        "instances": n, "split": split, "data": str(data), "checkpoint": str(getattr(net, "source", checkpoint)),
-        "cold_time_median": q(a["cold_time"], 0.5), "cold_time_p90": q(a["cold_time"], 0.9),
-        "net_time_median": q(a["net_time"], 0.5), "net_batched_time_per_instance": t_batch,
-        "warm_time_median": q(a["warm_time"], 0.5), "warm_time_p90": q(a["warm_time"], 0.9),
-        "crb_ratio_net_median": q(r_net, 0.5), "crb_ratio_net_p90": q(r_net, 0.9),
-        "crb_ratio_warm_median": q(r_warm, 0.5), "crb_ratio_warm_p90": q(r_warm, 0.9),
-        "time_ratio_warm_median": q(t_ratio, 0.5), "time_ratio_warm_p90": q(t_ratio, 0.9),
-        "time_ratio_of_medians": q(a["warm_time"], 0.5) / q(a["cold_time"], 0.5),
-        "fraction_warm_le_cold": float((a["warm_max_crb"] <= a["cold_max_crb"] * (1 + 1e-9)).mean()),
-        "fractions": list(fractions), "torch_threads": torch.get_num_threads(),
-        "net_feasible_fraction": float(a["net_feasible"].mean()),
-        "solver_options": {**opts.to_dict()}, "refine_options": warm_start_options(opts, refine_iter).to_dict(),
-    }
-    if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "warmstart.json").write_text(dumps({"summary": summary, "instances": rows}, indent=1))
-        with open(out / "warmstart.csv", "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
-        import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+__all__ = ["solve_learned", "solve_batch", "BatchResult", "load_scenarios", "network_hypotheses", "network_result",
+           "refine_starts", "find_checkpoint", "checkpoint_dirs", "shipped_checkpoints", "predict_batch",
+           "warm_start_options", "REFINE_ITER"]
 
-        fig, ax = plt.subplots(figsize=(5, 3.8), dpi=110)
-        saved = 1.0 - t_ratio
-        ax.scatter(saved, r_warm, s=10, label="network + AO refinement")
-        ax.scatter(1.0 - a["net_time"] / a["cold_time"], r_net, s=10, marker="x", label="network alone")
-        ax.axhline(1.0, color="k", lw=0.8)
-        ax.set_yscale("log")
-        ax.set_xlabel("fraction of cold-AO time saved")
-        ax.set_ylabel("max-CRB / cold AO max-CRB")
-        ax.legend(fontsize=8)
-        ax.grid(True, alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(out / "warmstart.png")
-        plt.close(fig)
-        summary["outputs"] = [str(out / x) for x in ("warmstart.json", "warmstart.csv", "warmstart.png")]
-    return summary
+
+def __getattr__(name):  # the benchmark moved to irs_torch.warmstart_bench (issue #14); old import kept
+    if name == "bench_warmstart":
+        from irs_torch.warmstart_bench import bench_warmstart
+
+        return bench_warmstart
+    raise AttributeError(f"module 'irs_torch.runtime' has no attribute {name!r}")

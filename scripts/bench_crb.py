@@ -20,14 +20,14 @@ interleaved rounds (so a change of load hits them alike; the naive reference run
 them), and the script prints the load average, the median and best wall-clock rates and the
 process CPU time per evaluation (all threads summed). With more torch threads than idle cores,
 intra-op parallelism can be many times slower than one thread (OpenMP threads spin while waiting
-for a descheduled partner; ``OMP_WAIT_POLICY=PASSIVE`` stops that); compare with ``--threads 1``. glibc returning large temporaries to the OS costs page faults on
+for a descheduled partner; ``OMP_WAIT_POLICY=PASSIVE`` stops that); compare with ``--threads 1``.
+glibc returning large temporaries to the OS costs page faults on
 every call; ``MALLOC_MMAP_THRESHOLD_=4000000000 MALLOC_TRIM_THRESHOLD_=8000000000`` (or jemalloc /
 tcmalloc) removes most of that.
 """
 from __future__ import annotations
 
 import argparse
-import importlib
 import importlib.util
 import math
 import os
@@ -36,7 +36,7 @@ import time
 
 import torch
 
-crbmod = importlib.import_module("irs_torch.crb")
+from irs_torch import crb as crbmod
 from irs_torch.physics.steering import upa_steering_derivatives  # noqa: E402
 
 
@@ -58,13 +58,15 @@ def make_problem(batch, M, N_h, N_v, seed, dtype=torch.complex128):
     R = R / torch.diagonal(R, dim1=-2, dim2=-1).real.sum(-1)[:, None, None]
     theta = 0.3 + 2.5 * torch.rand(batch, generator=g, dtype=rdt)
     phi = 0.3 + 2.5 * torch.rand(batch, generator=g, dtype=rdt)
-    beta = torch.polar(0.5 + torch.rand(batch, generator=g, dtype=rdt), 6.28 * torch.rand(batch, generator=g, dtype=rdt))
+    beta = torch.polar(0.5 + torch.rand(batch, generator=g, dtype=rdt),
+                       6.28 * torch.rand(batch, generator=g, dtype=rdt))
     return dict(G=G, psi=psi, R_s=R, theta=theta, phi=phi, beta=beta, sigma_r2=0.1, sigma_b2=1.0, T_L=50.0,
                 N_h=N_h, N_v=N_v)
 
 
 def crb_with(module):
     """The per-IRS CRB ``tr(F^-1)`` of ``module.crb`` (irs_torch.crb or another version of it)."""
+
     def crb_total(p, R_s, psi):
         return module.crb(p["G"], psi, R_s, p["theta"], p["phi"], p["beta"], p["sigma_r2"], p["sigma_b2"],
                           p["T_L"], p["N_h"], p["N_v"]).total
@@ -149,6 +151,7 @@ def bench(impls, p, repeats):
         def run():
             with torch.no_grad():
                 impl(p, R0, psi0)
+
         return run
 
     def fwd_bwd(impl):
@@ -156,6 +159,7 @@ def bench(impls, p, repeats):
             R = R0.clone().requires_grad_(True)
             psi = psi0.clone().requires_grad_(True)
             impl(p, R, psi).sum().backward()
+
         return run
 
     return (timeit_interleaved({k: fwd(f) for k, f in impls.items()}, repeats),

@@ -31,7 +31,6 @@ import time
 from pathlib import Path
 
 
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default="paper", help="config file or preset (default: paper)")
@@ -46,7 +45,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from irs_torch.data import dataset_info, generate_dataset, load_config
-    from irs_torch.data.generate import default_workers
+    from irs_torch.data.backends import default_workers
 
     cfg = load_config(args.config).replace(seed=args.seed)
     if args.max_iter is not None:

@@ -74,11 +74,18 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps(rep))
     else:
-        print(f"{args.trials} trials, {args.estimator}, design {label}, {args.threads} threads (torch {torch.__version__})")
-        print(f"  simulate {rep['seconds_simulate']:.2f} s | estimate {rep['seconds_estimate']:.2f} s | "
-              f"localise {rep['seconds_localise']:.3f} s")
-        print(f"  run_monte_carlo: {total:.2f} s ({rep['trials_per_second']:.0f} trials/s) -> "
-              f"{'within' if rep['within_budget'] else 'OVER'} the {args.budget:g} s budget")
+        print(
+            f"{args.trials} trials, {args.estimator}, design {label}, {args.threads} threads "
+            f"(torch {torch.__version__})"
+        )
+        print(
+            f"  simulate {rep['seconds_simulate']:.2f} s | estimate {rep['seconds_estimate']:.2f} s | "
+            f"localise {rep['seconds_localise']:.3f} s"
+        )
+        print(
+            f"  run_monte_carlo: {total:.2f} s ({rep['trials_per_second']:.0f} trials/s) -> "
+            f"{'within' if rep['within_budget'] else 'OVER'} the {args.budget:g} s budget"
+        )
         print(f"  position RMSE {rep['position_rmse']:.3g} m, PEB {rep['peb']:.3g} m")
     return 0 if rep["within_budget"] else 1
 

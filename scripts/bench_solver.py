@@ -71,8 +71,11 @@ def main(argv=None):
     out["p2_first_solve_s"] = first
     out["p2_resolve_s"] = _stats(ts)
     print(f"P2 first solve (compile + solve): {first:.3f} s")
-    print(f"P2 re-solve, certified subspace k={SolverOptions().p2_subspace} (Clarabel): median {statistics.median(ts):.3f} s, "
-          f"max {max(ts):.3f} s over {len(ts)} psi; certified relative gap <= {max(gaps):.1e}")
+    print(
+        f"P2 re-solve, certified subspace k={SolverOptions().p2_subspace} (Clarabel): "
+        f"median {statistics.median(ts):.3f} s, "
+        f"max {max(ts):.3f} s over {len(ts)} psi; certified relative gap <= {max(gaps):.1e}"
+    )
     if args.full_p2:
         P2.solve_transmit_sdp(s, psi, subspace=None)
         tf, vf, gf = bench_p2(s, args.p2_solves, None, "CLARABEL")
@@ -84,7 +87,7 @@ def main(argv=None):
     if args.scs:
         P2.solve_transmit_sdp(s, psi, subspace=None, solver="SCS", fallback=False)
         tsc, vsc, _ = bench_p2(s, min(args.p2_solves, 5), None, "SCS")
-        ref = vals[:len(vsc)]
+        ref = vals[: len(vsc)]
         dev = [(a - b) / b for a, b in zip(vsc, ref)]
         out["p2_scs_full_s"] = _stats(tsc)
         out["p2_scs_rel_excess"] = dev

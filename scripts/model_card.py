@@ -10,6 +10,10 @@ Writes (atomically, next to ``--out``):
     alone, no solver: max-CRB ratio to the solver label, constraint margins, inference time);
   - ``<name>.md``: the model card (what it is, how it was made, the measured numbers);
   - ``<name>.ratio.png``: the empirical CDF of the test ratio.
+The card also gives, per C1 regime and budget bucket (:mod:`irs_torch.learn.regimes`), the network
+alone on the test split, and - from a finished ``irs-torch bench warmstart`` run (``--bench DIR``) - the
+network + refinement and the honest baselines side by side with the issue's targets; the reproduction
+commands; and the training time (the checkpoint's ``training_seconds`` metadata, else ``--training-time``).
 Rerunning it on the same inputs reproduces the same numbers (timings aside).
 """
 from __future__ import annotations
@@ -44,6 +48,77 @@ def _plot_ratio(ratios, path: Path):
     plt.close(fig)
 
 
+def _parse_duration(text: str) -> float:
+    """Seconds from "12345", "12345s", "3h20m", "45m", "1h"."""
+    import re
+
+    s = text.strip().lower()
+    if re.fullmatch(r"[0-9.]+s?", s):
+        return float(s.rstrip("s"))
+    m = re.fullmatch(r"(?:([0-9.]+)h)?(?:([0-9.]+)m)?(?:([0-9.]+)s)?", s)
+    if not m or not any(m.groups()):
+        raise ValueError(f"not a duration: {text!r} (give seconds, or e.g. 3h20m)")
+    h, mi, se = (float(x) if x else 0.0 for x in m.groups())
+    return 3600 * h + 60 * mi + se
+
+
+def _fmt_duration(s) -> str:
+    if s is None:
+        return "not recorded (pass --training-time)"
+    s = float(s)
+    return f"{s:.0f} s ({s / 3600:.2f} h)"
+
+
+def _group_table(by_group: dict) -> str:
+    if not by_group:
+        return "(no breakdown: the evaluation found no labelled instances)"
+    lines = ["| group | n | ratio median | ratio p90 | mean log ratio |", "|---|---|---|---|---|"]
+    for name, g in by_group.items():
+        lines.append(f"| {name} | {int(g['n'])} | {g.get('ratio_median', float('nan')):.3f} | "
+                     f"{g.get('ratio_p90', float('nan')):.3f} | {g.get('loss_crb', float('nan')):.4f} |")
+    return "\n".join(lines)
+
+
+CARD_METHODS = ("net", "net+refine", "ao-default", "ao-legacy", "ao-capped", "aligned+refine", "cophased+refine",
+                "adam@1x", "adam@100x", "net+refine@4", "heuristic+refine@4", "random+refine@4")
+
+
+def _bench_section(bench) -> str:
+    """The per-regime table of a `bench warmstart` run: network + refinement and the baselines, and the
+    issue's targets (met / missed by how much)."""
+    if not bench:
+        return ("## Network + refinement and baselines\n\nNot measured for this card: run `irs-torch bench "
+                "warmstart` (command above) and pass `--bench DIR`.")
+    out = ["## Network + refinement and baselines, per regime (`irs-torch bench warmstart`)", "",
+           f"Refinement: the AO from the start, {bench.get('refine_iter')} iterations, one P3 start "
+           f"(`warm_start_options`); times are wall seconds per instance, {bench.get('threads')} torch thread(s), "
+           f"all methods side by side on the same machine. Ratio = max-CRB / reference (suite: best-known design; "
+           f"data: the label)."]
+    for src, S in bench.get("summary", {}).items():
+        out += ["", f"### Source `{src}`: {S['instances']} instances "
+                    f"({', '.join(f'{g} {n}' for g, n in S['counts'].items() if g != 'all')})", "",
+                "| group | method | n | ratio median | p90 | max | time median | time / default AO |",
+                "|---|---|---|---|---|---|---|---|"]
+        for g, per in S["groups"].items():
+            for meth in CARD_METHODS:
+                v = per.get(meth)
+                if not v or not v["n"]:
+                    continue
+                ts = v["seconds_median"]
+                tt = f"{ts * 1e3:.1f} ms" if ts < 0.1 else f"{ts:.2f} s"
+                out.append(f"| {g} | {meth} | {v['n']} | {v['ratio_median']:.3f} | {v['ratio_p90']:.3f} | "
+                           f"{v['ratio_max']:.2f} | {tt} | {v['time_vs_default']:.3f} |")
+        out += ["", "Targets (issue #14):", ""]
+        for k, v in S.get("targets", {}).items():
+            if v.get("met") is None:
+                out.append(f"- {k}: not measured")
+                continue
+            gap = v["value"] - v["target"] if v["op"] == "<=" else v["target"] - v["value"]
+            out.append(f"- {k}: {v['value']:.3f} (target {v['op']} {v['target']:g}): "
+                       + ("met" if v["met"] else f"MISSED by {gap:.3f}"))
+    return "\n".join(out)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ckpt", required=True, help="Lightning checkpoint (.ckpt) of the trained model")
@@ -57,6 +132,15 @@ def main(argv=None) -> int:
     p.add_argument("--history", default=None,
                    help="a paragraph on how this checkpoint was actually trained, where that differs from "
                         "--command (e.g. the runs a staged training was resumed from); recorded in the card")
+    p.add_argument("--bench", default=None,
+                   help="output directory of `irs-torch bench warmstart` on this model (warmstart.json): the card's "
+                        "per-regime table of network + refinement and the baselines")
+    p.add_argument("--bench-command", default=None, help="the bench command to record (default: derived)")
+    p.add_argument("--data-command", default=None,
+                   help="the data-set command to record (default: `irs-torch dataset generate` of --data's config)")
+    p.add_argument("--training-time", default=None,
+                   help="training wall time (seconds, or e.g. '3h20m') when the checkpoint does not record "
+                        "training_seconds")
     a = p.parse_args(argv)
 
     from irs_torch.learn.checkpoint import export_model, load_model, read_checkpoint
@@ -68,6 +152,22 @@ def main(argv=None) -> int:
             print(f"model_card: error: {name}: {path} not found", file=sys.stderr)
             return 2
     raw = read_checkpoint(ckpt)
+    bench = None
+    if a.bench:
+        bp = Path(a.bench) / "warmstart.json"
+        if not bp.exists():
+            print(f"model_card: error: --bench: {bp} not found (run `irs-torch bench warmstart --out {a.bench}`)",
+                  file=sys.stderr)
+            return 2
+        bench = json.loads(bp.read_text())
+    raw_meta = raw.get("irs_torch", {}) if isinstance(raw.get("irs_torch"), dict) else {}
+    train_s = raw_meta.get("training_seconds")
+    if train_s is None and a.training_time:
+        try:
+            train_s = _parse_duration(a.training_time)
+        except ValueError as e:
+            print(f"model_card: error: --training-time: {e}", file=sys.stderr)
+            return 2
     command = a.command or f"python -m irs_torch.learn.train fit --config {cfg.as_posix()}"
     net = load_model(ckpt)
     fractions = net.meta.get("dataset", {}).get("fractions") or [0.8, 0.1, 0.1]
@@ -75,7 +175,8 @@ def main(argv=None) -> int:
     ratio = metrics.pop("ratios")
     meta = {"training_command": command, "training_config": cfg.read_text(),
             "epoch": int(raw.get("epoch", -1)), "global_step": int(raw.get("global_step", -1)),
-            "test_metrics": metrics, "data_root": str(data), "training_history": a.history}
+            "test_metrics": metrics, "data_root": str(data), "training_history": a.history,
+            "training_seconds": train_s}
     export_model(ckpt, out, extra_meta=meta)
     stem = out.with_suffix("")
     (stem.parent / (stem.name + ".metrics.json")).write_text(json.dumps(metrics, indent=2) + "\n")
@@ -87,6 +188,16 @@ def main(argv=None) -> int:
     dcfg = shipped.meta.get("dataset", {})
     size_mb = out.stat().st_size / 1e6
     history = f"\n- How this file was trained: {a.history}\n" if a.history else ""
+    man = json.loads((data / "manifest.json").read_text())
+    data_command = a.data_command or (f"irs-torch dataset generate --config <{data.as_posix()}/manifest.json's config> "
+                                      f"--num {man.get('num', man.get('counts', {}).get('requested', '?'))} "
+                                      f"--out {data.as_posix()}")
+    bench_dir = Path(a.bench).as_posix() if a.bench else "bench-warmstart"
+    bench_command = a.bench_command or (bench.get("command") if bench else None) or (
+        f"irs-torch bench warmstart --checkpoint {out.as_posix()} --source suite data --data {data.as_posix()} "
+        f"--out {bench_dir}")
+    bench_flag = f" --bench {bench_dir}" if a.bench else ""
+    budgets = {k: dcfg.get("config", {}).get(k) for k in ("P_t", "P_s", "a_max", "budget_sampling")}
     card = f"""# Model card: `{out.name}`
 
 The warm-start network of irs-torch for the paper's array sizes: M = {shipped.M} BS antennas,
@@ -106,10 +217,12 @@ target angles, budgets) to a feasible design (R_s, psi) in one forward pass; `ir
 - Reproduce:
 
   ```bash
-  irs-torch dataset generate --config paper --num 384 --out data/paper --shard-size 32
+  {data_command}
   {command}
-  python scripts/model_card.py --ckpt {Path(a.recipe_ckpt or ckpt).as_posix()} --data {data.as_posix()} --config {cfg.as_posix()} --out {out.as_posix()}
+  python scripts/model_card.py --ckpt {Path(a.recipe_ckpt or ckpt).as_posix()} --data {data.as_posix()} --config {cfg.as_posix()} --out {out.as_posix()}{bench_flag}
+  {bench_command}
   ```
+- Training time: {_fmt_duration(train_s)}.
 {history}
 ## Test metrics (held-out test split, network alone, no solver)
 
@@ -129,7 +242,17 @@ Measured by `python -m irs_torch.learn.evaluate --checkpoint {out.as_posix()} --
 ![ratio CDF]({stem.name}.ratio.png)
 
 A ratio below 1 means the network beat the solver's label: the AO is a local method and its result
-depends on its random start. The labels are `irs-torch dataset generate`'s AO solutions.
+depends on its random start. The labels are `irs-torch dataset generate`'s AO solutions
+(training budgets: P_t {budgets['P_t']} W, P_s {budgets['P_s']} W, a_max {budgets['a_max']}, sampled {budgets['budget_sampling']}).
+
+### Network alone per regime and budget bucket (test split)
+
+C1 regime at the label (C1 margin < 0.1 % for the IRS with the largest CRB) and budget buckets as in
+`irs_torch/learn/regimes.py`.
+
+{_group_table(m.get('by_group', {}))}
+
+{_bench_section(bench)}
 """
     (stem.parent / (stem.name + ".md")).write_text(card)
     print(json.dumps({k: m[k] for k in m if k.startswith("ratio") or k in ("n", "feasible_frac")}, indent=2))

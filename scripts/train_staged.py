@@ -34,8 +34,15 @@ def _log_root(config: Path, extra: list[str]) -> Path:
     init = args.get("init_args") or {} if isinstance(args, dict) else {}
     save_dir, name = init.get("save_dir"), init.get("name", "lightning_logs")
     for i, a in enumerate(extra):  # command-line overrides win, as in LightningCLI
-        for key, var in (("--trainer.logger.init_args.save_dir", "save_dir"), ("--trainer.logger.init_args.name", "name")):
-            val = a.split("=", 1)[1] if a.startswith(key + "=") else (extra[i + 1] if a == key and i + 1 < len(extra) else None)
+        for key, var in (
+            ("--trainer.logger.init_args.save_dir", "save_dir"),
+            ("--trainer.logger.init_args.name", "name"),
+        ):
+            val = (
+                a.split("=", 1)[1]
+                if a.startswith(key + "=")
+                else (extra[i + 1] if a == key and i + 1 < len(extra) else None)
+            )
             if val is not None:
                 save_dir, name = (val, name) if var == "save_dir" else (save_dir, val)
     if not save_dir:
@@ -56,8 +63,8 @@ def _finished_epochs(ckpt: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    extra = argv[argv.index("--") + 1:] if "--" in argv else []
-    own = argv[:argv.index("--")] if "--" in argv else argv
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
+    own = argv[: argv.index("--")] if "--" in argv else argv
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True, help="training YAML (e.g. training/paper.yaml)")
     p.add_argument("--epochs", type=int, nargs="+", required=True,
@@ -94,10 +101,23 @@ def main(argv: list[str] | None = None) -> int:
             print(f"train_staged: stage {k} ({epochs} epochs) already done: {last}", file=sys.stderr)
             prev = last
             continue
-        print(f"train_staged: stage {k}: to {epochs} epochs" + (f", resuming {resume}" if resume else ""),
-              file=sys.stderr)
-        args = ["fit", "--config", str(config), *stage_cfg.get(k, []), "--trainer.logger.init_args.version", f"stage{k}",
-                "--trainer.max_epochs", str(epochs)] + (["--ckpt_path", str(resume)] if resume else []) + extra
+        print(
+            f"train_staged: stage {k}: to {epochs} epochs" + (f", resuming {resume}" if resume else ""), file=sys.stderr
+        )
+        args = (
+            [
+                "fit",
+                "--config",
+                str(config),
+                *stage_cfg.get(k, []),
+                "--trainer.logger.init_args.version",
+                f"stage{k}",
+                "--trainer.max_epochs",
+                str(epochs),
+            ]
+            + (["--ckpt_path", str(resume)] if resume else [])
+            + extra
+        )
         rc = train(args)
         if rc != 0:
             return rc

@@ -12,8 +12,8 @@ the best grid point. The problem in R is convex, and optimising t exactly for ea
 minimum in v a local (hence global) minimum in R, so the polish returns the inner optimum to the
 optimiser's tolerance (1e-10 relative).
 
-Outer problem (psi) - grid + polish. The CRB is invariant to a common phase of psi (NOTES.md), so
-psi_0 is real >= 0. The grid: K phase levels for psi_1..psi_3 times ``n_s`` common amplitudes in
+Outer problem (psi) - grid + polish. The CRB is invariant to a common phase of psi (docs/assumptions.md "Modelling
+facts"), so psi_0 is real >= 0. The grid: K phase levels for psi_1..psi_3 times ``n_s`` common amplitudes in
 (0, a_max] (geometric), each with the inner optimum of the ball grid; then L-BFGS-B (numerical gradients) and
 Nelder-Mead, twice, over all 7 real parameters (4 amplitudes in (0, a_max], 3 phases) from the best
 grid points, and the
@@ -25,8 +25,9 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-import reference as ref
 from scipy.optimize import minimize
+
+import reference as ref
 
 PAULI = [np.eye(2, dtype=complex), np.array([[0, 1], [1, 0]], dtype=complex),
          np.array([[0, -1j], [1j, 0]], dtype=complex), np.array([[1, 0], [0, -1]], dtype=complex)]

@@ -13,7 +13,7 @@ so that the tests compare two derivations, not one derivation with itself.
   differences in ``xi = (theta, phi, Re beta, Im beta)``. No closed form (16) is used.
 * :func:`closed_form_fim` - the closed form (15)-(16) built densely from the M x M matrices
   C_theta, C_phi, H with an explicit R_w^{-1}; ``conj_beta=False`` reproduces the paper's print
-  of (16e)-(16f) (NOTES.md item 1), ``True`` the corrected form.
+  of (16e)-(16f) (docs/assumptions.md item 1), ``True`` the corrected form.
 * :func:`trace_inverse` - a careful tr(F^{-1}) (Jacobi scaling, then inverse) of an
   ill-conditioned FIM.
 * :func:`irs_power_monte_carlo` - a Monte Carlo of (5)-(6) for C1 (7).
@@ -51,7 +51,7 @@ def steering_derivatives_fd(theta, phi, N_h, N_v, d_h, d_v, h=1e-3):
 
 
 def steering_derivatives_analytic(theta, phi, N_h, N_v, d_h, d_v):
-    """(26)-(27) with the horizontal coefficient 2 pi d_h (NOTES.md item 3), differentiated by hand:
+    """(26)-(27) with the horizontal coefficient 2 pi d_h (docs/assumptions.md item 3), differentiated by hand:
     d/dtheta of the phase ``2 pi (d_v v cos(theta) + d_h h sin(theta) cos(phi))``."""
     a = steering(theta, phi, N_h, N_v, d_h, d_v)
     v = np.kron(np.arange(N_v), np.ones(N_h))
@@ -131,8 +131,8 @@ def closed_form_fim(G, psi, R_s, theta, phi, beta, sigma_r2, sigma_b2, T_L, N_h,
                     conj_beta=True):
     """Closed form (15)-(16) built densely: C_theta, C_phi, H as M x M matrices, explicit R_w^{-1}.
 
-    ``conj_beta=True``: the cross terms (16e)-(16f) carry conj(beta) (NOTES.md item 1);
-    ``False``: as printed in the paper (beta). F_theta,phi is the real part (NOTES.md item 2).
+    ``conj_beta=True``: the cross terms (16e)-(16f) carry conj(beta) (docs/assumptions.md item 1);
+    ``False``: as printed in the paper (beta). F_theta,phi is the real part (docs/assumptions.md item 2).
     Uses the analytic derivatives of :func:`steering_derivatives_analytic`. Returns (4, 4).
     """
     a = steering(theta, phi, N_h, N_v, d_h, d_v)

@@ -17,20 +17,12 @@ import pytest
 import torch
 
 from irs_torch import Scenario, Solution
-from irs_torch.cli import main
 from irs_torch.errors import InputError
 from irs_torch.outputs import check_output_path, dumps, json_safe, same_file
 
+from helpers import run_cli
+
 SMALL = {"M": 4, "N_h": 2, "N_v": 2}
-
-
-def _cli(capsys, *argv):
-    try:
-        rc = main([str(a) for a in argv])
-    except SystemExit as e:  # argparse usage errors
-        rc = e.code
-    cap = capsys.readouterr()
-    return rc, cap.out, cap.err
 
 
 def _assert_user_error(rc, err, *needles, one_line=True):
@@ -138,7 +130,7 @@ MISSING_KEYS = ["P_t", "P_s", "a_max", "sigma_r2", "sigma_b2", "T_c", "active", 
 def test_scenario_file_defect_is_a_one_line_error(files, capsys, name):
     change, needles = SCENARIO_DEFECTS[name]
     path = _write(files, name, change(files["scenario"]))
-    rc, out, err = _cli(capsys, "crb", "--scenario", path)
+    rc, out, err = run_cli(capsys, "crb", "--scenario", path)
     _assert_user_error(rc, err, f"{name}.npz", *needles)
     assert out == ""
     with pytest.raises(InputError):  # the library raises the same one error type
@@ -148,7 +140,7 @@ def test_scenario_file_defect_is_a_one_line_error(files, capsys, name):
 @pytest.mark.parametrize("key", MISSING_KEYS)
 def test_missing_key_is_an_error_not_a_default(files, capsys, key):
     path = _write(files, f"missing-{key}", drop=(key,))
-    rc, _, err = _cli(capsys, "crb", "--scenario", path)
+    rc, _, err = run_cli(capsys, "crb", "--scenario", path)
     _assert_user_error(rc, err, "missing keys", repr(key))
 
 
@@ -177,8 +169,8 @@ def test_angles_are_derived_from_the_geometry_when_left_out(files):
     d.pop("theta")
     d.pop("phi")
     s = Scenario.from_dict(d)
-    # NOTES.md: from IRS 1 theta = 90 deg, phi = atan2(10, 5) = 63.4 deg; IRS 2 phi = 116.6 deg
-    # (target (5,15,0), IRSs at (-5,10,0), (-5,20,0) facing +x, horizontal axis +y)
+    # docs/assumptions.md "Geometry and angles": from IRS 1 theta = 90 deg, phi = atan2(10, 5) = 63.4 deg; IRS 2 phi =
+    # 116.6 deg (target (5,15,0), IRSs at (-5,10,0), (-5,20,0) facing +x, horizontal axis +y)
     np.testing.assert_allclose(s.theta.numpy(), [math.pi / 2] * 2, atol=1e-12)
     np.testing.assert_allclose(s.phi.numpy(), [math.acos(5 / math.sqrt(125)), math.acos(-5 / math.sqrt(125))],
                                atol=1e-12)
@@ -193,11 +185,11 @@ def test_seed_minus_one_in_a_file_means_none_and_a_negative_seed_is_refused(file
 
 
 def test_missing_and_corrupt_files(files, capsys, tmp_path):
-    rc, _, err = _cli(capsys, "crb", "--scenario", tmp_path / "nowhere.npz")
+    rc, _, err = run_cli(capsys, "crb", "--scenario", tmp_path / "nowhere.npz")
     _assert_user_error(rc, err, "nowhere.npz", "not found")
     junk = tmp_path / "junk.npz"
     junk.write_bytes(b"not a zip")
-    rc, _, err = _cli(capsys, "solve", "--scenario", junk)
+    rc, _, err = run_cli(capsys, "solve", "--scenario", junk)
     _assert_user_error(rc, err, "junk.npz", "not a readable scenario")
 
 
@@ -224,7 +216,7 @@ SOLUTION_DEFECTS = {
 def test_solution_file_defect_is_a_one_line_error(files, capsys, name):
     change, needles = SOLUTION_DEFECTS[name]
     path = _bad_solution(files, name, **change(files))
-    rc, _, err = _cli(capsys, "crb", "--scenario", files["good"], "--solution", path)
+    rc, _, err = run_cli(capsys, "crb", "--scenario", files["good"], "--solution", path)
     _assert_user_error(rc, err, *needles)
 
 
@@ -246,7 +238,7 @@ SEED_COMMANDS = {
 @pytest.mark.parametrize("seed", ["-1", "1.5"])
 def test_invalid_seed_is_refused_everywhere(files, capsys, cmd, seed):
     argv = [a.format(d=files["dir"], good=files["good"]) for a in SEED_COMMANDS[cmd]]
-    rc, _, err = _cli(capsys, *argv, f"--seed={seed}")
+    rc, _, err = run_cli(capsys, *argv, f"--seed={seed}")
     _assert_user_error(rc, err, "--seed", "must be an integer >= 0", one_line=False)  # argparse: usage + error
 
 
@@ -270,10 +262,10 @@ def test_solve_refuses_to_overwrite_its_inputs(files, capsys, tmp_path):
              (["-o", init, "--init", init], "--init"),
              (["-o", init, "--init", f"{init}:psi"], "--init")]
     for extra, field in cases:
-        rc, _, err = _cli(capsys, "solve", "--scenario", scen, *extra)
+        rc, _, err = run_cli(capsys, "solve", "--scenario", scen, *extra)
         _assert_user_error(rc, err, "-o/--output", "same file as the input", field)
     assert (_snapshot(scen), _snapshot(init)) == before
-    rc, _, err = _cli(capsys, "solve", "--scenario", link, "-o", scen)
+    rc, _, err = run_cli(capsys, "solve", "--scenario", link, "-o", scen)
     _assert_user_error(rc, err, "same file as the input --scenario")
 
 
@@ -284,7 +276,7 @@ def test_montecarlo_save_refuses_to_overwrite_its_inputs(files, capsys, tmp_path
     sol.write_bytes(files["sol"].read_bytes())
     before = _snapshot(scen), _snapshot(sol)
     for target, field in ((scen, "--scenario"), (sol, "--solution"), (tmp_path / "sol", "--solution")):
-        rc, _, err = _cli(capsys, "montecarlo", "--scenario", scen, "--solution", sol, "--trials", 2,
+        rc, _, err = run_cli(capsys, "montecarlo", "--scenario", scen, "--solution", sol, "--trials", 2,
                           "--no-progress", "--save", target)
         _assert_user_error(rc, err, "--save", "same file as the input", field)
     assert (_snapshot(scen), _snapshot(sol)) == before
@@ -294,10 +286,10 @@ def test_dataset_export_refuses_one_file_for_both_and_the_data_set_files(capsys,
     ds = tmp_path / "ds"
     ds.mkdir()
     (ds / "inside.npz").write_bytes(b"data set file")
-    rc, _, err = _cli(capsys, "dataset", "export", ds, "--id", 0, "--scenario", tmp_path / "f.npz",
+    rc, _, err = run_cli(capsys, "dataset", "export", ds, "--id", 0, "--scenario", tmp_path / "f.npz",
                       "--solution", tmp_path / "f.npz")
     _assert_user_error(rc, err, "--solution", "same file as the input --scenario")
-    rc, _, err = _cli(capsys, "dataset", "export", ds, "--id", 0, "--scenario", ds / "inside")
+    rc, _, err = run_cli(capsys, "dataset", "export", ds, "--id", 0, "--scenario", ds / "inside")
     _assert_user_error(rc, err, "--scenario", "data set file")
     assert (ds / "inside.npz").read_bytes() == b"data set file"
 
@@ -307,15 +299,15 @@ def test_directory_outputs_refuse_their_inputs(files, capsys, tmp_path):
     out.mkdir()
     scen = out / "ao.npz"
     scen.write_bytes(files["good"].read_bytes())
-    rc, _, err = _cli(capsys, "demo", "--scenario", scen, "--methods", "ao", "--out", out)
+    rc, _, err = run_cli(capsys, "demo", "--scenario", scen, "--methods", "ao", "--out", out)
     _assert_user_error(rc, err, "--out", "ao.npz", "same file as the input --scenario")
     swept = out / "sweep.csv"
     swept.write_bytes(files["good"].read_bytes())
-    rc, _, err = _cli(capsys, "montecarlo-sweep", "--scenario", swept, "--out", out, "--no-progress")
+    rc, _, err = run_cli(capsys, "montecarlo-sweep", "--scenario", swept, "--out", out, "--no-progress")
     _assert_user_error(rc, err, "--out", "sweep.csv", "same file as the input --scenario")
     data = tmp_path / "data"
     data.mkdir()
-    rc, _, err = _cli(capsys, "bench", "warmstart", "--data", data, "--out", data)
+    rc, _, err = run_cli(capsys, "bench", "warmstart", "--data", data, "--out", data)
     _assert_user_error(rc, err, "--out", "is the input --data")
 
 
@@ -335,14 +327,14 @@ UNWRITABLE = {
 def test_unwritable_output_is_refused_before_any_work(files, capsys, tmp_path, cmd):
     blocker = tmp_path / "a-file"  # a regular file where a directory is needed (works as root too)
     blocker.write_text("x")
-    rc, out, err = _cli(capsys, *UNWRITABLE[cmd](files, blocker))
+    rc, out, err = run_cli(capsys, *UNWRITABLE[cmd](files, blocker))
     _assert_user_error(rc, err, "a-file is not a directory")
     assert out == ""
 
 
 def test_output_that_is_a_directory_and_a_read_only_directory(files, capsys, tmp_path):
     (tmp_path / "d.npz").mkdir()
-    rc, _, err = _cli(capsys, "solve", "--scenario", files["good"], "-o", tmp_path / "d.npz")
+    rc, _, err = run_cli(capsys, "solve", "--scenario", files["good"], "-o", tmp_path / "d.npz")
     _assert_user_error(rc, err, "-o/--output", "is a directory")
     if os.geteuid() == 0:
         return  # root may write anywhere: the permission case cannot be provoked
@@ -350,7 +342,7 @@ def test_output_that_is_a_directory_and_a_read_only_directory(files, capsys, tmp
     ro.mkdir()
     ro.chmod(stat.S_IRUSR | stat.S_IXUSR)
     try:
-        rc, _, err = _cli(capsys, "solve", "--scenario", files["good"], "-o", ro / "x.npz")
+        rc, _, err = run_cli(capsys, "solve", "--scenario", files["good"], "-o", ro / "x.npz")
         _assert_user_error(rc, err, "-o/--output", "is not writable")
     finally:
         ro.chmod(stat.S_IRWXU)
@@ -396,7 +388,7 @@ def _designs(f):
 def test_montecarlo_refuses_an_infeasible_design(files, capsys, name):
     R, psi, needles = _designs(files)[name]
     path = _design_file(files, name, R, psi)
-    rc, out, err = _cli(capsys, "montecarlo", "--scenario", files["good"], "--solution", path, "--trials", 2,
+    rc, out, err = run_cli(capsys, "montecarlo", "--scenario", files["good"], "--solution", path, "--trials", 2,
                         "--no-progress")
     _assert_user_error(rc, err, f"design-{name}.npz", *needles)
     assert out == ""
@@ -407,16 +399,16 @@ def test_montecarlo_allow_infeasible_warns_in_text_and_json(files, capsys):
     path = _design_file(files, "over-P_t", R, psi)
     args = ["montecarlo", "--scenario", files["good"], "--solution", path, "--trials", 3, "--no-progress",
             "--estimator", "music", "--allow-infeasible"]
-    rc, out, err = _cli(capsys, *args)
+    rc, out, err = run_cli(capsys, *args)
     assert rc == 0 and "WARNING: INFEASIBLE design" in out and "exceeds P_t" in out
     assert "WARNING" in err and "Traceback" not in err
-    rc, out, err = _cli(capsys, *args, "--json")
+    rc, out, err = run_cli(capsys, *args, "--json")
     rep = json.loads(out)
     assert rc == 0 and rep["feasible"] is False and any("exceeds P_t" in v for v in rep["violations"])
     assert "WARNING" in err
     # the zero psi stays an error even with --allow-infeasible
     R, psi, _ = _designs(files)["zero-psi"]
-    rc, _, err = _cli(capsys, "montecarlo", "--scenario", files["good"], "--solution",
+    rc, _, err = run_cli(capsys, "montecarlo", "--scenario", files["good"], "--solution",
                       _design_file(files, "zero-psi", R, psi), "--trials", 2, "--allow-infeasible")
     _assert_user_error(rc, err, "psi of IRS 1 is zero")
 
@@ -431,7 +423,7 @@ def _strict_loads(text):
 def test_json_output_is_strict_with_an_infinite_crb(files, capsys):
     R, psi, _ = _designs(files)["zero-psi"]  # IRS 1 reflects nothing: its CRB is infinite
     path = _design_file(files, "zero-psi-json", R, psi)
-    rc, out, err = _cli(capsys, "crb", "--scenario", files["good"], "--solution", path, "--json")
+    rc, out, err = run_cli(capsys, "crb", "--scenario", files["good"], "--solution", path, "--json")
     assert rc == 0, err
     rep = _strict_loads(out)
     assert rep["crb"][0] is None and rep["max_crb"] is None  # inf written as null
@@ -441,7 +433,7 @@ def test_json_output_is_strict_with_an_infinite_crb(files, capsys):
 def test_json_output_is_strict_for_a_passive_irs(files, capsys, tmp_path):
     """A passive IRS has no C1: its IRS-power margin is +inf, printed as null (was `Infinity`)."""
     path = Scenario.paper(0, active=False, sigma_r2=0.0, **SMALL).save(tmp_path / "passive.npz")
-    rc, out, err = _cli(capsys, "crb", "--scenario", path, "--json")
+    rc, out, err = run_cli(capsys, "crb", "--scenario", path, "--json")
     assert rc == 0, err
     rep = _strict_loads(out)
     assert rep["margins"]["irs"] == [None, None] and all(math.isfinite(x) for x in rep["crb"])
@@ -475,7 +467,7 @@ def test_cli_separates_user_errors_from_internal_errors(files, capsys, monkeypat
         raise exc
 
     monkeypatch.setattr(irs_torch.solvers, "solve", boom)
-    rc, _, err = _cli(capsys, "solve", "--scenario", files["good"], "--no-progress")
+    rc, _, err = run_cli(capsys, "solve", "--scenario", files["good"], "--no-progress")
     assert rc == code, err
     lines = err.strip().splitlines()
     assert marker in lines[-1]

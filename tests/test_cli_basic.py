@@ -14,23 +14,19 @@ import torch
 from irs_torch import Scenario, Solution
 from irs_torch.cli import main
 
-
-def _run(capsys, *argv):
-    rc = main(list(argv))
-    out = capsys.readouterr()
-    return rc, out.out, out.err
+from helpers import run_cli
 
 
 def test_scenario_command_writes_the_preset(tmp_path, capsys):
     f = tmp_path / "paper.npz"
-    rc, out, _ = _run(capsys, "scenario", "--preset", "paper", "--seed", "3", "-o", str(f), "--M", "8", "--mat")
+    rc, out, _ = run_cli(capsys, "scenario", "--preset", "paper", "--seed", "3", "-o", str(f), "--M", "8", "--mat")
     assert rc == 0 and "seed=3" in out and "M=8" in out
     s = Scenario.load(f)
     ref = Scenario.paper(seed=3, M=8)
     assert torch.equal(s.G, ref.G) and torch.equal(s.beta, ref.beta)
     assert s.seed == 3 and s.preset == "paper"
     assert (tmp_path / "paper.mat").exists()
-    rc, _, _ = _run(capsys, "scenario", "--preset", "random", "--seed", "5", "-o", str(tmp_path / "r.npz"),
+    rc, _, _ = run_cli(capsys, "scenario", "--preset", "random", "--seed", "5", "-o", str(tmp_path / "r.npz"),
                     "--P-t", "7.5", "--passive")
     r = Scenario.load(tmp_path / "r.npz")
     assert rc == 0 and r.preset == "random" and r.seed == 5 and float(r.P_t) == 7.5
@@ -41,7 +37,7 @@ def test_scenario_command_writes_the_preset(tmp_path, capsys):
 def test_crb_command_json_matches_library(tmp_path, capsys):
     f = tmp_path / "s.npz"
     Scenario.paper(seed=1).save(f)
-    rc, out, _ = _run(capsys, "crb", "--scenario", str(f), "--json")
+    rc, out, _ = run_cli(capsys, "crb", "--scenario", str(f), "--json")
     assert rc == 0
     rep = json.loads(out)
     for k in ("crb", "crb_angles", "irs_power", "bs_power", "max_crb"):
@@ -56,7 +52,7 @@ def test_crb_command_json_matches_library(tmp_path, capsys):
     assert rep["bs_power"] == pytest.approx(20.0) and rep["max_crb"] == pytest.approx(max(rep["crb"]))
     assert rep["root_crb_theta_deg"][0] == pytest.approx(math.degrees(math.sqrt(rep["crb_theta"][0])))
     # the text form prints the same numbers
-    rc, out, _ = _run(capsys, "crb", "--scenario", str(f))
+    rc, out, _ = run_cli(capsys, "crb", "--scenario", str(f))
     assert rc == 0 and f"{rep['crb'][0]:.4e}" in out and "max-CRB" in out
 
 
@@ -66,7 +62,7 @@ def test_crb_command_with_solution(tmp_path, capsys):
     R = s.isotropic_design() * 0.5
     psi = s.random_phase_design(R, seed=9)
     Solution.evaluate(s, R, psi, method="test").save(tmp_path / "sol.npz")
-    rc, out, _ = _run(capsys, "crb", "--scenario", str(tmp_path / "s.npz"), "--solution", str(tmp_path / "sol.npz"),
+    rc, out, _ = run_cli(capsys, "crb", "--scenario", str(tmp_path / "s.npz"), "--solution", str(tmp_path / "sol.npz"),
                       "--json")
     rep = json.loads(out)
     assert rc == 0 and rep["bs_power"] == pytest.approx(10.0)
@@ -79,20 +75,20 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
         main(["scenario", "--preset", "nowhere", "-o", str(tmp_path / "x.npz")])
     assert e.value.code == 2 and "nowhere" in capsys.readouterr().err
     # missing and corrupt scenario files
-    rc, _, err = _run(capsys, "crb", "--scenario", str(tmp_path / "missing.npz"))
+    rc, _, err = run_cli(capsys, "crb", "--scenario", str(tmp_path / "missing.npz"))
     assert rc == 2 and err.startswith("irs-torch: error:") and "missing.npz" in err
     (tmp_path / "bad.npz").write_bytes(b"garbage")
-    rc, _, err = _run(capsys, "crb", "--scenario", str(tmp_path / "bad.npz"))
+    rc, _, err = run_cli(capsys, "crb", "--scenario", str(tmp_path / "bad.npz"))
     assert rc == 2 and "bad.npz" in err and "Traceback" not in err
     # a solution for another array size
     Scenario.paper(seed=0).save(tmp_path / "s16.npz")
     small = Scenario.paper(seed=0, M=8)
     R = small.isotropic_design()
     Solution.evaluate(small, R, small.random_phase_design(R)).save(tmp_path / "sol8.npz")
-    rc, _, err = _run(capsys, "crb", "--scenario", str(tmp_path / "s16.npz"), "--solution", str(tmp_path / "sol8.npz"))
+    rc, _, err = run_cli(capsys, "crb", "--scenario", tmp_path / "s16.npz", "--solution", tmp_path / "sol8.npz")
     assert rc == 2 and "sol8.npz" in err and "M=16" in err
     # an invalid override
-    rc, _, err = _run(capsys, "scenario", "-o", str(tmp_path / "y.npz"), "--P-s", "-1")
+    rc, _, err = run_cli(capsys, "scenario", "-o", str(tmp_path / "y.npz"), "--P-s", "-1")
     assert rc == 2 and "P_s" in err and "-1" in err
 
 

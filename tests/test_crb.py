@@ -6,17 +6,16 @@ form. Reference C1: a Monte Carlo of the IRS outputs (5)-(6).
 """
 from __future__ import annotations
 
-import importlib
 import math
 
 import numpy as np
 import pytest
 import torch
 
-import reference as ref
 from irs_torch import Scenario
+from irs_torch import crb as crbmod
 
-crbmod = importlib.import_module("irs_torch.crb")
+import reference as ref
 
 FIM_RTOL = 1e-7  # per entry, relative to sqrt(F_pp F_qq); FD error measured ~3e-10
 
@@ -67,7 +66,7 @@ def _design(s, seed, psi_scale=3.0):
 @pytest.mark.parametrize("name", list(SCENARIOS))
 def test_fim_matches_slepian_bangs_reference(name):
     s = SCENARIOS[name]
-    # beta with phases far from 0 and pi, so that the conj(beta) correction (NOTES.md item 1) matters
+    # beta with phases far from 0 and pi, so that the conj(beta) correction (docs/assumptions.md item 1) matters
     s = s.replace(beta=s.beta.abs() * torch.exp(1j * torch.tensor([1.0, -2.2], dtype=torch.float64)))
     R, psi = _design(s, seed=10)
     F = s.fisher_information(torch.from_numpy(R), torch.from_numpy(psi)).numpy()
@@ -94,7 +93,7 @@ def test_crb_matches_careful_inverse_of_reference(name):
 
 
 def test_conj_beta_correction():
-    """NOTES.md item 1: (16e)-(16f) need conj(beta). The closed form with conj(beta) agrees with the
+    """docs/assumptions.md item 1: (16e)-(16f) need conj(beta). The closed form with conj(beta) agrees with the
     Slepian-Bangs reference; as printed (beta) the cross entries are wrong while tr(F^-1) is the same
     (an orthogonal rotation of the beta block), so only a test on F itself catches the misprint."""
     s = SCENARIOS["random-2"]
@@ -150,7 +149,8 @@ def test_scaling_laws():
 
 
 def test_phase_invariance():
-    """A common phase rotation of psi_l (one per IRS) leaves F and the CRB unchanged (NOTES.md)."""
+    """A common phase rotation of psi_l (one per IRS) leaves F and the CRB unchanged
+    (docs/assumptions.md "Modelling facts")."""
     s = SCENARIOS["off-plane-5x3"]
     R, psi = _design(s, seed=15)
     Rt, pt = torch.from_numpy(R), torch.from_numpy(psi)

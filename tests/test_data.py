@@ -12,24 +12,25 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from test_data_helpers import RUN_DEPENDENT, TINY, assert_same_data, load_rows, write_config
 
-import reference as ref
-from irs_torch.cli import main
 from irs_torch.data import (
     DatasetConfig,
     ShardDataset,
     ShardError,
     dataset_info,
     generate_dataset,
+    instance,
     instance_seed,
     load_config,
     scenario_from_batch,
     solve_instance,
     split_of,
 )
-from irs_torch.data import generate as gen
 from irs_torch.scenario import GeometryDistribution
-from test_data_helpers import RUN_DEPENDENT, TINY, assert_same_data, load_rows, write_config
+
+import reference as ref
+from helpers import run_cli
 
 NUM = 7  # 3 shards of 3, 3, 1
 
@@ -44,12 +45,6 @@ def ds_root(tmp_path_factory, tiny_cfg):
     root = tmp_path_factory.mktemp("data") / "ds"
     generate_dataset(root, NUM, tiny_cfg, workers=1, progress=False, log=lambda m: None)
     return root
-
-
-def _run(capsys, *argv):
-    rc = main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return rc, out.out, out.err
 
 
 # ----------------------------------------------------------------------------- seeds
@@ -217,7 +212,7 @@ def test_shards_are_readable_with_h5py_alone(ds_root, tiny_cfg):
 def test_stored_inputs_agree_with_the_geometry(ds_root):
     """Angles, |beta| and the channel power recomputed from the stored positions (numpy only)."""
     r = load_rows(ds_root)
-    pl = lambda d: 1e-3 * d ** -2.2  # noqa: E731  PL(d) = -30 dB d^-2.2 (NOTES.md)
+    pl = lambda d: 1e-3 * d ** -2.2  # noqa: E731  PL(d) = -30 dB d^-2.2 (docs/assumptions.md "Defaults where the paper is silent")
     ratios = []
     for k in range(NUM):
         for l in range(2):
@@ -338,7 +333,7 @@ def test_corrupt_or_truncated_shards_give_errors_naming_the_file(ds_root, tmp_pa
     shard.write_bytes(data[: len(data) // 2])  # truncated
     with pytest.raises(ShardError, match=r"shard-00001\.h5: not a readable HDF5 shard, corrupt or truncated"):
         ShardDataset(bad)
-    rc, _, err = _run(capsys, "dataset", "info", bad)
+    rc, _, err = run_cli(capsys, "dataset", "info", bad)
     assert rc == 2 and "shard-00001.h5" in err and "truncated" in err
     shard.write_bytes(b"not an hdf5 file at all" * 10)
     with pytest.raises(ShardError, match=r"shard-00001\.h5"):
@@ -367,7 +362,7 @@ def test_resume_recomputes_a_damaged_shard(ds_root, tmp_path, tiny_cfg):
 
 
 def test_failed_instances_are_recorded_skipped_and_retried(tmp_path, tiny_cfg, monkeypatch, ds_root):
-    real = gen._solve
+    real = instance.label_instance
 
     def flaky(cfg, i, seed):
         if i in (1, 3):
@@ -375,10 +370,11 @@ def test_failed_instances_are_recorded_skipped_and_retried(tmp_path, tiny_cfg, m
         return real(cfg, i, seed)
 
     root, num = tmp_path / "f", 4
-    monkeypatch.setattr(gen, "_solve", flaky)
+    monkeypatch.setattr(instance, "label_instance", flaky)
     m = generate_dataset(root, num, tiny_cfg, workers=1, progress=False, log=lambda m: None)
     assert m["complete"] and m["counts"] == {"requested": num, "stored": num - 2, "failed": 2, "pending": 0}
-    assert [(f["instance_id"], f["seed"]) for f in m["failures"]] == [(1, instance_seed(0, 1)), (3, instance_seed(0, 3))]
+    want = [(1, instance_seed(0, 1)), (3, instance_seed(0, 3))]
+    assert [(f["instance_id"], f["seed"]) for f in m["failures"]] == want
     assert "RuntimeError: solver blew up on 3" in m["failures"][1]["error"]
     assert list(ShardDataset(root).instance_ids) == [0, 2]
     with h5py.File(root / "shards" / "shard-00001.h5", "r") as f:  # a shard whose only instance failed
@@ -388,7 +384,7 @@ def test_failed_instances_are_recorded_skipped_and_retried(tmp_path, tiny_cfg, m
     # Resuming without --retry-failed keeps the failures; with it they are solved and merged.
     m2 = generate_dataset(root, num, None, workers=1, progress=False, log=lambda m: None)
     assert m2["counts"]["failed"] == 2
-    monkeypatch.setattr(gen, "_solve", real)
+    monkeypatch.setattr(instance, "label_instance", real)
     m3 = generate_dataset(root, num, None, workers=1, progress=False, retry_failed=True, log=lambda m: None)
     assert m3["counts"] == {"requested": num, "stored": num, "failed": 0, "pending": 0}
     assert len(m3["runs"]) == 3 and m3["runs"][-1]["retry_failed"] and m3["runs"][-1]["computed"] == 2
@@ -431,23 +427,24 @@ def test_extending_a_data_set_and_config_mismatch(ds_root, tmp_path, tiny_cfg):
 def test_cli_generate_info_config_export(tmp_path, capsys, ds_root):
     cfg = write_config(tmp_path / "tiny.yaml")
     out, num = tmp_path / "cli", 4
-    rc, so, se = _run(capsys, "dataset", "generate", "--config", cfg, "--num", num, "--out", out, "--workers", 1)
+    rc, so, se = run_cli(capsys, "dataset", "generate", "--config", cfg, "--num", num, "--out", out, "--workers", 1)
     assert rc == 0 and f"{num} instances stored, 0 failed" in so
     assert "inst/s" in se  # the progress bar (tqdm, on stderr) shows the rate
     got, want = load_rows(out), load_rows(ds_root)
     for k in set(want) - RUN_DEPENDENT:
         np.testing.assert_array_equal(got[k], want[k][:num], err_msg=k)
-    rc, so, _ = _run(capsys, "dataset", "info", out, "--verify")
+    rc, so, _ = run_cli(capsys, "dataset", "info", out, "--verify")
     assert rc == 0 and f"{num} stored" in so and "max-CRB" in so and "(complete)" in so
-    rc, so, _ = _run(capsys, "dataset", "info", out, "--json")
+    rc, so, _ = run_cli(capsys, "dataset", "info", out, "--json")
     d = json.loads(so)
     assert d["stored"] == num and d["max_crb"]["max"] == pytest.approx(float(got["max_crb"].max()))
-    rc, so, _ = _run(capsys, "dataset", "config", "--preset", "tiny", "-o", tmp_path / "t.yaml")
+    rc, so, _ = run_cli(capsys, "dataset", "config", "--preset", "tiny", "-o", tmp_path / "t.yaml")
     assert rc == 0 and load_config(tmp_path / "t.yaml") == load_config("tiny")
-    rc, so, _ = _run(capsys, "dataset", "export", out, "--id", 3, "--scenario", tmp_path / "s.npz",
-                     "--solution", tmp_path / "x.npz")
+    rc, so, _ = run_cli(
+        capsys, "dataset", "export", out, "--id", 3, "--scenario", tmp_path / "s.npz", "--solution", tmp_path / "x.npz"
+    )
     assert rc == 0
-    rc, so, _ = _run(capsys, "crb", "--scenario", tmp_path / "s.npz", "--solution", tmp_path / "x.npz", "--json")
+    rc, so, _ = run_cli(capsys, "crb", "--scenario", tmp_path / "s.npz", "--solution", tmp_path / "x.npz", "--json")
     assert json.loads(so)["max_crb"] == pytest.approx(float(got["max_crb"][3]), rel=1e-12)
 
 
@@ -467,18 +464,17 @@ def test_cli_generate_info_config_export(tmp_path, capsys, ds_root):
 ])
 def test_cli_errors_are_one_line_naming_the_value(tmp_path, capsys, argv, match):
     write_config(tmp_path / "behind.yaml", target={"x": [-9, -8], "y": [14, 16]}, max_tries=20)
-    rc, _, err = _run(capsys, "dataset", *[a.format(tmp=tmp_path) for a in argv])
+    rc, _, err = run_cli(capsys, "dataset", *[a.format(tmp=tmp_path) for a in argv])
     assert rc == 2 and err.startswith("irs-torch: error: ") and match in err, err
 
 
 def test_solver_warm_starts_do_not_leak_between_instances(tiny_cfg):
-    """The P2 SDP is compiled once per size and SCS warm-starts from the last solution it holds;
-    reset_solver_state (run before every instance) makes a label independent of the instances a
-    worker solved before it, hence of backends, worker counts and resumes."""
+    """The P2 SDP is compiled once per size and re-solved; no solver warm-starts from what it solved
+    before (``warm_start=False``, irs_torch.solvers.conic), so a label does not depend on the
+    instances a worker solved before it, hence not on backends, worker counts and resumes."""
     import irs_torch.solvers.transmit as transmit
 
     def p2(i):
-        gen.reset_solver_state()
         s = tiny_cfg.instance_scenario(i)
         psi = s.random_phase_design(s.isotropic_design(), seed=1)
         return transmit.solve_transmit_sdp(s, psi, solver="SCS", eps=1e-4, fallback=False).R_s

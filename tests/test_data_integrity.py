@@ -19,10 +19,11 @@ import numpy as np
 import pytest
 from test_data_helpers import TINY, assert_same_data, load_rows
 
-from irs_torch.cli import main
 from irs_torch.data import DatasetConfig, ShardError, generate_dataset
 from irs_torch.data.datamodule import ShardDataModule
 from irs_torch.data.dataset import check_integrity
+
+from helpers import run_cli
 
 NUM = 4  # shards of 3: [0-2] [3]
 # The transmit-only solver (one P2 SDP per instance, ~0.2 s each) keeps these tests fast; the labels
@@ -53,12 +54,6 @@ def copy(ds, tmp_path):
     dst = tmp_path / "ds"
     shutil.copytree(ds, dst)
     return dst
-
-
-def _run(capsys, *argv):
-    rc = main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return rc, out.out, out.err
 
 
 def _sha(path) -> str:
@@ -121,7 +116,7 @@ def test_a_modified_shard_fails_verify_and_training_setup(copy, capsys):
     assert dm.check_integrity()["checksums_verified"] == 2  # a sound data set loads
     _edit(copy, "max_crb", lambda v: v * 0.5)  # a bit flip in a label, a hand edit, a bad copy ...
     bad = _sha(copy / "shards" / SHARD0)
-    rc, _, err = _run(capsys, "dataset", "info", copy, "--verify")
+    rc, _, err = run_cli(capsys, "dataset", "info", copy, "--verify")
     line = _error_line(err)
     assert rc == 2
     for part in (f"{SHARD0}: checksum mismatch", good, bad, f"irs-torch dataset generate --out {copy} --num {NUM}"):
@@ -139,7 +134,7 @@ def test_overwritten_max_crb_fails_verification_naming_shard_instance_and_field(
 
     _edit(copy, "max_crb", overwrite)
     _rewrite_checksums(copy)  # the checksum alone would catch this; make it agree (a buggy writer)
-    rc, _, err = _run(capsys, "dataset", "info", copy, "--verify")
+    rc, _, err = run_cli(capsys, "dataset", "info", copy, "--verify")
     line = _error_line(err)
     assert rc == 2 and f"{SHARD0}: instance 1: field max_crb" in line and "max_l crb" in line
     # the cheap check before training catches it too
@@ -172,7 +167,7 @@ def test_stored_crb_is_recomputed_from_the_stored_scenario_and_design(copy):
 def test_a_design_over_budget_fails_unless_marked_failed(copy, capsys):
     _edit(copy, "P_t", lambda v: v * 0.5)  # the stored label now uses twice the stored BS budget
     _rewrite_checksums(copy)
-    rc, _, err = _run(capsys, "dataset", "info", copy, "--verify")
+    rc, _, err = run_cli(capsys, "dataset", "info", copy, "--verify")
     line = _error_line(err)
     assert rc == 2 and f"{SHARD0}: instance 0: field success is 1" in line and "BS power over P_t" in line
     # An instance whose solver reported failure carries no feasibility claim.
@@ -183,7 +178,7 @@ def test_a_design_over_budget_fails_unless_marked_failed(copy, capsys):
 
 def test_old_manifest_without_checksums_warns_and_resume_records_them(copy, capsys, cfg):
     _rewrite_checksums(copy, drop=True)
-    rc, out, err = _run(capsys, "dataset", "info", copy, "--verify")
+    rc, out, err = run_cli(capsys, "dataset", "info", copy, "--verify")
     assert rc == 0 and "records no checksum for 2 shard(s)" in err and f"--num {NUM}" in err
     assert "0/2 shards match their sha256 (2 without a recorded checksum)" in out
     with pytest.warns(UserWarning, match=r"records no checksum for 2 shard\(s\)"):
@@ -215,7 +210,7 @@ def test_generate_refuses_shards_without_a_manifest_unless_forced(ds, tmp_path, 
     cfg_file = tmp_path / "fast.json"
     cfg_file.write_text(json.dumps(FAST))
     argv = ["dataset", "generate", "--config", cfg_file, "--num", NUM, "--out", out, "--workers", 1, "--no-progress"]
-    rc, _, err = _run(capsys, *argv, "--seed", 5)
+    rc, _, err = run_cli(capsys, *argv, "--seed", 5)
     line = _error_line(err)
     assert rc == 2 and f"{out} has no manifest.json but {out / 'shards'} holds 3 file(s)" in line
     assert "notes.txt, shard-00000.h5, shard-00001.h5" in line and "--force" in line
@@ -223,7 +218,7 @@ def test_generate_refuses_shards_without_a_manifest_unless_forced(ds, tmp_path, 
     assert not (out / "manifest.json").exists()
 
     # --force under another config: the foreign shards are deleted (and named), other files left
-    rc, _, err = _run(capsys, *argv, "--seed", 5, "--force")
+    rc, _, err = run_cli(capsys, *argv, "--seed", 5, "--force")
     assert rc == 0
     assert f"--force: deleted 2 shard file(s) of another config or id range from {out / 'shards'}: " \
            f"shard-00000.h5, shard-00001.h5" in err
@@ -235,7 +230,7 @@ def test_generate_refuses_shards_without_a_manifest_unless_forced(ds, tmp_path, 
     # --force under the same config: the shards are reused, not recomputed
     (out / "manifest.json").unlink()
     mtimes = {p.name: p.stat().st_mtime_ns for p in (out / "shards").glob("shard-*.h5")}
-    rc, _, err = _run(capsys, *argv, "--seed", 5, "--force")
+    rc, _, err = run_cli(capsys, *argv, "--seed", 5, "--force")
     assert rc == 0 and "--force: reusing 2 shard file(s) written under the same config: shard-00000.h5, " \
                        "shard-00001.h5" in err and "deleted" not in err
     assert {p.name: p.stat().st_mtime_ns for p in (out / "shards").glob("shard-*.h5")} == mtimes
@@ -259,9 +254,26 @@ def _record_script_calls(tmp_path, *args) -> list[list[str]]:
 
 def test_test_script_runs_slow_tests_only_with_all(tmp_path):
     calls = _record_script_calls(tmp_path, "-x", "-k", "crb and not slow_thing")
-    assert calls[0][:3] == ["-m", "pip", "install"]
-    assert calls[1:] == [["-m", "pytest", "-q", "-x", "-k", "crb and not slow_thing"]]  # the default suite only
+    assert calls[0][:3] == ["-m", "pip", "install"] and ".[test,dev]" in calls[0][-1]
+    assert calls[1] == ["-m", "ruff", "check", "--no-cache", "."]  # lint first: a finding fails the run
+    assert calls[2:] == [["-m", "pytest", "-q", "-x", "-k", "crb and not slow_thing"]]  # the default suite only
     (tmp_path / "calls.jsonl").unlink()
     shutil.rmtree(tmp_path / "bin")
     calls = _record_script_calls(tmp_path, "--all", "-x", "tests/test_crb.py")
-    assert calls[1:] == [["-m", "pytest", "-q", "-m", "slow or not slow", "-x", "tests/test_crb.py"]]
+    assert calls[2:] == [["-m", "pytest", "-q", "-m", "slow or not slow", "-x", "tests/test_crb.py"]]
+
+
+def test_test_script_stops_on_a_lint_finding(tmp_path):
+    """The ruff step is real: a failing lint exits the script before pytest runs."""
+    stub = tmp_path / "bin"
+    stub.mkdir()
+    log = tmp_path / "calls.txt"
+    (stub / "python").write_text("#!/usr/bin/env bash\n"
+                                 f"echo \"$*\" >> {log}\n"
+                                 "[[ \"$2\" == ruff ]] && exit 1\nexit 0\n")
+    (stub / "python").chmod(0o755)
+    script = Path(__file__).resolve().parents[1] / "scripts" / "test.sh"
+    env = {**os.environ, "PATH": f"{stub}:{os.environ['PATH']}"}
+    r = subprocess.run(["bash", str(script)], env=env, timeout=60)
+    assert r.returncode == 1
+    assert [ln.split()[1] for ln in log.read_text().splitlines()] == ["pip", "ruff"]  # pytest never ran

@@ -4,12 +4,12 @@ from __future__ import annotations
 import sys
 
 import pytest
+from test_data_helpers import assert_same_data, write_config
 
 from irs_torch.cli import main
 from irs_torch.data import generate_dataset
-from irs_torch.data.generate import BackendUnavailable
+from irs_torch.data.backends import BackendUnavailable
 from irs_torch.data.ray_backend import RayBackend
-from test_data_helpers import assert_same_data, write_config
 
 NUM = 3
 

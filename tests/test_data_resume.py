@@ -10,10 +10,10 @@ import sys
 import time
 
 import pytest
+from test_data_helpers import assert_same_data, load_rows, write_config
 
 from irs_torch.data import generate_dataset
-from irs_torch.data.generate import THROTTLE_ENV
-from test_data_helpers import assert_same_data, load_rows, write_config
+from irs_torch.data.instance import THROTTLE_ENV
 
 NUM = 7  # shards of 3: [0-2] [3-5] [6]
 

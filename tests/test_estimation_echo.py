@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-import reference as ref
 from irs_torch import Scenario
 from irs_torch.estimation.echo import echo_covariance, simulate_echoes, waveform, z1_noise_ratio
+
+import reference as ref
 
 
 def _small_scenario(seed=3, sigma_r2=0.5, sigma_b2=1.0, T_L=25):

@@ -8,9 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-import reference as ref
 from irs_torch import Scenario
-from irs_torch.commands.crb import aligned_psi
 from irs_torch.estimation.echo import simulate_echoes
 from irs_torch.estimation.estimators import (
     canonical_angles,
@@ -20,6 +18,9 @@ from irs_torch.estimation.estimators import (
     ml_estimate,
 )
 from irs_torch.physics.steering import upa_steering
+from irs_torch.solvers.baselines import aligned_psi
+
+import reference as ref
 
 
 def _scenarios():

@@ -9,19 +9,20 @@ import numpy as np
 import pytest
 import torch
 
-import reference as ref
 from irs_torch import Scenario
-from irs_torch.commands.crb import aligned_psi
 from irs_torch.estimation.localisation import (
     angle_covariance_bound,
     angle_position_jacobian,
     position_error_bound,
     stansfield,
 )
+from irs_torch.solvers.baselines import aligned_psi
+
+import reference as ref
 
 
 def _angles_np(p, yaw, x):
-    """theta from the IRS vertical axis, phi from its horizontal axis (NOTES.md geometry)."""
+    """theta from the IRS vertical axis, phi from its horizontal axis (docs/assumptions.md "Geometry and angles")."""
     h = np.array([-math.sin(yaw), math.cos(yaw), 0.0])
     v = np.array([0.0, 0.0, 1.0])
     n = np.array([math.cos(yaw), math.sin(yaw), 0.0])
@@ -72,7 +73,8 @@ def test_stansfield_minimises_the_weighted_line_distances():
     from scipy.optimize import minimize
 
     irs, yaw, tgt = _geometry_3d(5)
-    ang = np.array([_angles_np(irs[l], yaw[l], tgt) for l in range(3)]) + 0.02 * np.random.default_rng(0).standard_normal((3, 2))
+    noise = 0.02 * np.random.default_rng(0).standard_normal((3, 2))
+    ang = np.array([_angles_np(irs[l], yaw[l], tgt) for l in range(3)]) + noise
     x = stansfield(torch.from_numpy(irs), torch.from_numpy(yaw), torch.from_numpy(ang[:, 0]),
                    torch.from_numpy(ang[:, 1]), iterations=0).numpy()
 

@@ -14,9 +14,9 @@ import pytest
 
 from irs_torch import Scenario, Solution
 from irs_torch.cli import main
-from irs_torch.commands.crb import aligned_psi
 from irs_torch.estimation import run_monte_carlo
 from irs_torch.estimation.designs import adam_design
+from irs_torch.solvers.baselines import aligned_psi
 
 
 def test_summary_keys_shapes_and_seed():

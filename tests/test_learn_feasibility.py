@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-import reference as ref
 from irs_torch import Scenario
 from irs_torch.learn.feasibility import aligned_reference, amplitude_map, feasible_design
+
+import reference as ref
 
 
 def _batch(n=6, seed=0, budgets=True, **kw):
@@ -169,11 +170,11 @@ def test_c1_scaling_is_the_largest_feasible_or_untouched():
     S = _batch(6, seed=6)
     o = _outputs(S, torch.Generator().manual_seed(2))
     z = o["z"] * 3
-    psi0 = amplitude_map(z, S._per_irs("a_max").unsqueeze(-1))
+    psi0 = amplitude_map(z, S.budget_broadcast("a_max").unsqueeze(-1))
     d = feasible_design(S, o["W"], z, V=None, omega=o["omega"], c1_mode="cap", safety=0.0)
     p0 = S.irs_power(d.R_s, psi0)
     p = S.irs_power(d.R_s, d.psi)
-    P_s = S._per_irs("P_s")
+    P_s = S.budget_broadcast("P_s")
     free = p0 <= P_s
     assert torch.allclose(d.psi[free], psi0[free], rtol=1e-12)
     assert torch.allclose(p[~free], P_s.expand_as(p)[~free], rtol=1e-9)
@@ -189,11 +190,11 @@ def test_power_mode_meets_c1_with_the_bs_power_and_keeps_psi():
     S = _batch(6, seed=6)
     o = _outputs(S, torch.Generator().manual_seed(2))
     z = o["z"] * 3
-    psi0 = amplitude_map(z, S._per_irs("a_max").unsqueeze(-1))
+    psi0 = amplitude_map(z, S.budget_broadcast("a_max").unsqueeze(-1))
     dc = feasible_design(S, o["W"], z, V=None, omega=o["omega"], c1_mode="cap", safety=0.0)
     dp = feasible_design(S, o["W"], z, V=None, omega=o["omega"], c1_mode="power", safety=0.0)
     assert torch.allclose(dp.psi, psi0, rtol=1e-12)
-    P_s = S._per_irs("P_s").expand(S.batch_shape + (S.L,))
+    P_s = S.budget_broadcast("P_s").expand(S.batch_shape + (S.L,))
     free = S.irs_power(dc.R_s, psi0) <= P_s
     assert (~free).any() and free.any()
     t = torch.diagonal(dp.R_s, dim1=-2, dim2=-1).real.sum(-1) / torch.diagonal(dc.R_s, dim1=-2, dim2=-1).real.sum(-1)
@@ -206,7 +207,7 @@ def test_power_mode_meets_c1_with_the_bs_power_and_keeps_psi():
         b, l = int(b), int(l)
         p = ref.irs_power_dense(G[b, l], dp.psi[b, l].numpy(), dp.R_s[b, l].numpy(), float(S.theta[b, l]),
                                 float(S.phi[b, l]), complex(S.beta[b, l]),
-                                float(torch.as_tensor(S.sigma_r2).reshape(-1)[b if torch.as_tensor(S.sigma_r2).dim() else 0]),
+                                float(S.budget("sigma_r2").reshape(-1)[b if S.budget("sigma_r2").dim() else 0]),
                                 S.N_h, S.N_v, S.d_h, S.d_v).sum()
         assert p == pytest.approx(float(P_s[b, l]), rel=1e-9)
 
@@ -228,8 +229,10 @@ def test_gradients_are_finite_and_match_finite_differences():
 
     def f(x):
         i = 0
-        w = x[i:i + B * L * 2 * M].view(B, L, M, 1, 2); i += B * L * 2 * M
-        zz = x[i:i + B * L * 2 * N].view(B, L, N, 2); i += B * L * 2 * N
+        w = x[i : i + B * L * 2 * M].view(B, L, M, 1, 2)
+        i += B * L * 2 * M
+        zz = x[i : i + B * L * 2 * N].view(B, L, N, 2)
+        i += B * L * 2 * N
         om = x[i:].view(B, L)
         d = feasible_design(S, torch.complex(w[..., 0], w[..., 1]), torch.complex(zz[..., 0], zz[..., 1]),
                             omega=om, c1_mode="cap")

@@ -79,7 +79,8 @@ def test_gram_features_match_a_dense_reference(batch):
 
 def _bs_unitary(M, seed):
     g = torch.Generator().manual_seed(seed)
-    A = torch.complex(torch.randn(M, M, generator=g, dtype=torch.float64), torch.randn(M, M, generator=g, dtype=torch.float64))
+    A = torch.complex(torch.randn(M, M, generator=g, dtype=torch.float64),
+                      torch.randn(M, M, generator=g, dtype=torch.float64))
     Q, _ = torch.linalg.qr(A)
     return Q
 

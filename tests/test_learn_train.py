@@ -82,8 +82,8 @@ def test_fit_logs_checkpoints_and_resumes(tiny_data, tmp_path):
 
 
 def test_unlabelled_instances_join_the_training_set(tiny_data, tmp_path):
-    from irs_torch.data.datamodule import UNLABELLED_ID_OFFSET, ShardDataModule, collate_instances
     from irs_torch.data import instance_seed
+    from irs_torch.data.datamodule import UNLABELLED_ID_OFFSET, ShardDataModule, collate_instances
     from irs_torch.learn.module import WarmStartModule
 
     dm = ShardDataModule(str(tiny_data), batch_size=8, unlabelled=6)
@@ -136,7 +136,8 @@ def test_unlabelled_cache_is_a_faithful_resumable_copy(tiny_data, tmp_path):
     # corrupt file: warned, drawn again, replaced by a good one
     path.write_bytes(b"garbage")
     with pytest.warns(UserWarning, match="is unusable"):
-        same(SampledScenarios(cfg, 5, offset=3, cache_dir=tmp_path / "c").prepare(progress=False, log=notes.append), lazy)
+        sampled = SampledScenarios(cfg, 5, offset=3, cache_dir=tmp_path / "c")
+        same(sampled.prepare(progress=False, log=notes.append), lazy)
     assert "saved" in notes[-1]
     # a file whose record does not match (e.g. written by another version) is not trusted
     obj = torch.load(path, weights_only=True)
@@ -147,7 +148,8 @@ def test_unlabelled_cache_is_a_faithful_resumable_copy(tiny_data, tmp_path):
     # an unwritable cache directory (a file is in its place) only warns
     (tmp_path / "blocked").write_text("x")
     with pytest.warns(UserWarning, match="could not write"):
-        same(SampledScenarios(cfg, 5, offset=3, cache_dir=tmp_path / "blocked").prepare(progress=False, log=notes.append), lazy)
+        blocked = SampledScenarios(cfg, 5, offset=3, cache_dir=tmp_path / "blocked")
+        same(blocked.prepare(progress=False, log=notes.append), lazy)
     # the data module caches under <root>/cache by default and loads the same instances
     dm = ShardDataModule(str(tiny_data), unlabelled=4)
     dm.prepare_data()
@@ -343,7 +345,7 @@ def test_hyp_loss_slots_trains_the_combined_design(tiny_data):
         assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters() if p.requires_grad)
         out[mode] = o
     # same weights (same seed): the combined design's smooth max-CRB is the slots loss
-    scen, label = out["slots"]["scenario"], batch["max_crb"].double()
+    label = batch["max_crb"].double()
     expect = (log_smooth_max(out["slots"]["crb"], 0.05) - torch.log(label)).mean()
     torch.testing.assert_close(out["slots"]["loss"], expect, rtol=1e-10, atol=1e-12)
     assert float(out["slots"]["loss"]) <= float(out["joint"]["loss"]) + 0.05 * math.log(2)

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-import reference as ref
 from irs_torch import Scenario
-from irs_torch.physics import (direction_angles, path_loss, target_angles, upa_steering,
-                               upa_steering_derivatives)
+from irs_torch.physics import direction_angles, path_loss, target_angles, upa_steering, upa_steering_derivatives
+
+import reference as ref
 
 # Non-square array and unequal spacings, so that swapping N_h/N_v or d_h/d_v shows.
 SHAPES = [(5, 3, 0.37, 0.61), (2, 4, 0.5, 0.25), (4, 4, 0.5, 0.5)]
@@ -69,14 +69,15 @@ def test_steering_batched_broadcasts():
 
 # ----------------------------------------------------------------------------- geometry
 def test_paper_preset_angles():
-    """NOTES.md: target (5,15,0) seen from IRS 1 at (-5,10,0) and IRS 2 at (-5,20,0), both facing +x:
-    theta = 90 deg, phi = atan2(10, 5) = 63.43 deg and 180 - 63.43 = 116.57 deg."""
+    """docs/assumptions.md "Geometry and angles": target (5,15,0) seen from IRS 1 at (-5,10,0) and IRS 2 at (-5,20,0),
+    both facing +x: theta = 90 deg, phi = atan2(10, 5) = 63.43 deg and 180 - 63.43 = 116.57 deg."""
     s = Scenario.paper(seed=0)
     np.testing.assert_allclose(np.degrees(s.theta.numpy()), [90.0, 90.0], atol=1e-10)
     phi1 = math.degrees(math.acos(5 / math.sqrt(125)))  # cos(phi) = k . h, h = +y
     np.testing.assert_allclose(np.degrees(s.phi.numpy()), [phi1, 180 - phi1], atol=1e-10)
     assert abs(phi1 - 63.4) < 0.05
-    # |beta|^2 = PL(d_IT)^2 with PL(d) = 1e-3 d^-2.2 and d_IT = sqrt(125) m (NOTES.md defaults).
+    # |beta|^2 = PL(d_IT)^2 with PL(d) = 1e-3 d^-2.2 and d_IT = sqrt(125) m (docs/assumptions.md "Defaults where the
+    # paper is silent").
     pl = 1e-3 * math.sqrt(125) ** -2.2
     np.testing.assert_allclose(s.beta.abs().numpy(), [pl, pl], rtol=1e-12)
 
@@ -93,7 +94,8 @@ def test_direction_angles_against_independent_frames():
         # a point in front of the surface
         p = o + rng.uniform(1, 5) * n + rng.uniform(-3, 3) * h + rng.uniform(-3, 3) * np.array([0, 0, 1.0])
         k = (p - o) / np.linalg.norm(p - o)
-        th, ph, d, front = (x.item() for x in direction_angles(torch.tensor(o), torch.tensor(yaw, dtype=torch.float64), torch.tensor(p)))
+        th, ph, d, front = (x.item() for x in direction_angles(torch.tensor(o), torch.tensor(yaw, dtype=torch.float64),
+                                                               torch.tensor(p)))
         assert abs(d - np.linalg.norm(p - o)) < 1e-12
         assert abs(front - k @ n) < 1e-12 and front > 0
         # reconstruct the direction from the angles in the local frame
@@ -116,17 +118,17 @@ def test_target_angles_batched():
 
 def test_path_loss_and_channel_power():
     """PL(d) = C0 d^-alpha; the Rician channel's mean entry power is PL(d_BI) (K/(K+1) + 1/(K+1))."""
-    assert abs(path_loss(torch.tensor(10.0, dtype=torch.float64), -30.0, 2.2).item() - 1e-3 * 10 ** -2.2) < 1e-18
+    assert abs(path_loss(torch.tensor(10.0, dtype=torch.float64), -30.0, 2.2).item() - 1e-3 * 10**-2.2) < 1e-18
     s = Scenario.paper(seed=3, M=32, N_h=8, N_v=8)
     d = np.linalg.norm(s.irs_pos.numpy() - s.bs_pos.numpy()[None], axis=-1)
-    pl = 1e-3 * d ** -2.2
+    pl = 1e-3 * d**-2.2
     p = (s.G.abs() ** 2).mean(dim=(-1, -2)).numpy() / pl
     # NLoS part: 2048 i.i.d. entries of variance 1/(K+1) ~ 0.24 -> std of the mean ~0.01 (plus LoS cross terms)
     np.testing.assert_allclose(p, 1.0, atol=0.08)
     # The LoS part is rank one: the leading singular value carries >= K/(K+1) of the energy (minus noise).
     sv = torch.linalg.svdvals(s.G)
-    frac = (sv[:, 0] ** 2 / (sv ** 2).sum(-1)).numpy()
-    K = 10 ** 0.5
+    frac = (sv[:, 0] ** 2 / (sv**2).sum(-1)).numpy()
+    K = 10**0.5
     assert (frac > 0.9 * K / (K + 1)).all()
 
 
@@ -142,10 +144,9 @@ def test_channels_reproducible_from_seed():
 def test_cophasing_psi_maximises_the_cascade_gain_and_backs_every_aligned_psi():
     """|a^T diag(psi) G w| <= sum_n |a_n (G w)_n| for unit-modulus psi (triangle inequality); the
     co-phasing psi attains it, random phases do not, and the three "aligned" helpers are built on it."""
-    from irs_torch.commands.crb import aligned_psi
     from irs_torch.learn.feasibility import aligned_reference
     from irs_torch.physics import cophasing_psi
-    from irs_torch.solvers.reflect import aligned_phases
+    from irs_torch.solvers.baselines import aligned_phases, aligned_psi
 
     s = Scenario.random(seed=5).to(torch.complex128)
     g = torch.Generator().manual_seed(0)
@@ -163,9 +164,13 @@ def test_cophasing_psi_maximises_the_cascade_gain_and_backs_every_aligned_psi():
         ph = 2 * math.pi * torch.rand(s.L, s.N, dtype=torch.float64, generator=g)
         assert (gain(torch.polar(torch.ones_like(ph), ph)) < bound).all()
     # the helpers: AO start (principal eigenvector of R_s), learned reference and aligned design
-    # (principal right singular vector of G); a common phase per IRS is free (NOTES.md)
+    # (principal right singular vector of G); a common phase per IRS is free (docs/assumptions.md "Modelling facts")
     R = w.unsqueeze(-1) @ w.conj().unsqueeze(-2)  # rank one: principal eigenvector = w / |w|
-    same = lambda p, q: torch.testing.assert_close((p * q.conj()).sum(-1).abs(), torch.full((s.L,), float(s.N), dtype=torch.float64), rtol=1e-10, atol=0.0)  # noqa: E731
+
+    def same(p, q):  # equal up to one common phase per IRS
+        torch.testing.assert_close((p * q.conj()).sum(-1).abs(), torch.full((s.L,), float(s.N), dtype=torch.float64),
+                                   rtol=1e-10, atol=0.0)
+
     same(aligned_phases(s, R), psi)
     v1 = torch.linalg.svd(s.G)[2][..., 0, :].conj()
     same(aligned_reference(s), cophasing_psi(s, v1))

@@ -15,11 +15,11 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bruteforce import TinyProblem
-
 from irs_torch import quality as Q
 from irs_torch.scenario import Scenario
 from irs_torch.solvers import SolverOptions, solve
+
+from bruteforce import TinyProblem
 
 
 def tiny(seed, P_t, P_s, a_max, M=2):

@@ -7,7 +7,7 @@ import torch
 
 from irs_torch.cli import main
 from irs_torch.reproduce import (
-    _CURVES,
+    CURVES,
     PointStore,
     SweepTask,
     Task,
@@ -40,7 +40,7 @@ def _mean(rows, curve, x):
 @pytest.mark.parametrize("fig,grid", [("fig2", [5.0, 20.0]), ("fig3", [0.01, 0.1]), ("fig4", [4, 6])])
 def test_figure_tiny_grid_csv_and_ordering(tmp_path, fig, grid):
     out, rows = _run(tmp_path, fig, grid, extra=("--set", "M=4") if fig != "fig4" else ())
-    curves = [c[0] for c in _CURVES[fig]]
+    curves = [c[0] for c in CURVES[fig]]
     # one row per (curve, x), every point solved
     assert len(rows) == len(curves) * len(grid)
     assert {r["curve"] for r in rows} == set(curves)

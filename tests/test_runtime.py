@@ -7,7 +7,6 @@ constraints (17a)-(17d) with its dense eq. (7).
 """
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -282,66 +281,12 @@ def test_demo_uses_the_shipped_model_or_skips_it(tiny, tmp_path, monkeypatch, ca
 
 
 # ----------------------------------------------------------------------------- 3. bench warmstart
-def test_cli_bench_warmstart_outputs_are_consistent(tiny, tmp_path):
-    from irs_torch.data import ShardDataset
-    from irs_torch.learn import load_model, predict
-    from irs_torch.solvers import SolverOptions, solve
+# (the benchmark itself: tests/test_warmstart_bench.py)
+def test_bench_warmstart_moved_but_old_import_works():
+    from irs_torch.runtime import bench_warmstart
+    from irs_torch.warmstart_bench import bench_warmstart as b2
 
-    out = tmp_path / "bench"
-    limit = 2
-    r = _cli(["bench", "warmstart", "--data", tiny["data"], "--checkpoint", tiny["model"], "--limit", limit,
-              "--max-iter", "1", "--out", out, "--no-progress"])
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "network + AO" in r.stdout and "cold AO" in r.stdout
-    js = json.loads((out / "warmstart.json").read_text())
-    S, rows = js["summary"], js["instances"]
-    n = min(limit, tiny["n_test"])
-    assert S["instances"] == len(rows) == n and S["split"] == "test" and S["checkpoint"] == str(tiny["model"])
-    assert S["solver_options"]["max_iter"] == 1 and S["solver_options"]["seed"] == 0
-    with open(out / "warmstart.csv", newline="") as f:
-        csv_rows = list(csv.DictReader(f))
-    assert len(csv_rows) == n
-    cols = ("cold_max_crb", "cold_time", "net_max_crb", "net_time", "warm_max_crb", "warm_time")
-    for row, cr in zip(rows, csv_rows):
-        for k in cols:
-            np.testing.assert_allclose(float(cr[k]), row[k], rtol=1e-12)
-            assert np.isfinite(row[k]) and row[k] > 0, (k, row[k])
-        assert row["warm_time"] >= row["net_time"]
-        assert row["warm_max_crb"] <= row["net_max_crb"] * (1 + 1e-9)  # AO from the network's start
-        assert row["net_feasible"] is True
-    a = {k: np.array([row[k] for row in rows]) for k in cols}
-    r_net, r_warm = a["net_max_crb"] / a["cold_max_crb"], a["warm_max_crb"] / a["cold_max_crb"]
-    t_ratio = a["warm_time"] / a["cold_time"]
-    want = {"cold_time_median": np.median(a["cold_time"]), "cold_time_p90": np.quantile(a["cold_time"], 0.9),
-            "net_time_median": np.median(a["net_time"]), "warm_time_median": np.median(a["warm_time"]),
-            "warm_time_p90": np.quantile(a["warm_time"], 0.9),
-            "crb_ratio_net_median": np.median(r_net), "crb_ratio_net_p90": np.quantile(r_net, 0.9),
-            "crb_ratio_warm_median": np.median(r_warm), "crb_ratio_warm_p90": np.quantile(r_warm, 0.9),
-            "time_ratio_warm_median": np.median(t_ratio), "time_ratio_warm_p90": np.quantile(t_ratio, 0.9)}
-    for k, v in want.items():
-        np.testing.assert_allclose(S[k], v, rtol=1e-12, err_msg=k)
-    assert S["net_feasible_fraction"] == 1.0 and S["net_batched_time_per_instance"] > 0
-    assert (out / "warmstart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # the rows are the test split's instances in order: recompute instance 0 here
-    test = ShardDataset(tiny["data"], split="test")
-    assert [row["instance_id"] for row in rows] == test.instance_ids[:n].tolist()
-    s = test.scenario(0)
-    assert rows[0]["seed"] == s.seed
-    R, psi = predict(load_model(tiny["model"]), s)
-    np.testing.assert_allclose(rows[0]["net_max_crb"], _ref_crb(s, R, psi).max(), rtol=1e-6)
-    cold = solve(s, method="ao", options=SolverOptions(max_iter=1, seed=0))
-    np.testing.assert_allclose(rows[0]["cold_max_crb"], cold.max_crb, rtol=1e-6)
-    # resumable: a rerun reuses the finished rows (rows.jsonl), a cut last line is recomputed
-    log = (out / "rows.jsonl").read_text().splitlines()
-    assert len(log) == n
-    (out / "rows.jsonl").write_text("\n".join(log[:-1]) + "\n" + log[-1][: len(log[-1]) // 2])
-    r2 = _cli(["bench", "warmstart", "--data", tiny["data"], "--checkpoint", tiny["model"], "--limit", limit,
-               "--max-iter", "1", "--out", out, "--no-progress"])
-    assert r2.returncode == 0, r2.stderr[-3000:]
-    rows2 = json.loads((out / "warmstart.json").read_text())["instances"]
-    assert rows2[:-1] == rows[:-1]  # reused exactly (times included)
-    assert rows2[-1]["instance_id"] == rows[-1]["instance_id"]
-    np.testing.assert_allclose(rows2[-1]["cold_max_crb"], rows[-1]["cold_max_crb"], rtol=1e-9)
+    assert bench_warmstart is b2
 
 
 # ----------------------------------------------------------------------------- 4. clear errors
@@ -366,16 +311,18 @@ def test_cli_errors_are_clear(tiny, tmp_path, monkeypatch, capsys, case, subproc
         args, want = [*learned, "--scenario", scen, "--checkpoint", tiny["other"]], \
             [str(tiny["other"]), "trained for M=8, N_h=2, N_v=2, L=3", "M=4 (model 8), L=2 (model 3)"]
     elif case == "bench-other-checkpoint":
-        args, want = ["bench", "warmstart", "--data", data, "--checkpoint", tiny["other"], "--out", tmp_path / "b"], \
+        args, want = ["bench", "warmstart", "--source", "data", "--data", data, "--checkpoint", tiny["other"],
+                      "--out", tmp_path / "b"], \
             [str(tiny["other"]), "M=4 (model 8), L=2 (model 3)"]
     elif case == "empty-data":
         (tmp_path / "empty").mkdir()
-        args, want = ["bench", "warmstart", "--data", tmp_path / "empty", "--checkpoint", model,
+        args, want = ["bench", "warmstart", "--source", "data", "--data", tmp_path / "empty", "--checkpoint", model,
                       "--out", tmp_path / "b"], [str(tmp_path / "empty"), "not a data set directory"]
     elif case == "corrupt-shard":
         d = _corrupt_copy(tiny, tmp_path)
         shard = sorted((d / "shards").glob("*.h5"))[-1]
-        args, want = ["bench", "warmstart", "--data", d, "--checkpoint", model, "--out", tmp_path / "b"], \
+        args, want = ["bench", "warmstart", "--source", "data", "--data", d, "--checkpoint", model,
+                      "--out", tmp_path / "b"], \
             [str(shard), "corrupt"]
     elif case == "missing-checkpoint":
         args, want = [*learned, "--scenario", scen, "--checkpoint", tmp_path / "nope.pt"], \
@@ -397,25 +344,6 @@ def test_cli_errors_are_clear(tiny, tmp_path, monkeypatch, capsys, case, subproc
     for w in want:
         assert w in r.stderr, (w, r.stderr)
     assert not (tmp_path / "b" / "warmstart.json").exists()
-
-
-@pytest.mark.slow
-def test_cli_bench_warmstart_default_checkpoint_and_solver(tiny, tmp_path):
-    """The whole test split with the default AO settings and the checkpoint found by find_checkpoint."""
-    d = tmp_path / "ckpts"
-    d.mkdir()
-    for src, name in ((tiny["other"], "other"), (tiny["model"], "tiny")):  # model files + their sidecars
-        shutil.copy(src, d / f"{name}.pt")
-        shutil.copy(src.with_suffix(".json"), d / f"{name}.json")
-    out = tmp_path / "bench"
-    r = _cli(["bench", "warmstart", "--data", tiny["data"], "--out", out, "--json"], {"IRS_TORCH_CHECKPOINTS": str(d)})
-    assert r.returncode == 0, r.stderr[-3000:]
-    S = json.loads(r.stdout)
-    assert S["checkpoint"] == str(d / "tiny.pt") and S["instances"] == tiny["n_test"]
-    assert S["solver_options"]["max_iter"] == 20
-    rows = json.loads((out / "warmstart.json").read_text())["instances"]
-    assert all(row["warm_max_crb"] <= row["net_max_crb"] * (1 + 1e-9) for row in rows)
-    assert all(row["net_feasible"] for row in rows)
 
 
 def test_warm_start_options_trust_the_start_and_cap_the_iterations():

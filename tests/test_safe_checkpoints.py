@@ -15,14 +15,14 @@ import pickle
 import shutil
 import subprocess
 import sys
-import warnings
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
 
 from irs_torch import Scenario
+
+from helpers import cli_in_process
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "checkpoints" / "warm-start-paper.pt"
@@ -71,20 +71,6 @@ def scen_file(tmp_path):
     return Scenario.random(seed=0, M=4, N_h=2, N_v=2).save(tmp_path / "scen.npz")
 
 
-def _cli(args, monkeypatch, capsys, env=None):
-    from irs_torch.cli import main
-
-    monkeypatch.delenv("IRS_TORCH_DEBUG", raising=False)
-    for k, v in (env or {}).items():
-        monkeypatch.setenv(k, str(v))
-    capsys.readouterr()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        rc = main([str(a) for a in args])
-    cap = capsys.readouterr()
-    return SimpleNamespace(returncode=rc, stdout=cap.out, stderr=cap.err)
-
-
 # ----------------------------------------------------------------------------- control
 def test_the_crafted_file_does_run_code_when_unpickled_unsafely(tmp_path):
     marker = tmp_path / "control-marker"
@@ -117,7 +103,7 @@ def test_load_model_refuses_a_malicious_file_and_runs_nothing(tmp_path):
 def test_cli_solve_learned_refuses_a_malicious_checkpoint(tmp_path, scen_file, monkeypatch, capsys):
     marker = tmp_path / "marker"
     evil = _evil_file(tmp_path / "evil.pt", marker)
-    r = _cli(["solve", "--scenario", scen_file, "--method", "learned", "--checkpoint", evil, "--no-progress"],
+    r = cli_in_process(["solve", "--scenario", scen_file, "--method", "learned", "--checkpoint", evil, "--no-progress"],
              monkeypatch, capsys)
     assert r.returncode != 0
     assert str(evil) in r.stderr and "refused" in r.stderr, r.stderr
@@ -128,7 +114,8 @@ def test_cli_solve_learned_refuses_a_malicious_checkpoint(tmp_path, scen_file, m
 def test_sidecar_tool_refuses_a_malicious_file(tmp_path):
     marker = tmp_path / "marker"
     evil = _evil_file(tmp_path / "evil.pt", marker)
-    r = subprocess.run([sys.executable, "-m", "irs_torch.learn.checkpoint", "sidecar", str(evil)], check=False, cwd=REPO,
+    r = subprocess.run([sys.executable, "-m", "irs_torch.learn.checkpoint", "sidecar", str(evil)], check=False,
+                       cwd=REPO,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     assert str(evil) in r.stderr and "refused" in r.stderr and "Traceback" not in r.stderr, r.stderr
@@ -149,8 +136,12 @@ def test_scan_never_opens_a_file_without_sidecar(tmp_path, scen_file, monkeypatc
     assert "evil.pt (skipped: no valid sidecar evil.json)" in str(e.value)
     assert "python -m irs_torch.learn.checkpoint sidecar" in str(e.value)
     assert not marker.exists()
-    r = _cli(["solve", "--scenario", scen_file, "--method", "learned", "--no-progress"], monkeypatch, capsys,
-             {"IRS_TORCH_CHECKPOINTS": d})
+    r = cli_in_process(
+        ["solve", "--scenario", scen_file, "--method", "learned", "--no-progress"],
+        monkeypatch,
+        capsys,
+        {"IRS_TORCH_CHECKPOINTS": d},
+    )
     assert r.returncode != 0
     assert "evil.pt" in r.stderr and "sidecar" in r.stderr, r.stderr
     assert not marker.exists()
@@ -174,16 +165,22 @@ def test_scan_with_a_forged_sidecar_still_runs_nothing(tmp_path, tiny_model, sce
     assert read_sidecar(evil)["sizes"] == {"M": 4, "N_h": 2, "N_v": 2, "L": 2}
     assert find_checkpoint(s, dirs=d) == evil
     assert not marker.exists()
-    r = _cli(["solve", "--scenario", scen_file, "--method", "learned", "--no-progress"], monkeypatch, capsys,
-             {"IRS_TORCH_CHECKPOINTS": d})
+    r = cli_in_process(
+        ["solve", "--scenario", scen_file, "--method", "learned", "--no-progress"],
+        monkeypatch,
+        capsys,
+        {"IRS_TORCH_CHECKPOINTS": d},
+    )
     assert r.returncode != 0
     assert str(evil) in r.stderr and "refused" in r.stderr, r.stderr
     assert not marker.exists()
     # a sidecar whose sha256 does not match the file: the file is skipped (not opened)
     forged["sha256"] = "0" * 64
     (d / "evil.json").write_text(json.dumps(forged))
-    with pytest.raises(FileNotFoundError, match=r"evil\.pt \(skipped: sha256 differs"), \
-            pytest.warns(UserWarning, match="sha256 differs"):
+    with (
+        pytest.raises(FileNotFoundError, match=r"evil\.pt \(skipped: sha256 differs"),
+        pytest.warns(UserWarning, match="sha256 differs"),
+    ):
         find_checkpoint(s, dirs=d)
     assert not marker.exists()
 
@@ -234,16 +231,23 @@ def test_export_writes_a_weights_only_file_and_its_sidecar(tiny_model, tmp_path)
     assert find_checkpoint(s, dirs=tiny_model.parent) == tiny_model
 
 
-def test_shipped_model_is_weights_only_and_its_sidecar_matches_it():
+@pytest.mark.parametrize("name", sorted(p.name for p in SHIPPED.parent.glob("*.pt")))
+def test_shipped_models_are_weights_only_and_their_sidecars_match(name):
     from irs_torch.runtime import find_checkpoint
 
-    raw = torch.load(SHIPPED, map_location="cpu", weights_only=True)
+    path = SHIPPED.parent / name
+    raw = torch.load(path, map_location="cpu", weights_only=True)
     hp = raw["hyper_parameters"]
-    info = json.loads(SHIPPED.with_suffix(".json").read_text())
-    assert info["model_file"] == SHIPPED.name and info["sha256"] == _sha256(SHIPPED)
+    info = json.loads(path.with_suffix(".json").read_text())
+    assert info["model_file"] == path.name and info["sha256"] == _sha256(path)
     assert info["sizes"] == {k: hp[k] for k in ("M", "N_h", "N_v", "L")}
     assert (info["d_h"], info["d_v"], info["active"]) == (hp["d_h"], hp["d_v"], hp["active"])
-    assert find_checkpoint(Scenario.random(seed=0), dirs=SHIPPED.parent) == SHIPPED
+    # the scan picks a model for the scenario's sizes whose training budgets cover its budgets
+    s = Scenario.random(seed=0)
+    chosen = find_checkpoint(s, dirs=SHIPPED.parent)
+    budgets = json.loads(chosen.with_suffix(".json").read_text())["budgets"]
+    for k in ("P_t", "P_s", "a_max"):
+        assert budgets[k][0] <= float(getattr(s, k)) <= budgets[k][1]
 
 
 def test_no_unsafe_load_in_the_package_or_scripts():

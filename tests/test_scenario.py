@@ -71,7 +71,8 @@ def test_target_on_top_of_and_behind_an_irs():
         Scenario.paper(seed=0, target_pos=[-5.0, 10.2, 0.0])
     with pytest.raises(ValueError, match=r"target_pos is behind or in the plane of IRS 2"):
         Scenario.paper(seed=0, irs_yaw=[0.0, -2.27])  # BS in front, target behind
-    with pytest.raises(ValueError, match=r"target_pos is behind or in the plane of IRS 1 \(cosine to its normal -0\.514"):
+    with pytest.raises(ValueError, match=r"target_pos is behind or in the plane of IRS 1 "
+                                         r"\(cosine to its normal -0\.514"):
         Scenario.paper(seed=0, target_pos=[-8.0, 15.0, 0.0])
     with pytest.raises(ValueError, match=r"bs_pos is behind"):
         Scenario.paper(seed=0, bs_pos=[-9.0, 0.0, 0.0])
@@ -105,7 +106,7 @@ def test_feasibility_and_margins(paper):
     # 2 x the amplitude breaks C1 (or a_max), 1.1 x P_t breaks the BS budget
     assert not paper.is_feasible(R, 2 * psi)
     assert not paper.is_feasible(1.1 * R, psi)
-    # one slot may use more than P_t as long as the average is within budget (NOTES.md)
+    # one slot may use more than P_t as long as the average is within budget (docs/assumptions.md "Modelling facts")
     R2 = R.clone()
     R2[0] *= 1.5
     R2[1] *= 0.5
@@ -142,7 +143,8 @@ def _assert_same_scenario(a, b):
             assert va == vb, (f.name, va, vb)
 
 
-@pytest.mark.parametrize("make", [lambda: Scenario.paper(seed=4), lambda: Scenario.random(9, active=False, sigma_r2=0.0),
+@pytest.mark.parametrize("make", [lambda: Scenario.paper(seed=4),
+                                  lambda: Scenario.random(9, active=False, sigma_r2=0.0),
                                   lambda: Scenario.stack([Scenario.random(1), Scenario.random(2, P_s=0.2)])])
 def test_scenario_save_load_exact(tmp_path, make):
     s = make()
@@ -218,7 +220,8 @@ def test_corrupt_and_mismatched_files(tmp_path, paper):
         Scenario.load(solp)
     # missing keys
     np.savez(tmp_path / "partial.npz", G=paper.G.numpy(), theta=paper.theta.numpy())
-    with pytest.raises(ValueError, match=r"missing keys \['phi', 'beta', 'M', 'N_h', 'N_v', 'd_h', 'd_v', 'sigma_r2', 'sigma_b2', 'T_c', "
+    with pytest.raises(ValueError, match=r"missing keys \['phi', 'beta', 'M', 'N_h', 'N_v', 'd_h', 'd_v', "
+                                         r"'sigma_r2', 'sigma_b2', 'T_c', "
                        r"'P_t', 'P_s', 'a_max', 'active'\]"):
         Scenario.load(tmp_path / "partial.npz")
     # invalid values inside a file are reported with the file name

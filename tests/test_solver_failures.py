@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import warnings
-from types import SimpleNamespace
 
 import cvxpy as cp
 import numpy as np
 import pytest
-import reference as ref
 import torch
 
 from irs_torch import Scenario, Solution
 from irs_torch.solvers import SolverOptions, solve
+
+import reference as ref
+from helpers import cli_in_process
 
 SMALL = {"M": 4, "N_h": 2, "N_v": 2}
 P2_METHODS = ("ao", "transmit-only", "passive")
@@ -69,7 +69,7 @@ def _ref_max_crb(s: Scenario, R, psi, passive=False) -> float:
 @pytest.fixture()
 def conic_infeasible(monkeypatch):
     """Every conic solve (P2 SDP, P3 SDR; SCS and Clarabel) reports "infeasible"; counts the calls."""
-    from irs_torch.solvers import _conic
+    from irs_torch.solvers import conic
 
     calls = []
 
@@ -77,13 +77,13 @@ def conic_infeasible(monkeypatch):
         calls.append(solver)
         return "infeasible", 0.0
 
-    monkeypatch.setattr(_conic, "run", run)
+    monkeypatch.setattr(conic, "run", run)
     return calls
 
 
 @pytest.fixture()
 def conic_raises(monkeypatch):
-    """Every ``cvxpy.Problem.solve`` raises SolverError (the real ``_conic.run`` sees it)."""
+    """Every ``cvxpy.Problem.solve`` raises SolverError (the real ``conic.run`` sees it)."""
     def boom(self, *a, **k):
         raise cp.error.SolverError("injected fault")
 
@@ -177,9 +177,9 @@ def test_learned_with_refine_reports_the_failure(tiny_model, conic_infeasible):
 def test_a_few_failed_steps_are_a_warning_not_a_failure(monkeypatch):
     """P2 fails in the first AO iteration only: the run goes on, success stays True, the message
     warns with the counts, and the point comes from the steps that succeeded."""
-    from irs_torch.solvers import _conic
+    from irs_torch.solvers import conic
 
-    real = _conic.run
+    real = conic.run
     seen = {"n": 0}
 
     def first_fails(prob, solver, eps, verbose=False, small=True, fallback=False):
@@ -188,7 +188,7 @@ def test_a_few_failed_steps_are_a_warning_not_a_failure(monkeypatch):
             return "infeasible", 0.0
         return real(prob, solver, eps, verbose, small, fallback)
 
-    monkeypatch.setattr(_conic, "run", first_fails)
+    monkeypatch.setattr(conic, "run", first_fails)
     s = _scenario(seed=3)
     res = solve(s, "ao", options=_opts(effort="legacy", max_iter=4, rtol=1e-9))
     assert res.success is True and res.status in ("converged", "max-iter")
@@ -202,10 +202,10 @@ def test_p2_keeps_the_better_of_two_attempts_that_fail_the_check(monkeypatch):
     """Both solvers return "optimal" points that violate the BS budget (the check fails). The result
     is the better one (the first, a scaled optimum), not the last (an over-budget isotropic point),
     and it is reported as inexact (a usable, repaired point), not as failed."""
-    from irs_torch.solvers import _conic
+    from irs_torch.solvers import conic
     from irs_torch.solvers.transmit import solve_transmit_sdp
 
-    real = _conic.run
+    real = conic.run
 
     def tamper(prob, solver, eps, verbose=False, small=True, fallback=False):
         _, dt = real(prob, "CLARABEL", eps, verbose, small, False)
@@ -219,7 +219,7 @@ def test_p2_keeps_the_better_of_two_attempts_that_fail_the_check(monkeypatch):
     psi = s.random_phase_design(seed=1)
     good = solve_transmit_sdp(s, psi, subspace=None)
     assert not good.failed
-    monkeypatch.setattr(_conic, "run", tamper)
+    monkeypatch.setattr(conic, "run", tamper)
     res = solve_transmit_sdp(s, psi, subspace=None)
     assert res.inexact and not res.failed and res.status.startswith("inexact, repaired")
     assert [a["solver"] for a in res.attempts] == ["CLARABEL", "SCS"]
@@ -233,18 +233,6 @@ def test_p2_keeps_the_better_of_two_attempts_that_fail_the_check(monkeypatch):
 
 
 # ----------------------------------------------------------------------------- the CLI
-def _cli(args, monkeypatch, capsys):
-    from irs_torch.cli import main
-
-    monkeypatch.delenv("IRS_TORCH_DEBUG", raising=False)
-    capsys.readouterr()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        rc = main([str(a) for a in args])
-    cap = capsys.readouterr()
-    return SimpleNamespace(returncode=rc, stdout=cap.out, stderr=cap.err)
-
-
 @pytest.mark.parametrize("method", ["ao", "transmit-only", "reflective-only", "passive", "learned"])
 def test_cli_exits_non_zero_and_says_failed(method, tiny_model, tmp_path, monkeypatch, capsys):
     scen = _scenario().save(tmp_path / "s.npz")
@@ -253,13 +241,13 @@ def test_cli_exits_non_zero_and_says_failed(method, tiny_model, tmp_path, monkey
         args += ["--p3", "sca-sdr"]
     if method == "learned":
         args += ["--checkpoint", tiny_model]
-    ok = _cli([*args, "-o", tmp_path / "ok.npz"], monkeypatch, capsys)  # control: no fault
+    ok = cli_in_process([*args, "-o", tmp_path / "ok.npz"], monkeypatch, capsys)  # control: no fault
     assert ok.returncode == 0, ok.stderr
     assert "success: yes" in ok.stdout and "FAILED" not in ok.stdout + ok.stderr
-    from irs_torch.solvers import _conic
+    from irs_torch.solvers import conic
 
-    monkeypatch.setattr(_conic, "run", lambda *a, **k: ("infeasible", 0.0))
-    r = _cli([*args, "-o", tmp_path / "bad.npz"], monkeypatch, capsys)
+    monkeypatch.setattr(conic, "run", lambda *a, **k: ("infeasible", 0.0))
+    r = cli_in_process([*args, "-o", tmp_path / "bad.npz"], monkeypatch, capsys)
     assert r.returncode == 1, r.stderr
     assert "status: solver-failed" in r.stdout and "success: NO" in r.stdout and "feasible: yes" in r.stdout
     assert "FAILED: " in r.stdout and "failed in" in r.stdout and "infeasible" in r.stdout
@@ -268,7 +256,7 @@ def test_cli_exits_non_zero_and_says_failed(method, tiny_model, tmp_path, monkey
     assert md["success"] is False and md["status"] == "solver-failed"
     step = "p3" if method == "reflective-only" else "p2"
     assert md["failures"][f"{step}_failed"] == md["failures"][f"{step}_steps"] >= 1
-    r = _cli([*args, "--json"], monkeypatch, capsys)
+    r = cli_in_process([*args, "--json"], monkeypatch, capsys)
     assert r.returncode == 1
     out = json.loads(r.stdout)
     assert out["success"] is False and out["status"] == "solver-failed" and out["message"].startswith("FAILED:")
@@ -285,9 +273,9 @@ def test_failed_instances_are_labelled_and_left_out_of_the_training_split(method
     from irs_torch import solvers
     from irs_torch.data import ShardDataset, generate_dataset, load_config
     from irs_torch.data.datamodule import ShardDataModule
-    from irs_torch.solvers import _conic
+    from irs_torch.solvers import conic
 
-    real_solve, real_run = solvers.solve, _conic.run
+    real_solve, real_run = solvers.solve, conic.run
     state = {"calls": 0, "fail": False}
 
     def run(prob, solver, eps, verbose=False, small=True, fallback=False):
@@ -301,7 +289,7 @@ def test_failed_instances_are_labelled_and_left_out_of_the_training_split(method
         finally:
             state["fail"] = False
 
-    monkeypatch.setattr(_conic, "run", run)
+    monkeypatch.setattr(conic, "run", run)
     monkeypatch.setattr(solvers, "solve", solve_some_failing)
     yaml = Path(__file__).resolve().parents[1] / "training" / "tiny-data.yaml"
     solver = {"method": method, **({"p3": "sca-sdr", "sca_iter": 2} if method == "reflective-only" else
@@ -332,9 +320,9 @@ def test_inexact_p2_points_are_repaired_used_and_counted_not_failed(monkeypatch)
     """Every conic solve returns an "optimal" point 50% over the BS budget (fails the check). Such a
     point is repaired to exact feasibility and used, so the AO still improves on its start; the run
     is a success with every P2 step counted as inexact and a note in the message, not a failure."""
-    from irs_torch.solvers import _conic
+    from irs_torch.solvers import conic
 
-    real = _conic.run
+    real = conic.run
 
     def inflate(prob, solver, eps, verbose=False, small=True, fallback=False):
         status, dt = real(prob, "CLARABEL", eps, verbose, small, False)
@@ -344,7 +332,7 @@ def test_inexact_p2_points_are_repaired_used_and_counted_not_failed(monkeypatch)
         return status, dt
 
     s = _scenario()
-    monkeypatch.setattr(_conic, "run", inflate)
+    monkeypatch.setattr(conic, "run", inflate)
     res = solve(s, "ao", options=_opts(effort="legacy"))
     f = res.failures
     assert res.success and res.status in ("converged", "max-iter"), (res.status, res.message)

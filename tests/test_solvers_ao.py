@@ -80,7 +80,7 @@ def test_paper_scenario_ao_beats_benchmarks_and_passive():
         _check_feasible(s, x)
     assert ao.max_crb <= t.max_crb and ao.max_crb <= r.max_crb
     assert p.max_crb > 100 * ao.max_crb
-    assert 1e-3 < ao.max_crb < 1e-1  # NOTES.md: ~1e-2 rad^2 at P_t = 20 W, a_max = 8
+    assert 1e-3 < ao.max_crb < 1e-1  # docs/assumptions.md "Numerical experience": ~1e-2 rad^2 at P_t = 20 W, a_max = 8
 
 
 def test_fair_passive_gets_more_bs_power(small):

@@ -1,4 +1,4 @@
-"""P3: the Theta-model and its linearisation (our derivation, NOTES.md item 4), the SDR and its
+"""P3: the Theta-model and its linearisation (our derivation, docs/assumptions.md item 4), the SDR and its
 rounding, and both reflective methods.
 
 Independent references: tests/reference.py (closed-form FIM and dense C1 in numpy) and a hand
@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-import reference as ref
 from irs_torch import Scenario
 from irs_torch.solvers import reflect as P
+
+import reference as ref
 
 
 @pytest.fixture(scope="module")

@@ -5,17 +5,15 @@ irs_torch) or from properties (random feasible designs never beat the SDP optimu
 """
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 import pytest
 import torch
 
-import reference as ref
 from irs_torch import Scenario
+from irs_torch import crb as crb_mod
 from irs_torch.solvers import transmit as T
 
-crb_mod = importlib.import_module("irs_torch.crb")
+import reference as ref
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""``irs-torch bench warmstart``: cold AO vs network vs network + refinement on a test split;
+"""``irs-torch bench warmstart``: the learned warm start vs honest baselines (:mod:`irs_torch.warmstart_bench`);
 ``irs-torch bench quality`` / ``quality-search``: solver efforts vs best-known designs (issue #13)."""
 from __future__ import annotations
 
@@ -11,19 +11,35 @@ from irs_torch.commands import seed_arg
 def register(sub):
     p = sub.add_parser("bench", help="benchmarks (warmstart: learned warm start vs cold AO; quality: solver efforts vs best-known)")
     sp = p.add_subparsers(dest="bench", metavar="BENCH", required=True)
-    w = sp.add_parser("warmstart", help="cold AO vs network alone vs network + AO over a held-out split",
-                      description="Per instance of the split: max-CRB and wall time of the cold AO, the network "
-                                  "alone and network + AO refinement; prints medians, p90s and ratios, and writes "
-                                  "JSON, CSV and a plot under --out.")
-    w.add_argument("--data", required=True, help="data set directory (irs-torch dataset generate)")
-    w.add_argument("--checkpoint", help="model file (default: the shipped one for the data set's sizes)")
-    w.add_argument("--split", default="test", choices=["train", "val", "test"])
-    w.add_argument("--limit", type=int, help="at most this many instances")
+    w = sp.add_parser("warmstart", help="learned warm start vs honest baselines (ratio to best-known / label, time)",
+                      description="Per instance, side by side in one process: the network alone, network + "
+                                  "refinement, the cold default and legacy AO, the AO capped at the refinement's "
+                                  "iterations, the aligned / co-phased starts with the same refinement, a first-order "
+                                  "design given 1x and 100x the network's time, and the portfolio (k network "
+                                  "hypotheses vs k heuristic / random starts, same refinement). Each as max-CRB / "
+                                  "reference (suite: best-known designs of benchmarks/quality at the model's sizes; "
+                                  "data: the data set's labels) with its time, split by C1 regime and budget bucket. "
+                                  "Writes warmstart.csv, warmstart.json, warmstart_<source>.png and the resume log "
+                                  "rows.jsonl under --out; prints a table. See irs_torch/warmstart_bench.py.")
+    w.add_argument("--source", nargs="+", choices=["suite", "data"], default=None,
+                   help="instances: the quality suite and/or a data set's split (default: suite, and data when "
+                        "--data is given)")
+    w.add_argument("--data", help="data set directory (irs-torch dataset generate) for --source data")
+    w.add_argument("--split", default="test", choices=["train", "val", "test"], help="data split (default test)")
+    w.add_argument("--suite", default=None, help="quality suite directory (default: the repository's benchmarks/quality)")
+    w.add_argument("--quick", action="store_true", help="suite: the quick subset only")
+    w.add_argument("--ids", nargs="+", help="suite: only these instance ids")
+    w.add_argument("--checkpoint", help="model file (default: the shipped one for the instances' sizes)")
+    w.add_argument("--limit", type=int, help="at most this many instances per source")
+    w.add_argument("--methods", nargs="+", default=None,
+                   help="methods to run (default: all; see irs_torch.warmstart_bench.METHODS)")
+    w.add_argument("--hypotheses", nargs="+", type=int, default=[1, 2, 4],
+                   help="portfolio sizes k (default 1 2 4)")
     w.add_argument("--out", default="bench-warmstart", help="output directory (default bench-warmstart)")
-    w.add_argument("--max-iter", type=int, default=None, help="AO iteration cap, cold and warm (default 20)")
-    w.add_argument("--seed", type=seed_arg, default=0, help="seed of the cold AO's random start (default 0)")
-    w.add_argument("--refine-iter", type=int, default=3,
-                   help="AO iterations of the network + AO refinement (default 3)")
+    w.add_argument("--max-iter", type=int, default=None, help="AO iteration cap of the cold AO runs (default 20)")
+    w.add_argument("--seed", type=seed_arg, default=0, help="seed of the random starts (default 0)")
+    w.add_argument("--refine-iter", type=int, default=3, help="AO iterations of the refinement (default 3)")
+    w.add_argument("--threads", type=int, default=1, help="torch threads (default 1: comparable times)")
     w.add_argument("--json", action="store_true", help="print the summary as JSON")
     w.add_argument("--no-progress", action="store_true", help="no progress bar")
     w.set_defaults(func=run)
@@ -104,32 +120,43 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from irs_torch.outputs import check_output_dir
-    from irs_torch.runtime import bench_warmstart
+    from irs_torch.warmstart_bench import bench_warmstart, format_table, is_method
 
-    if not Path(args.data).is_dir():
-        raise FileNotFoundError(f"data set directory not found: {args.data}")
-    check_output_dir(args.out, {"--data": args.data, "--checkpoint": args.checkpoint}, "--out")
-    if args.limit is not None and args.limit < 1:
-        raise ValueError(f"--limit must be >= 1, got {args.limit}")
+    sources = args.source or (["suite", "data"] if args.data else ["suite"])
+    if "data" in sources:
+        if not args.data:
+            raise ValueError("--source data needs --data DIR")
+        if not Path(args.data).is_dir():
+            raise FileNotFoundError(f"--data: data set directory not found: {args.data}")
+    check_output_dir(args.out, {"--data": args.data, "--checkpoint": args.checkpoint, "--suite": args.suite}, "--out")
+    for name in ("limit", "refine_iter", "threads"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
+    bad = [m for m in args.methods or [] if not is_method(m)]
+    if bad:
+        raise ValueError(f"--methods: unknown method(s) {bad}")
+    if any(k < 1 for k in args.hypotheses):
+        raise ValueError(f"--hypotheses must be >= 1, got {args.hypotheses}")
     from irs_torch.solvers import SolverOptions
 
     kw = {"seed": args.seed}
     if args.max_iter is not None:
         kw["max_iter"] = args.max_iter
-    s = bench_warmstart(args.data, checkpoint=args.checkpoint, split=args.split, limit=args.limit, out=args.out,
-                        options=SolverOptions(**kw), progress=not (args.no_progress or args.json),
-                        refine_iter=args.refine_iter)
+    quiet = args.no_progress or args.json
+    s = bench_warmstart(args.out, checkpoint=args.checkpoint, sources=sources, data=args.data, split=args.split,
+                        suite_dir=args.suite, quick=args.quick, ids=args.ids, limit=args.limit, methods=args.methods,
+                        hypotheses=args.hypotheses, options=SolverOptions(**kw), refine_iter=args.refine_iter,
+                        seed=args.seed, threads=args.threads, progress=not quiet,
+                        log=(lambda m: None) if args.json else print)
+    s.pop("rows", None)
     if args.json:
         from irs_torch.outputs import dumps
 
         print(dumps(s))
         return 0
-    print(f"{s['instances']} instances ({s['split']} split of {s['data']}), checkpoint {s['checkpoint']}")
-    print(f"  cold AO            : median time {s['cold_time_median']:.2f} s (p90 {s['cold_time_p90']:.2f} s)")
-    print(f"  network alone      : max-CRB / cold median {s['crb_ratio_net_median']:.3f} (p90 {s['crb_ratio_net_p90']:.3f}); "
-          f"{s['net_batched_time_per_instance'] * 1e3:.3f} ms per instance batched; feasible {s['net_feasible_fraction']:.0%}")
-    print(f"  network + AO       : max-CRB / cold median {s['crb_ratio_warm_median']:.3f} (p90 {s['crb_ratio_warm_p90']:.3f}); "
-          f"time / cold median {s['time_ratio_warm_median']:.3f} (p90 {s['time_ratio_warm_p90']:.3f})")
+    print(f"checkpoint {s['checkpoint']}")
+    print(format_table(s["summary"], s["methods"]))
     for o in s.get("outputs", []):
         print(f"  wrote {o}")
     return 0

@@ -51,19 +51,9 @@ def evaluate(scenario, R_s, psi) -> dict:
     }
 
 
-def aligned_psi(scenario, R_s):
-    """psi whose phases align the two-hop echo of each IRS to the target direction, scaled to C1."""
-    import torch
-
-    from irs_torch.physics.steering import cophasing_psi
-
-    # maximise |a^T Psi G w| for the dominant transmit direction w of G^H G
-    w = torch.linalg.eigh(scenario.G.conj().transpose(-1, -2) @ scenario.G)[1][..., -1]
-    return scenario.scale_psi_to_feasible(R_s, cophasing_psi(scenario, w))
-
-
 def run(args: argparse.Namespace) -> int:
     from irs_torch.scenario import Scenario, Solution
+    from irs_torch.solvers.baselines import aligned_psi
 
     s = Scenario.load(args.scenario)
     if s.batch_shape:
@@ -88,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
           f"{'IRS power [W]':>14} {'/ P_s':>7}")
     for l in range(s.L):
         print(f"{l + 1:>3} {rep['crb'][l]:>13.4e} {rep['crb_angles'][l]:>11.4e} {rep['root_crb_theta_deg'][l]:>12.4g} "
-              f"{rep['root_crb_phi_deg'][l]:>12.4g} {rep['irs_power'][l]:>14.4e} {rep['irs_power'][l] / rep['P_s']:>7.3f}")
+              f"{rep['root_crb_phi_deg'][l]:>12.4g} {rep['irs_power'][l]:>14.4e} "
+              f"{rep['irs_power'][l] / rep['P_s']:>7.3f}")
     print(f"max-CRB: {rep['max_crb']:.4e} rad^2   BS power: {rep['bs_power']:.4g} W of P_t = {rep['P_t']:g} W   "
           f"max |psi|: {max(rep['max_amplitude']):.4g} of a_max = {rep['a_max']:g}   "
           f"feasible: {'yes' if rep['feasible'] else 'NO'}")

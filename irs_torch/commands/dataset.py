@@ -70,7 +70,8 @@ def _sigterm(signum, frame):
 
 def run_generate(args: argparse.Namespace) -> int:
     from irs_torch.cli import UserError
-    from irs_torch.data.generate import BackendUnavailable, generate_dataset
+    from irs_torch.data.backends import BackendUnavailable
+    from irs_torch.data.generate import generate_dataset
 
     old = signal.signal(signal.SIGTERM, _sigterm)  # stop cleanly: completed shards stay, manifest updated
     try:
@@ -114,7 +115,8 @@ def run_info(args: argparse.Namespace) -> int:
         return 0
     c = d["counts"]
     z = d["sizes"]
-    print(f"data set {d['root']} ({'complete' if d['complete'] else 'INCOMPLETE: resume with the same generate command'})")
+    state = "complete" if d["complete"] else "INCOMPLETE: resume with the same generate command"
+    print(f"data set {d['root']} ({state})")
     print(f"  instances: {c['requested']} requested, {c['stored']} stored, {c['failed']} failed, "
           f"{c['pending']} pending; {d['shards_written']}/{d['num_shards']} shards of {d['shard_size']}")
     print(f"  sizes: M={z['M']} N={z['N_h']}x{z['N_v']} L={z['L']}; seed {d['dataset_seed']}; solver {d['solver']}")
@@ -136,7 +138,8 @@ def run_info(args: argparse.Namespace) -> int:
     print(f"  CPU time per instance:            {_fmt_stats(d['cpu_time_s'], ' s')}")
     if integ:
         print(f"  verified: {integ['checksums_verified']}/{integ['shards']} shards match their sha256"
-              + (f" ({len(integ['checksums_missing'])} without a recorded checksum)" if integ["checksums_missing"] else "")
+              + (f" ({len(integ['checksums_missing'])} without a recorded checksum)"
+                 if integ["checksums_missing"] else "")
               + f"; labels of {integ['instances_checked']} instances consistent (max_crb = max crb, CRB recomputed, "
                 f"feasible where success)")
     if d["failures"]:
@@ -185,8 +188,12 @@ def run_export(args: argparse.Namespace) -> int:
     hit = np.nonzero(ds.instance_ids == args.instance_id)[0]
     if not len(hit):
         failed = {f["instance_id"]: f["error"] for f in ds.manifest["failures"]}
-        why = f"it failed: {failed[args.instance_id]}" if args.instance_id in failed else \
-            f"stored ids are {int(ds.instance_ids.min()) if len(ds) else 'none'}..{int(ds.instance_ids.max()) if len(ds) else ''}"
+        why = (
+            f"it failed: {failed[args.instance_id]}"
+            if args.instance_id in failed
+            else f"stored ids are {int(ds.instance_ids.min()) if len(ds) else 'none'}.."
+            f"{int(ds.instance_ids.max()) if len(ds) else ''}"
+        )
         raise ValueError(f"--id {args.instance_id} is not stored in {args.dir} ({why})")
     item = ds[int(hit[0])]
     s = ds.scenario(int(hit[0]))

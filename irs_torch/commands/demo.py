@@ -10,10 +10,12 @@ from irs_torch.commands import seed_arg
 
 def register(sub):
     p = sub.add_parser(
-        "demo", help="main job: solve the paper's scenario with every method and compare",
-        description="Solve the paper's scenario (Section V, NOTES.md defaults) with the learned warm start "
-                    "(if a shipped checkpoint matches), the cold exact AO and the paper's benchmarks; print "
-                    "per-IRS CRB, root-CRB, constraint margins and times.")
+        "demo",
+        help="main job: solve the paper's scenario with every method and compare",
+        description="Solve the paper's scenario (Section V, defaults of docs/assumptions.md) with the learned "
+        "warm start (if a shipped checkpoint matches), the cold exact AO and the paper's benchmarks; print "
+        "per-IRS CRB, root-CRB, constraint margins and times.",
+    )
     p.add_argument("--seed", type=seed_arg, default=0, help="channel seed of the paper scenario (default 0)")
     p.add_argument("--scenario", help="a scenario .npz instead of the paper preset")
     p.add_argument("--methods", nargs="+",
@@ -42,21 +44,15 @@ def run(args: argparse.Namespace) -> int:
     for method in args.methods:
         t0 = time.perf_counter()
         if method == "learned":
-            try:
-                from irs_torch.runtime import solve_learned
-            except ImportError:
-                print("learned: skipped (the runtime pipeline is not available in this version)")
-                continue
+            from irs_torch.runtime import solve_learned
+
             try:
                 res = solve_learned(scen, refine="ao", options=SolverOptions(seed=args.seed))
             except FileNotFoundError as e:
                 print(f"learned: skipped ({e})")
                 continue
-        else:
-            s = scen
-            if method == "passive":
-                s = scen.replace(active=False, sigma_r2=0.0)
-            res = solve(s, method=method, options=SolverOptions(seed=args.seed))
+        else:  # "passive": solve() makes the scenario passive (irs_torch.solvers.baselines.passive_scenario)
+            res = solve(scen, method=method, options=SolverOptions(seed=args.seed))
         dt = time.perf_counter() - t0
         rows.append((method, res, dt))
         if args.out:

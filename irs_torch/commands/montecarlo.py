@@ -4,15 +4,13 @@
 direction (ML or MUSIC), localises the target (Stansfield) and prints per IRS the empirical MSE of
 theta and phi beside their CRBs, and the position RMSE beside the PEB.
 
-``montecarlo-sweep`` repeats that over P_t for several designs and writes a CSV, a PNG (RMSE and
-root-CRB vs P_t per IRS, position RMSE vs PEB, CDF of the position error) and one ``.npz`` per run
-under ``OUT/runs`` (so an interrupted sweep resumes where it stopped).
+``montecarlo-sweep`` repeats that over P_t for several designs (:func:`irs_torch.estimation.sweep.
+monte_carlo_sweep`: a CSV, a PNG and one ``.npz`` per run under ``OUT/runs``, so an interrupted sweep
+resumes where it stopped).
 """
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import math
 import sys
 from pathlib import Path
@@ -130,11 +128,11 @@ def run(args: argparse.Namespace) -> int:
     if args.save:
         import numpy as np
 
-        from irs_torch.scenario import _atomic_savez
+        from irs_torch.outputs import atomic_savez
 
         arr = {k: v.detach().cpu().numpy() for k, v in res.arrays.items()}
         arr["summary"] = np.asarray(dumps(rep))
-        path = _atomic_savez(args.save, arr)
+        path = atomic_savez(args.save, arr)
         rep["saved"] = str(path)
     if args.json:
         print(dumps(rep))
@@ -176,18 +174,10 @@ def _floats(text, name):
     return vals
 
 
-def _run_name(design, pt):
-    return f"{design}_Pt{pt:.6g}W"
-
-
 def run_sweep(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from irs_torch import __version__
-    from irs_torch.estimation.designs import DESIGNS, make_design
-    from irs_torch.estimation.montecarlo import run_monte_carlo
-    from irs_torch.outputs import check_output_dir, check_output_path, dumps
-    from irs_torch.scenario import _atomic_savez
+    from irs_torch.estimation.designs import DESIGNS
+    from irs_torch.estimation.sweep import default_cdf_pt, monte_carlo_sweep, output_names
+    from irs_torch.outputs import check_output_dir, check_output_path
 
     s0 = _load(args.scenario)
     pts = _floats(args.pt, "pt")
@@ -197,138 +187,21 @@ def run_sweep(args: argparse.Namespace) -> int:
             raise ValueError(f"--designs: unknown design {d!r} (choose from {list(DESIGNS)})")
     if args.trials < 1:
         raise ValueError(f"--trials must be >= 1, got {args.trials}")
-    cdf_pt = args.cdf_pt
-    if cdf_pt is None:
-        cdf_pt = float(s0.P_t) if float(s0.P_t) in pts else pts[len(pts) // 2]
-    elif cdf_pt not in pts:
+    cdf_pt = default_cdf_pt(s0, pts) if args.cdf_pt is None else args.cdf_pt
+    if cdf_pt not in pts:
         raise ValueError(f"--cdf-pt {cdf_pt:g} must be one of the --pt values {pts}")
     out = Path(args.out)
     check_output_dir(out, {"--scenario": args.scenario}, "--out")
-    for name in ["sweep.json", "sweep.csv", "sweep.png"] + [f"runs/{_run_name(d, pt)}.npz" for d in designs
-                                                            for pt in pts]:
+    for name in output_names(designs, pts):
         check_output_path(out / name, {"--scenario": args.scenario}, "--out")
-    (out / "runs").mkdir(parents=True, exist_ok=True)
-    settings = {"scenario": str(args.scenario), "scenario_seed": s0.seed, "ps": args.ps,
-                "P_t0": float(s0.P_t), "P_s0": float(s0.P_s), "trials": args.trials, "seed": args.seed,
-                "estimator": args.estimator, "optimiser": args.optimiser, "adam_steps": args.adam_steps,
-                "version": __version__}
-    (out / "sweep.json").write_text(dumps({**settings, "pt": pts, "designs": designs, "cdf_pt": cdf_pt},
-                                          indent=1))
-    rows, errors = [], {}
-    jobs = [(d, pt) for d in designs for pt in pts]
-    from tqdm import tqdm
-
-    bar = tqdm(jobs, desc="montecarlo-sweep", unit="run", disable=not args.progress)
-    for d, pt in bar:
-        path = out / "runs" / (_run_name(d, pt) + ".npz")
-        summ = None
-        if path.exists():
-            with np.load(path, allow_pickle=False) as z:
-                stored = _numbers_from_json(json.loads(str(z["summary"])))
-                if all(stored.get("settings", {}).get(k) == v for k, v in settings.items()):
-                    summ, err = stored, np.array(z["position_error"])
-        if summ is None:
-            ps = float(s0.P_s) * pt / float(s0.P_t) if args.ps == "scaled" else float(s0.P_s)
-            s = s0.replace(P_t=pt, P_s=ps)
-            R, psi, label = make_design(s, d, seed=args.seed, adam_steps=args.adam_steps, optimiser=args.optimiser)
-            res = run_monte_carlo(s, R, psi, args.trials, seed=args.seed, estimator=args.estimator,
-                                  progress=False)
-            summ = dict(res.summary)
-            summ.update({"design": d, "design_label": label, "P_t": pt, "P_s": ps, "settings": settings})
-            err = res.arrays["position_error"].numpy()
-            _atomic_savez(path, {"summary": np.asarray(dumps(summ)), "position_error": err,
-                                 "theta_hat": res.arrays["theta_hat"].numpy(),
-                                 "phi_hat": res.arrays["phi_hat"].numpy()})
-        rows.append(summ)
-        errors[(d, pt)] = err
-    _write_csv(out / "sweep.csv", rows, s0.L)
-    png = _plot(out / "sweep.png", rows, errors, designs, pts, cdf_pt, s0.L, settings)
-    print(f"wrote {out / 'sweep.csv'} ({len(rows)} runs), {png}, {out / 'sweep.json'}")
+    res = monte_carlo_sweep(s0, out, pts=pts, designs=designs, ps=args.ps, optimiser=args.optimiser,
+                            adam_steps=args.adam_steps, trials=args.trials, seed=args.seed,
+                            estimator=args.estimator, cdf_pt=cdf_pt, scenario_label=args.scenario,
+                            progress=args.progress)
+    rows = res["rows"]
+    print(f"wrote {res['csv']} ({len(rows)} runs), {res['png']}, {res['json']}")
     for r in rows:
         print(f"  {r['design']:>17} P_t={r['P_t']:>9.4g} W  position RMSE {r['position_rmse']:.3g} m  "
               f"PEB {r['peb']:.3g} m  MSE/CRB theta {','.join(f'{x:.2f}' for x in r['mse_over_crb_theta'])}"
               f"  phi {','.join(f'{x:.2f}' for x in r['mse_over_crb_phi'])}")
     return 0
-
-
-def _numbers_from_json(summary: dict) -> dict:
-    """A stored run summary with the nulls of strict JSON (inf/NaN, see irs_torch.outputs) read back
-    as NaN, so the table and the plot treat them as missing values."""
-    out = dict(summary)
-    for k, v in summary.items():
-        if v is None and k != "search_failure_fraction":
-            out[k] = float("nan")
-        elif isinstance(v, list):
-            out[k] = [float("nan") if x is None else x for x in v]
-    return out
-
-
-def _write_csv(path, rows, L):
-    cols = ["design", "design_label", "P_t", "P_s", "estimator", "trials", "seed"]
-    for l in range(1, L + 1):
-        cols += [f"crb_theta_{l}", f"mse_theta_{l}", f"crb_phi_{l}", f"mse_phi_{l}", f"outlier_fraction_{l}"]
-    cols += ["peb", "position_rmse", "peb_2d", "position_rmse_2d", "position_error_median", "seconds"]
-    tmp = Path(str(path) + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(cols)
-        for r in rows:
-            vals = [r["design"], r["design_label"], r["P_t"], r["P_s"], r["estimator"], r["trials"], r["seed"]]
-            for l in range(L):
-                vals += [r["crb_theta"][l], r["mse_theta"][l], r["crb_phi"][l], r["mse_phi"][l],
-                         r["outlier_fraction"][l]]
-            vals += [r["peb"], r["position_rmse"], r["peb_2d"], r["position_rmse_2d"],
-                     r["position_error_median"], r["seconds"]]
-            w.writerow(vals)
-    tmp.replace(path)
-
-
-def _plot(path, rows, errors, designs, pts, cdf_pt, L, settings):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    deg = 180.0 / math.pi
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    fig, axes = plt.subplots(1, L + 2, figsize=(4.2 * (L + 2), 3.8))
-    by = {(r["design"], r["P_t"]): r for r in rows}
-    for i, d in enumerate(designs):
-        c = colors[i % len(colors)]
-        P = np.array(pts)
-        for l in range(L):
-            ax = axes[l]
-            rm = np.array([math.sqrt(by[(d, p)]["mse_theta"][l] + by[(d, p)]["mse_phi"][l]) for p in pts]) * deg
-            rc = np.array([math.sqrt(by[(d, p)]["crb_theta"][l] + by[(d, p)]["crb_phi"][l]) for p in pts]) * deg
-            ax.loglog(P, rm, "o-", color=c, label=f"{d} RMSE")
-            ax.loglog(P, rc, "--", color=c, label=f"{d} root-CRB")
-        ax = axes[L]
-        ax.loglog(P, [by[(d, p)]["position_rmse"] for p in pts], "o-", color=c, label=f"{d} RMSE")
-        ax.loglog(P, [by[(d, p)]["peb"] for p in pts], "--", color=c, label=f"{d} PEB")
-        e = np.sort(np.asarray(errors[(d, cdf_pt)]))
-        axes[L + 1].semilogx(e, np.arange(1, e.size + 1) / e.size, color=c, label=d)
-        pebv = by[(d, cdf_pt)]["peb"]
-        if math.isfinite(pebv):
-            axes[L + 1].axvline(pebv, color=c, ls=":", lw=1)
-    for l in range(L):
-        axes[l].set_title(f"IRS {l + 1}: sqrt(MSE th + MSE ph) vs sqrt(CRB th + CRB ph)", fontsize=8)
-        axes[l].set_xlabel("P_t [W]")
-        axes[l].set_ylabel("angle error [deg]")
-    axes[L].set_title("target position: RMSE vs PEB", fontsize=9)
-    axes[L].set_xlabel("P_t [W]")
-    axes[L].set_ylabel("[m]")
-    axes[L + 1].set_title(f"CDF of position error, P_t = {cdf_pt:g} W (dotted: PEB)", fontsize=9)
-    axes[L + 1].set_xlabel("position error [m]")
-    axes[L + 1].set_ylabel("fraction of trials")
-    for ax in axes:
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(fontsize=6)
-    axes[L + 1].legend(fontsize=7)
-    fig.suptitle(f"{settings['estimator'].upper()} estimator, {settings['trials']} trials/point, seed "
-                 f"{settings['seed']}, P_s {settings['ps']} (scenario seed {settings['scenario_seed']})",
-                 fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path

@@ -9,12 +9,15 @@ from irs_torch.commands import seed_arg
 def register(sub):
     p = sub.add_parser(
         "scenario", help="write a scenario (.npz) from a preset",
-        description="Write a scenario from the 'paper' preset (Section V + NOTES.md defaults) or a "
+        description="Write a scenario from the 'paper' preset (Section V + the defaults of docs/assumptions.md) or a "
                     "random geometry around it. Options override the preset.")
     p.add_argument("--preset", choices=["paper", "random"], default="paper")
     p.add_argument("--seed", type=seed_arg, default=0, help="seed of the channels / geometry (default 0)")
     p.add_argument("-o", "--output", required=True, help="output .npz path")
     p.add_argument("--mat", action="store_true", help="also write a MATLAB .mat beside it")
+    p.add_argument("--count", type=int, default=None, metavar="K",
+                   help="write one batched file of K scenarios, channel / geometry seeds --seed .. --seed + K - 1 "
+                        "(for `irs-torch solve --scenario FILE`, which solves every item)")
     p.add_argument("--M", type=int, help="BS antennas")
     p.add_argument("--N-h", dest="N_h", type=int, help="IRS elements, horizontal")
     p.add_argument("--N-v", dest="N_v", type=int, help="IRS elements, vertical")
@@ -43,10 +46,20 @@ def run(args: argparse.Namespace) -> int:
     if args.passive:
         over["active"] = False
         over["sigma_r2"] = 0.0
-    if args.preset == "paper":
-        s = Scenario.paper(seed=args.seed, **over)
-    else:
-        s = Scenario.random(seed=args.seed, **over)
+    make = Scenario.paper if args.preset == "paper" else Scenario.random
+    if args.count is not None:  # a batch (issue #14)
+        if args.count < 1:
+            raise ValueError(f"--count must be >= 1, got {args.count}")
+        if args.mat:
+            raise ValueError("--mat writes one scenario; not with --count")
+        b = Scenario.stack([make(seed=args.seed + i, **over) for i in range(args.count)])
+        path = b.save(args.output)
+        print(
+            f"wrote {path}: {args.count} scenarios, preset={args.preset} "
+            f"seeds {args.seed}..{args.seed + args.count - 1} M={b.M} N={b.N_h}x{b.N_v} L={b.L}"
+        )
+        return 0
+    s = make(seed=args.seed, **over)
     path = s.save(args.output)
     print(f"wrote {path}: preset={s.preset} seed={s.seed} M={s.M} N={s.N_h}x{s.N_v} L={s.L} "
           f"P_t={float(s.P_t):g} W P_s={float(s.P_s):g} W a_max={float(s.a_max):g} "

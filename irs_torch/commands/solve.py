@@ -16,8 +16,10 @@ def register(sub):
                     "reflective-only (R_s = P_t/M I + P3), passive (|psi_n| = 1, sigma_r = 0, no C1; "
                     "--fair gives the BS P_t + P_s). The output .npz is a Solution file (R_s, psi, per-IRS "
                     "crb by the torch model, history, settings, seed).")
-    p.add_argument("--scenario", required=True, help="scenario .npz (irs-torch scenario file)")
-    p.add_argument("--index", type=int, default=None, help="item of a batched scenario file")
+    p.add_argument("--scenario", required=True,
+                   help="scenario .npz (irs-torch scenario file), a batched one (irs-torch scenario --count K: "
+                        "every item is solved, one solutions file) or a directory of scenario .npz files")
+    p.add_argument("--index", type=int, default=None, help="only this item of a batched scenario file")
     p.add_argument("--method", choices=["ao", "transmit-only", "reflective-only", "passive", "learned"], default="ao",
                    help="ao (cold exact solve, default), a benchmark, or learned (network warm start, then "
                         "--refine)")
@@ -26,6 +28,8 @@ def register(sub):
                    help="learned: refine the network's design with the AO (default) or not")
     p.add_argument("--refine-iter", type=int, default=3,
                    help="learned: AO iterations of the refinement (default 3; capped by --max-iter)")
+    p.add_argument("--hypotheses", type=int, default=1, metavar="K",
+                   help="learned: refine the network's K best designs and keep the best (default 1)")
     p.add_argument("--p3", choices=["first-order", "sca-sdr"], default=None,
                    help="reflective step (default: first-order, the lower max-CRB in our measurements)")
     p.add_argument("--init", default="random",
@@ -46,6 +50,7 @@ def register(sub):
     p.add_argument("-o", "--output", help="write the Solution .npz here")
     p.add_argument("--json", action="store_true", help="print one JSON summary instead of the table")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_region_args(p)
     p.set_defaults(func=run)
 
 
@@ -66,19 +71,25 @@ def _init(spec: str, scenario):
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from irs_torch.outputs import check_output_path, dumps, npz_path
     from irs_torch.scenario import Scenario
-    from irs_torch.solvers import SolverOptions, solve
+    from irs_torch.solvers import SolverOptions  # `solve` only where used: --refine none imports no cvxpy
 
     if args.output:  # before the solve: never overwrite an input, fail early if it cannot be written
         init_file = None if args.init in ("random", "aligned") else \
             args.init.removesuffix(":psi").removesuffix(":R_s")
         check_output_path(npz_path(args.output), {"--scenario": args.scenario, "--init": init_file,
                                                   "--checkpoint": args.checkpoint}, "-o/--output")
+    if args.hypotheses < 1:
+        raise ValueError(f"--hypotheses must be >= 1, got {args.hypotheses}")
+    if Path(args.scenario).is_dir():
+        return _solve_many(args)  # batch inference (issue #14)
     s = Scenario.load(args.scenario)
     if s.batch_shape:
         if args.index is None:
-            raise ValueError(f"{args.scenario} is batched (batch shape {tuple(s.batch_shape)}); choose one with --index")
+            return _solve_many(args, s)
         n = int(s.batch_shape[0])
         if not -n <= args.index < n:
             raise ValueError(f"--index must be in [0, {n}), got {args.index}")
@@ -93,14 +104,18 @@ def run(args: argparse.Namespace) -> int:
     if args.p2_solver:
         kw["p2_solver"] = args.p2_solver.upper()
     opts = SolverOptions(**kw)
-    if args.method == "learned":
+    if getattr(args, "region", None):  # robust design over a region (issue #17): _solve_region
+        res = _solve_region(args, s, opts)
+    elif args.method == "learned":
         from irs_torch.runtime import solve_learned
 
         if args.init != "random":
             raise ValueError(f"--init {args.init!r} is not used with --method learned (the network gives the start)")
         res = solve_learned(s, checkpoint=args.checkpoint, refine=args.refine, options=opts,
-                            refine_iter=args.refine_iter)
+                            refine_iter=args.refine_iter, hypotheses=args.hypotheses)
     else:
+        from irs_torch.solvers import solve
+
         if args.checkpoint:
             raise ValueError("--checkpoint is only used with --method learned")
         init = _init(args.init, s)
@@ -146,3 +161,101 @@ def run(args: argparse.Namespace) -> int:
         print(f"irs-torch solve: FAILED: not a solution (status {res.status}); "
               f"{res.message or 'the returned point is infeasible'}", file=sys.stderr)
     return 0 if res.success else 1
+
+
+# ----------------------------------------------------------------------------- robust design (issue #17)
+def _add_region_args(p):
+    """``--region``, ``--region-points``, ``--robust-objective`` (robust design, irs_torch.robust)."""
+    p.add_argument("--region", default=None,
+                   help="robust design over a region around the scenario's target instead of the point: "
+                        "box:D or box:DX,DY (half-widths, m) or ellipse:SXX,SXY,SYY[,K] (x-y covariance m^2, "
+                        "K-sigma ellipse, default K=2); minimises the worst case over --region-points positions")
+    p.add_argument("--region-points", type=int, default=9, metavar="K",
+                   help="--region: candidate positions (default 9: the centre and 8 on the boundary)")
+    p.add_argument("--robust-objective", choices=["worst", "average", "bayesian"], default="worst",
+                   help="--region: worst-case max-CRB (default), the region-averaged CRB, or the posterior "
+                        "(Bayesian) CRB with the region's prior")
+
+
+def _solve_region(args, scenario, opts):
+    """The robust solve of ``solve --region`` (method ao only)."""
+    from irs_torch.robust import parse_region_spec, solve_robust
+
+    if args.method != "ao":
+        raise ValueError(f"--region works with --method ao only, got --method {args.method}")
+    if args.init not in ("random",):
+        raise ValueError("--region starts from the point design at the region's centre; --init is not used")
+    if scenario.target_pos is None:
+        raise ValueError(f"{args.scenario}: --region needs a scenario with its geometry (target_pos)")
+    region = parse_region_spec(args.region, scenario.target_pos.tolist())
+    return solve_robust(scenario, region, K=args.region_points, objective=args.robust_objective, options=opts)
+
+
+# ----------------------------------------------------------------------------- batch inference (issue #14)
+def _options(args):
+    from irs_torch.solvers import SolverOptions
+
+    kw = {"seed": args.seed, "passive_fair": args.fair}
+    for name in ("max_iter", "rtol", "n_starts", "n_randomizations", "p3", "effort"):
+        v = getattr(args, name)
+        if v is not None:
+            kw[name] = v
+    if args.p2_solver:
+        kw["p2_solver"] = args.p2_solver.upper()
+    return SolverOptions(**kw)
+
+
+def _solve_many(args, scenarios=None) -> int:
+    """``solve`` of a batched scenario file or a directory of scenario files: every item, one solutions
+    file (:func:`irs_torch.runtime.solve_batch`)."""
+    import statistics
+
+    from irs_torch.outputs import check_output_path, dumps, npz_path
+    from irs_torch.runtime import load_scenarios, solve_batch
+
+    if getattr(args, "region", None):
+        raise ValueError("--region solves one scenario; choose an item of the batch with --index")
+    if args.index is not None:
+        raise ValueError(f"--index is for a batched scenario file, not a directory ({args.scenario})")
+    if args.init not in ("random",):
+        raise ValueError(f"--init {args.init!r} is not supported for a batch of scenarios (use --index)")
+    if args.output:
+        check_output_path(npz_path(args.output), {"--scenario": args.scenario, "--checkpoint": args.checkpoint},
+                          "-o/--output")
+    if args.method != "learned" and args.checkpoint:
+        raise ValueError("--checkpoint is only used with --method learned")
+    if scenarios is not None:
+        if len(scenarios.batch_shape) != 1:
+            raise ValueError(f"{args.scenario}: batch shape must be one-dimensional, got {tuple(scenarios.batch_shape)}")
+        sources = [f"{args.scenario}[{i}]" for i in range(int(scenarios.batch_shape[0]))]
+    else:
+        scenarios, sources = load_scenarios(args.scenario)
+    res = solve_batch(scenarios, args.method, checkpoint=args.checkpoint, refine=args.refine, options=_options(args),
+                      refine_iter=args.refine_iter, hypotheses=args.hypotheses,
+                      progress=not (args.no_progress or args.json))
+    B = len(sources)
+    out = None
+    if args.output:
+        sol = res.to_solution(sources)
+        sol.metadata["scenario_file"] = str(args.scenario)
+        out = str(sol.save(args.output))
+    n_ok = int(res.success.sum())
+    mx = [float(x) for x in res.max_crb]
+    if args.json:
+        print(dumps({"method": args.method, "count": B, "success": n_ok, "max_crb": mx, "status": res.status,
+                     "times": res.times, "seed": args.seed, "output": out, "options": res.options}))
+    else:
+        t = res.times
+        per = t["total"] / B
+        print(f"method: {args.method}{' (refine ' + args.refine + ')' if args.method == 'learned' else ''}   "
+              f"scenarios: {B}   solved (feasible): {n_ok}/{B}   seed: {args.seed}")
+        print(f"max-CRB: median {statistics.median(mx):.4e}, min {min(mx):.4e}, max {max(mx):.4e} rad^2")
+        print("time: " + ", ".join(f"{k} {v:.3f} s" for k, v in t.items()) + f"   ({per * 1e3:.3f} ms per scenario)")
+        if out:
+            print(f"wrote {out}")
+    if n_ok < B:
+        bad = [i for i in range(B) if not bool(res.success[i])]
+        print(f"irs-torch solve: FAILED: {B - n_ok} of {B} scenarios have no solution (e.g. {sources[bad[0]]}: "
+              f"status {res.status[bad[0]]})", file=sys.stderr)
+        return 1
+    return 0

@@ -101,7 +101,8 @@ class ShardDataset(torch.utils.data.Dataset):
                     succ = np.asarray(f["success"][...]).astype(bool)
                     for k in self.keys:
                         if f[k].shape[:1] != sid.shape:
-                            raise _sh.ShardError(f"{p}: dataset {k!r} has {f[k].shape[:1]} rows, instance_id {len(sid)}")
+                            raise _sh.ShardError(f"{p}: dataset {k!r} has {f[k].shape[:1]} rows, "
+                                                 f"instance_id {len(sid)}")
                 except _sh.ShardError:
                     raise
                 except Exception as e:
@@ -129,7 +130,10 @@ class ShardDataset(torch.utils.data.Dataset):
             self.attrs.update({k: cfg[k] for k in ("d_h", "d_v", "d_bs", "wavelength", "K_db", "C0_db", "alpha",
                                                    "beta_model", "sigma_rcs")})
             self.attrs["active"] = int(cfg["active"])
-        cat = (lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dtype=dt))
+
+        def cat(xs, dt):
+            return np.concatenate(xs) if xs else np.zeros(0, dtype=dt)
+
         self._shard = cat(rows_s, np.int64)
         self._row = cat(rows_r, np.int64)
         self.instance_ids = cat(ids, np.int64)
@@ -180,8 +184,9 @@ class ShardDataset(torch.utils.data.Dataset):
         try:
             return {k: f[k][r] for k in self.keys}
         except Exception as e:
-            raise _sh.ShardError(f"{self._files[s]}: cannot read instance row {r} "
-                                 f"({type(e).__name__}: {e}); the shard is corrupt") from None
+            raise _sh.ShardError(
+                f"{self._files[s]}: cannot read instance row {r} ({type(e).__name__}: {e}); the shard is corrupt"
+            ) from None
 
     def __getitem__(self, idx: int) -> dict:
         out = {}
@@ -285,13 +290,17 @@ def dataset_info(root, verify: bool = False) -> dict:
 
     status, cnt = np.unique(cols["status"].astype("S"), return_counts=True) if n else ([], [])
     ratio = cols["max_crb"] / cols["init_max_crb"] if n else np.zeros(0)
-    angle = np.sqrt(np.maximum(cols["crb_theta"], 0) + np.maximum(cols["crb_phi"], 0)).max(-1) * 180 / np.pi \
-        if n else np.zeros(0)
+    angle = (
+        np.sqrt(np.maximum(cols["crb_theta"], 0) + np.maximum(cols["crb_phi"], 0)).max(-1) * 180 / np.pi
+        if n
+        else np.zeros(0)
+    )
     return {
         "root": str(root), "complete": bool(m.get("complete")), "counts": m["counts"],
         "num_shards": m["num_shards"], "shards_written": len(m["shards"]), "shard_size": m["shard_size"],
         "dataset_seed": m["dataset_seed"], "sizes": sizes, "solver": m["config"]["solver"],
-        "versions": m["versions"], "generator": m.get("generator"), "runs": len(m.get("runs", [])), "elapsed_s": m.get("elapsed_s"),
+        "versions": m["versions"], "generator": m.get("generator"), "runs": len(m.get("runs", [])),
+        "elapsed_s": m.get("elapsed_s"),
         "failures": m["failures"],
         "stored": n, "solver_success": int(cols["success"].sum()) if n else 0,
         "status": {s.decode("ascii", "replace"): int(c) for s, c in zip(status, cnt)},
@@ -373,8 +382,7 @@ def _merge_reports(reports: list[dict]) -> dict:
 
 
 def _fix_hint(root, num) -> str:
-    return (f"delete the shard and rerun `irs-torch dataset generate --out {root} --num {num or 'N'}` "
-            f"to recompute it")
+    return f"delete the shard and rerun `irs-torch dataset generate --out {root} --num {num or 'N'}` to recompute it"
 
 
 def _first_mismatch(path, ids, field, stored, want, what, rtol, root, num):
@@ -391,10 +399,15 @@ def _first_mismatch(path, ids, field, stored, want, what, rtol, root, num):
     with np.errstate(divide="ignore", invalid="ignore"):
         rel = np.nanmax(np.abs(np.atleast_1d(sv - wv)) / np.maximum(np.abs(np.atleast_1d(wv)), 1e-300))
     more = f" (and {len(bad) - 1} more instance(s))" if len(bad) > 1 else ""
-    fmt = (lambda v: f"{float(v):.10g}" if np.ndim(v) == 0 else np.array2string(v, precision=10, separator=", "))
-    raise _sh.ShardError(f"{path}: instance {int(ids[k])}{more}: field {field} = {fmt(sv)} "
-                         f"but {what} = {fmt(wv)} (relative difference "
-                         f"{rel:.2g} > {rtol:g}): the labels are inconsistent; {_fix_hint(root, num)}")
+
+    def fmt(v):
+        return f"{float(v):.10g}" if np.ndim(v) == 0 else np.array2string(v, precision=10, separator=", ")
+
+    raise _sh.ShardError(
+        f"{path}: instance {int(ids[k])}{more}: field {field} = {fmt(sv)} "
+        f"but {what} = {fmt(wv)} (relative difference "
+        f"{rel:.2g} > {rtol:g}): the labels are inconsistent; {_fix_hint(root, num)}"
+    )
 
 
 def _check_shard_labels(root, path, full: bool, num) -> int:

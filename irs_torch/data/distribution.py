@@ -33,8 +33,9 @@ Per-instance seeds. Instance ``i`` of a data set with seed ``s`` has the seed
 budgets come from ``np.random.default_rng(seed_i)``, the channels and beta phase from
 ``torch.Generator().manual_seed(seed_i)`` (:meth:`irs_torch.Scenario.from_geometry`) and the
 solver's randomness from ``SolverOptions(seed=seed_i % 2**31)`` (the solver derives further seeds
-arithmetically from its seed, e.g. ``seed * 1000 + iteration``, which must stay below 2**63). So any instance can be regenerated alone
-(:func:`irs_torch.data.generate.solve_instance`), in any order, on any worker.
+arithmetically from its seed, e.g. ``seed * 1000 + iteration``, which must stay below 2**63). So any instance can be
+regenerated alone
+(:func:`irs_torch.data.instance.solve_instance`), in any order, on any worker.
 """
 from __future__ import annotations
 
@@ -49,6 +50,8 @@ from typing import Any
 import numpy as np
 
 from irs_torch.physics.geometry import dbm_to_watt
+from irs_torch.scenario.model import MIN_FRONT_COSINE, MIN_SEPARATION_M
+from irs_torch.scenario.sampling import geometry_admissible
 
 CONFIG_FORMAT = "irs-torch/dataset-config"
 
@@ -192,8 +195,6 @@ class DatasetConfig:
     shard_size: int = 64
 
     def __post_init__(self):
-        from irs_torch.scenario import MIN_FRONT_COSINE, MIN_SEPARATION_M
-
         for name, typ in _SCALARS.items():
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
@@ -300,21 +301,12 @@ class DatasetConfig:
 
     # ------------------------------------------------------------------ sampling
     def accept(self, bs_pos: np.ndarray, irs_pos: np.ndarray, irs_yaw: np.ndarray, target_pos: np.ndarray) -> bool:
-        """The rejection rule (module docstring): True if the geometry is admissible.
+        """The rejection rule (module docstring, :func:`irs_torch.scenario.sampling.geometry_admissible`)
+        with this config's thresholds: True if the geometry is admissible.
 
         Shapes: bs_pos (3,), irs_pos (L, 3), irs_yaw (L,) [rad], target_pos (3,) [m].
         """
-        nodes = np.vstack([bs_pos[None], irs_pos, target_pos[None]])
-        dd = np.linalg.norm(nodes[:, None] - nodes[None], axis=-1)
-        if (dd[np.triu_indices(len(nodes), 1)] < self.min_separation).any():
-            return False
-        n = np.stack([np.cos(irs_yaw), np.sin(irs_yaw), np.zeros_like(irs_yaw)], -1)
-        for p in (target_pos, bs_pos):
-            k = p[None] - irs_pos
-            k = k / np.linalg.norm(k, axis=-1, keepdims=True)
-            if ((k * n).sum(-1) < self.min_front_cosine).any():
-                return False
-        return True
+        return geometry_admissible(bs_pos, irs_pos, irs_yaw, target_pos, self.min_separation, self.min_front_cosine)
 
     def draw(self, rng: np.random.Generator) -> dict:
         """Geometry (rejection-sampled) and budgets from ``rng``.
@@ -346,10 +338,10 @@ class DatasetConfig:
 
     def scenario(self, seed: int):
         """The (unbatched) :class:`irs_torch.Scenario` of the instance with seed ``seed``."""
-        from irs_torch.scenario import Scenario
+        from irs_torch.scenario.presets import from_geometry
 
         g = self.draw(np.random.default_rng(int(seed)))
-        return Scenario.from_geometry(
+        return from_geometry(
             bs_pos=g["bs_pos"], irs_pos=g["irs_pos"], irs_yaw=g["irs_yaw"], target_pos=g["target_pos"],
             M=self.M, N_h=self.N_h, N_v=self.N_v, seed=int(seed), d_h=self.d_h, d_v=self.d_v, d_bs=self.d_bs,
             wavelength=self.wavelength, K_db=self.K_db, C0_db=self.C0_db, alpha=self.alpha,

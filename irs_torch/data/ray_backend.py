@@ -1,7 +1,7 @@
 """Ray backend of data set generation (``irs-torch dataset generate --backend ray``).
 
 Each instance is one Ray task (``num_cpus=1``) running
-:func:`irs_torch.data.generate.solve_instance`; the driver (this process) collects the records
+:func:`irs_torch.data.instance.solve_instance`; the driver (this process) collects the records
 and writes the shards and the manifest exactly as the local backend does, so the output is the
 same for the same config and seed. Workers need irs-torch installed (same version) on every node.
 
@@ -12,7 +12,8 @@ down at the end); an already initialised Ray (``ray.is_initialized()``) is reuse
 """
 from __future__ import annotations
 
-from irs_torch.data.generate import BackendUnavailable, _failure, solve_instance
+from irs_torch.data.backends import BackendUnavailable
+from irs_torch.data.instance import failure_record, solve_instance
 
 INSTALL_HINT = "install it with `pip install 'irs-torch[ray]'` (or `pip install 'ray>=2.9'`)"
 
@@ -109,7 +110,7 @@ class RayBackend:
                     try:
                         rec = ray.get(ref)
                     except ray.exceptions.RayError as e:
-                        rec = _failure(i, config, f"ray task failed: {type(e).__name__}: {str(e)[:500]}")
+                        rec = failure_record(i, config, f"ray task failed: {type(e).__name__}: {str(e)[:500]}")
                     yield rec
         finally:
             for ref in inflight:  # interrupted: do not leave tasks running on the cluster

@@ -2,16 +2,17 @@
 
 - ``isotropic-random``: R_s = P_t/M I, random-phase psi at the largest C1/a_max-feasible amplitude.
 - ``isotropic-aligned``: R_s = P_t/M I, psi phases aligned to the target
-  (:func:`irs_torch.commands.crb.aligned_psi`).
+  (:func:`irs_torch.solvers.baselines.aligned_psi`).
 - ``optimised``: :func:`adam_design` (a cheap first-order design), then the AO solver
-  :func:`irs_torch.solvers.solve` (``method="ao"``) warm-started from it when the solver is
-  implemented and returns a feasible design; the lower max tr(F^-1) wins (see :func:`make_design`).
+  :func:`irs_torch.solvers.solve` (``method="ao"``) warm-started from it; the feasible design with
+  the lower max tr(F^-1) wins (see :func:`make_design`).
 - ``adam``: always :func:`adam_design`.
 """
 from __future__ import annotations
 
-
 import torch
+
+from irs_torch.solvers.baselines import aligned_psi
 
 DESIGNS = ("optimised", "adam", "isotropic-random", "isotropic-aligned")
 
@@ -36,8 +37,6 @@ def adam_design(scenario, steps: int = 300, lr: float = 0.03, seed: int = 0, ini
     from the isotropic R_s and the target-aligned psi (plus a small seeded perturbation); returns
     the best iterate by the exact max angle CRB. Shapes: -> ``R_s (L, M, M)``, ``psi (L, N)``.
     """
-    from irs_torch.commands.crb import aligned_psi
-
     L, M = scenario.L, scenario.M
     g = torch.Generator().manual_seed(int(seed))
     R0 = scenario.isotropic_design()
@@ -77,13 +76,11 @@ def make_design(scenario, name: str, seed: int = 0, adam_steps: int = 300, optim
     """``(R_s, psi, label)`` for a named design (see module docstring).
 
     ``seed``: random phases / Adam perturbation / solver seed. For ``optimised``, ``optimiser``
-    chooses ``adam`` (:func:`adam_design` only), ``ao`` (the AO solver only; an error if it is
-    unavailable or fails) or ``auto`` (Adam, then the AO solver warm-started from it when
-    available; the feasible design with the lower max tr(F^-1) is kept). The label says which
-    method produced the design.
+    chooses ``adam`` (:func:`adam_design` only), ``ao`` (the AO solver only; an error if it fails
+    or returns no feasible design) or ``auto`` (Adam, then the AO solver warm-started from it; the
+    feasible design with the lower max tr(F^-1) is kept). The label says which method produced
+    the design.
     """
-    from irs_torch.commands.crb import aligned_psi
-
     if name not in DESIGNS:
         raise ValueError(f"design must be one of {list(DESIGNS)}, got {name!r}")
     if optimiser not in ("auto", "adam", "ao"):
@@ -104,7 +101,7 @@ def make_design(scenario, name: str, seed: int = 0, adam_steps: int = 300, optim
     init = {"R_s": cands[0][1], "psi": cands[0][2]} if cands else None
     try:
         ao = _ao_design(scenario, init, seed)
-    except Exception as e:  # solver missing or failed
+    except Exception as e:  # a solver error: "auto" keeps the Adam design
         if optimiser == "ao":
             raise ValueError(f"the AO solver (irs_torch.solvers.solve) failed: {e}") from None
         ao = None
@@ -119,35 +116,14 @@ def make_design(scenario, name: str, seed: int = 0, adam_steps: int = 300, optim
 
 
 def _ao_design(scenario, init, seed):
-    """The AO solver's design, or None if it is a placeholder / infeasible."""
+    """The AO solver's design ``(R_s, psi)`` from ``init``, or None if it is not feasible
+    (``success`` False, or constraint margins below -1e-5)."""
     from irs_torch.solvers import SolverOptions, solve
 
-    try:
-        opts = SolverOptions(seed=seed)
-    except TypeError:
-        opts = None
-    res = solve(scenario, method="ao", init=init, options=opts)
-    if getattr(res, "status", "") == "not-implemented" or not getattr(res, "success", True):
+    res = solve(scenario, method="ao", init=init, options=SolverOptions(seed=seed))
+    if not res.success:
         return None
-    R, psi = _solution_arrays(res)
-    if R is None:
-        return None
-    R, psi = R.to(scenario.G.dtype), psi.to(scenario.G.dtype)
+    R, psi = res.R_s.to(scenario.G.dtype), res.psi.to(scenario.G.dtype)
     if not bool(scenario.is_feasible(R, psi, rtol=1e-5)):
         return None
     return R, psi
-
-
-def _solution_arrays(res):
-    for a, b in (("R_s", "psi"),):
-        if hasattr(res, a) and hasattr(res, b):
-            return getattr(res, a), getattr(res, b)
-    sol = getattr(res, "solution", None)
-    if sol is not None:
-        return sol.R_s, sol.psi
-    x = getattr(res, "x", None)
-    if isinstance(x, dict) and "R_s" in x:
-        return x["R_s"], x["psi"]
-    if isinstance(x, (tuple, list)) and len(x) == 2:
-        return x
-    return None, None

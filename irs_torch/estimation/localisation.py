@@ -29,13 +29,10 @@ Jacobian (r = x - p_l, d = ||r||):
 """
 from __future__ import annotations
 
-import importlib
-
 import torch
 
+from irs_torch import crb as crb_model
 from irs_torch.physics.geometry import irs_frames, target_angles
-
-_crb = importlib.import_module("irs_torch.crb")
 
 
 def bearing_vectors(theta, phi, irs_yaw):
@@ -108,15 +105,26 @@ def angle_covariance_bound(scenario, R_s, psi) -> torch.Tensor:
     Shapes: R_s ``(L, M, M)``, psi ``(L, N)`` -> ``(L, 2, 2)`` [rad^2]; inf if F is singular.
     """
     cdt = scenario.G.dtype
-    Fh = _crb.fim_normalized(scenario.G, psi.to(cdt), R_s.to(cdt), scenario.theta, scenario.phi,
-                             scenario.beta, scenario._per_irs("sigma_r2"), scenario._per_irs("sigma_b2"),
-                             scenario.N_h, scenario.N_v, scenario.d_h, scenario.d_v)
+    Fh = crb_model.fim_normalized(
+        scenario.G,
+        psi.to(cdt),
+        R_s.to(cdt),
+        scenario.theta,
+        scenario.phi,
+        scenario.beta,
+        scenario.budget_broadcast("sigma_r2"),
+        scenario.budget_broadcast("sigma_b2"),
+        scenario.N_h,
+        scenario.N_v,
+        scenario.d_h,
+        scenario.d_v,
+    )
     d = torch.diagonal(Fh, dim1=-2, dim2=-1).clamp_min(1e-300).rsqrt()
     Fb = d[..., :, None] * Fh * d[..., None, :]
     Lc, info = torch.linalg.cholesky_ex(Fb)
     eye = torch.eye(4, dtype=Fh.dtype)
     Finv = torch.cholesky_solve(eye.expand_as(Fb), Lc) * d[..., :, None] * d[..., None, :]
-    c = _crb.fim_scale(scenario.beta, scenario._per_irs("sigma_b2"), scenario.T_L).to(Fh.dtype)
+    c = crb_model.fim_scale(scenario.beta, scenario.budget_broadcast("sigma_b2"), scenario.T_L).to(Fh.dtype)
     C = Finv[..., :2, :2] / c[..., None, None]
     bad = (info != 0)[..., None, None].expand_as(C)
     return torch.where(bad, torch.full_like(C, float("inf")), C)
@@ -135,8 +143,9 @@ def position_error_bound(scenario, R_s, psi, known_height: bool = False) -> floa
     not identifiable from the bearings (singular F_x).
     """
     if scenario.irs_pos is None or scenario.target_pos is None:
-        raise ValueError("the PEB needs the scenario geometry (irs_pos, irs_yaw, target_pos), which "
-                         "this scenario does not have")
+        raise ValueError(
+            "the PEB needs the scenario geometry (irs_pos, irs_yaw, target_pos), which this scenario does not have"
+        )
     yaw = scenario.irs_yaw if scenario.irs_yaw is not None else torch.zeros(scenario.L, dtype=torch.float64)
     J = angle_position_jacobian(scenario.irs_pos, yaw, scenario.target_pos)
     if known_height:

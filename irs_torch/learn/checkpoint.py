@@ -44,6 +44,21 @@ NET_KEYS = tuple(k for k in inspect.signature(WarmStartNet.__init__).parameters 
 SIDECAR_FORMAT = "irs-torch/warm-start-model-info"
 
 
+def default_checkpoint_dirs() -> tuple[Path, ...]:
+    """Where the shipped models (``*.pt`` with their ``*.json`` sidecars) are, existing folders only:
+    the data folder ``irs_torch/checkpoints/`` of an installed package (``pip install .`` copies the
+    repository's top-level ``checkpoints/*.pt`` and ``*.json`` there, pyproject.toml), then, in a source
+    checkout (a ``pyproject.toml`` next to the package), the repository's ``checkpoints/``."""
+    pkg = Path(__file__).resolve().parents[1]  # the irs_torch package folder
+    out = []
+    if (pkg / "checkpoints").is_dir():
+        out.append(pkg / "checkpoints")
+    repo = pkg.parent
+    if (repo / "pyproject.toml").is_file() and (repo / "checkpoints").is_dir():
+        out.append(repo / "checkpoints")
+    return tuple(out)
+
+
 def _refusal_detail(e: Exception) -> str:
     """The specific reason in torch's weights-only refusal (e.g. "Unsupported global: GLOBAL io.open
     was not an allowed global by default."), without its boilerplate; one line."""
@@ -98,7 +113,8 @@ def write_sidecar(path) -> Path:
     """Write the JSON sidecar (:func:`sidecar_path`) of the model file ``path`` from a weights-only
     load of it: ``format`` (:data:`SIDECAR_FORMAT`), ``model_file`` (name), ``sha256`` and ``bytes``
     of the model file, ``sizes`` (M, N_h, N_v, L), ``d_h``, ``d_v`` (wavelengths), ``active``,
-    ``model_format``, ``version``. Atomic. Refuses (ValueError) files that are not weights-only
+    ``model_format``, ``version`` and, when the checkpoint records its data set, ``budgets`` (the
+    training ranges of P_t, P_s [W] and a_max, :func:`training_budgets`). Atomic. Refuses (ValueError) files that are not weights-only
     warm-start checkpoints. Returns the sidecar's path."""
     path = Path(path)
     ckpt = read_checkpoint(path)
@@ -112,6 +128,9 @@ def write_sidecar(path) -> Path:
             "d_h": float(hp.get("d_h", 0.5)), "d_v": float(hp.get("d_v", 0.5)),
             "active": bool(hp.get("active", True)), "model_format": str(ckpt.get("format", "lightning-checkpoint")),
             "version": str(meta.get("version", ""))}
+    budgets = training_budgets(meta)
+    if budgets is not None:
+        info["budgets"] = budgets
     out = sidecar_path(path)
     if out.resolve() == path.resolve():
         raise ValueError(f"{path}: a model file named *.json would be overwritten by its own sidecar; rename it *.pt")
@@ -127,6 +146,24 @@ def write_sidecar(path) -> Path:
     return out
 
 
+BUDGET_KEYS = ("P_t", "P_s", "a_max")
+
+
+def training_budgets(meta: dict) -> dict | None:
+    """``{"P_t": [lo, hi], "P_s": [lo, hi], "a_max": [lo, hi]}`` (W, W, linear) of the data set a model
+    was trained on, from a checkpoint's ``irs_torch`` entry (``dataset.config``); None if not recorded."""
+    cfg = ((meta or {}).get("dataset") or {}).get("config") or {}
+    try:
+        out = {}
+        for k in BUDGET_KEYS:
+            v = cfg[k]
+            lo, hi = (float(v), float(v)) if isinstance(v, (int, float)) else (float(v[0]), float(v[1]))
+            out[k] = [lo, hi]
+        return out
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None
+
+
 def read_sidecar(path) -> dict:
     """The sidecar of model file ``path`` (JSON only; the model file is not opened). Raises
     ValueError naming the file, with what to do, if the sidecar is missing or malformed."""
@@ -134,7 +171,8 @@ def read_sidecar(path) -> dict:
     sc = sidecar_path(path)
     fix = f"write it with `python -m irs_torch.learn.checkpoint sidecar {path}` (a weights-only load)"
     if not sc.is_file():
-        raise ValueError(f"{path}: no metadata sidecar {sc.name} (the checkpoint scan never unpickles model files); {fix}")
+        raise ValueError(f"{path}: no metadata sidecar {sc.name} (the checkpoint scan never unpickles model "
+                         f"files); {fix}")
     try:
         info = json.loads(sc.read_text())
         if not isinstance(info, dict) or info.get("format") != SIDECAR_FORMAT:
@@ -148,6 +186,10 @@ def read_sidecar(path) -> dict:
                 raise ValueError(f"{k} must be a number > 0, got {info[k]!r}")
         if not isinstance(info["active"], bool) or not isinstance(info["sha256"], str):
             raise TypeError("active must be true/false and sha256 a string")
+        for k, v in (info.get("budgets") or {}).items():  # optional: the training budget ranges
+            if k not in BUDGET_KEYS or not (isinstance(v, list) and len(v) == 2 and all(
+                    isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in v) and v[0] <= v[1]):
+                raise ValueError(f"budgets.{k} must be [low, high] with 0 < low <= high, got {v!r}")
     except (ValueError, KeyError, TypeError) as e:
         what = f"missing key {e}" if isinstance(e, KeyError) else str(e)
         raise ValueError(f"{sc}: not a valid model sidecar ({what}); {fix}") from None
@@ -269,7 +311,7 @@ def predict(model, scenario: Scenario, batch_size: int = 4096) -> tuple[torch.Te
                 return d.R_s, d.psi
             Rs, ps = [], []
             for i in range(0, bshape[0], batch_size):
-                d = net(s[i:i + batch_size])
+                d = net(s[i : i + batch_size])
                 Rs.append(d.R_s)
                 ps.append(d.psi)
             return torch.cat(Rs), torch.cat(ps)
@@ -286,8 +328,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m irs_torch.learn.checkpoint",
                                 description="Model-file utilities (all loads are weights-only).")
     sub = p.add_subparsers(dest="cmd", required=True)
-    sc = sub.add_parser("sidecar", help="write <stem>.json (sizes, spacings, sha256) next to each model file, "
-                                        "for the checkpoint scan")
+    sc = sub.add_parser(
+        "sidecar", help="write <stem>.json (sizes, spacings, sha256) next to each model file, for the checkpoint scan"
+    )
     sc.add_argument("files", nargs="+", help="model files (*.pt)")
     a = p.parse_args(argv)
     rc = 0

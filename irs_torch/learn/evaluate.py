@@ -6,7 +6,7 @@
 For every instance of the split: the network's design alone (no solver), its exact max-CRB
 (float64 torch physics, eqs. (15)-(16)) and the ratio to the stored solver label's max-CRB.
 Prints (and optionally writes) one JSON object: counts, ratio median / p90 / mean / max, the
-fraction of instances with ratio <= 1.25, max-CRB medians, the smallest constraint margins, the
+fraction of instances with ratio <= 1.25, the same per C1 regime and budget bucket (``by_group``), max-CRB medians, the smallest constraint margins, the
 feasible fraction and the network's time per instance. The split is the data set's deterministic
 instance split (:func:`irs_torch.data.dataset.split_of`) with the fractions recorded in the
 checkpoint (default 0.8/0.1/0.1).
@@ -31,7 +31,8 @@ def evaluate(checkpoint, data_root, split: str = "test", batch_size: int = 256, 
     from irs_torch.data.datamodule import TRAIN_KEYS, collate_instances
     from irs_torch.data.dataset import ShardDataset, scenario_from_batch
     from irs_torch.learn.checkpoint import check_compatible, load_model
-    from irs_torch.learn.module import epoch_metrics
+    from irs_torch.learn.module import breakdown_groups, epoch_metrics, group_metrics
+    from irs_torch.learn.regimes import c1_binding
 
     net = load_model(checkpoint)
     if fractions is None:
@@ -59,7 +60,11 @@ def evaluate(checkpoint, data_root, split: str = "test", batch_size: int = 256, 
             label = b["max_crb"].to(torch.float64)
             rows.append({"max_crb": c.amax(-1), "ratio": c.amax(-1) / label, "label": label,
                          "bs": m["bs"], "irs": m["irs"].amin(-1), "amp": m["amp"].amin(-1),
-                         "psd": m["psd"].amin(-1), "feasible": scen.is_feasible(d.R_s, d.psi).double()})
+                         "psd": m["psd"].amin(-1), "feasible": scen.is_feasible(d.R_s, d.psi).double(),
+                         "log_ratio": torch.log(c.amax(-1) / label),
+                         "c1_binding": c1_binding(scen, b["R_s"].to(scen.G.dtype), b["psi"].to(scen.G.dtype)).double(),
+                         "P_t": scen.budget("P_t").expand(label.shape).double(),
+                         "P_s": scen.budget("P_s").expand(label.shape).double()})
     cat = {k: torch.cat([r[k] for r in rows]) for k in rows[0]}
     out = {"checkpoint": str(checkpoint), "data": str(data_root), "split": split, "fractions": list(fractions),
            "n": len(ds), "dataset_seed": int(attrs.get("dataset_seed", -1)),
@@ -70,6 +75,9 @@ def evaluate(checkpoint, data_root, split: str = "test", batch_size: int = 256, 
     if return_ratios:
         out["ratios"] = r.tolist()
     out["frac_ratio_le_1.25"] = float((r <= 1.25).double().mean())
+    # per C1 regime (at the label) and budget bucket (irs_torch.learn.regimes): n, ratio median / p90,
+    # mean log ratio ("loss_crb", exact max here), max-CRB median
+    out["by_group"] = {name: group_metrics(cat, mask) for _, (mask, name) in breakdown_groups(cat).items()}
     out["net_ms_per_instance_batched"] = 1e3 * t_net / len(ds)
     # Latency of one unbatched call (what a runtime pipeline pays per scenario).
     s1 = scenario_from_batch(ds[0], attrs).to(torch.complex128)

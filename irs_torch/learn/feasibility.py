@@ -42,14 +42,12 @@ a diverged model).
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 
 import torch
 
+from irs_torch import crb as crb_model
 from irs_torch.scenario import Scenario
-
-_crb = importlib.import_module("irs_torch.crb")
 
 C1_MODES = ("cap", "max", "power")
 
@@ -82,7 +80,7 @@ def aligned_reference(scenario: Scenario) -> torch.Tensor:
     to IRS l) and ``a = a(theta_l, phi_l)`` the IRS steering vector towards the target (eq. (1)), so
     ``r`` co-phases the BS -> IRS -> target cascade (classic reflect beamforming). The arbitrary
     phase of ``v_l`` only rotates ``r`` by a common phase, to which the CRB is invariant
-    (NOTES.md). Not differentiated (a function of the scenario only).
+    (docs/assumptions.md "Modelling facts"). Not differentiated (a function of the scenario only).
 
     Shapes: scenario batch ``(...)`` -> ``(..., L, N)`` complex (scenario dtype).
     """
@@ -144,7 +142,7 @@ def feasible_design(scenario: Scenario, W: torch.Tensor | None, z: torch.Tensor,
     z = z.to(cdt)
 
     # ---- psi0: amplitude limit (17d) and reference phases
-    a_max = scenario._per_irs("a_max").unsqueeze(-1)  # (..., 1, 1) or scalar
+    a_max = scenario.budget_broadcast("a_max").unsqueeze(-1)  # (..., 1, 1) or scalar
     if scenario.active:
         psi0 = amplitude_map(z, a_max, amp_eps)
     else:
@@ -156,7 +154,7 @@ def feasible_design(scenario: Scenario, W: torch.Tensor | None, z: torch.Tensor,
     # ---- transmit factors, optionally on the echo basis of psi0
     F = None if W is None else W.to(cdt)
     if V is not None:
-        X = _crb.echo_vectors(scenario.G, psi0, scenario.theta, scenario.phi, scenario.N_h,
+        X = crb_model.echo_vectors(scenario.G, psi0, scenario.theta, scenario.phi, scenario.N_h,
                               scenario.N_v, scenario.d_h, scenario.d_v)  # (..., L, M, 3)
         nrm = torch.linalg.vector_norm(X, dim=-2, keepdim=True)
         Xn = X / torch.where(nrm > 0, nrm, torch.ones_like(nrm))
@@ -173,7 +171,7 @@ def feasible_design(scenario: Scenario, W: torch.Tensor | None, z: torch.Tensor,
     A = 0.5 * (A + A.conj().transpose(-1, -2))
     trA = torch.diagonal(A, dim1=-2, dim2=-1).real.sum(-1)
     # ---- slot powers (17b)
-    P_t = scenario._budget("P_t")
+    P_t = scenario.budget("P_t")
     if omega is None:
         share = torch.full(bshape + (L,), 1.0 / L, dtype=rdt, device=F.device)
     else:
@@ -185,14 +183,14 @@ def feasible_design(scenario: Scenario, W: torch.Tensor | None, z: torch.Tensor,
     # ---- C1 (17a) by a closed-form real scale of psi
     if not scenario.active:
         return FeasibleDesign(R_s=R, psi=psi0, rho=rho, c1_scale=torch.ones(bshape + (L,), dtype=rdt))
-    t1, t2, t3, t4 = _crb.irs_power_terms(scenario.G, psi0, R, scenario.theta, scenario.phi, scenario.beta,
-                                          scenario._per_irs("sigma_r2"), scenario.N_h, scenario.N_v,
+    t1, t2, t3, t4 = crb_model.irs_power_terms(scenario.G, psi0, R, scenario.theta, scenario.phi, scenario.beta,
+                                          scenario.budget_broadcast("sigma_r2"), scenario.N_h, scenario.N_v,
                                           scenario.d_h, scenario.d_v)
     P4, P2 = t1 + t2, t3 + t4
     if c1_mode == "power":
         # C1 is affine in R_s: C1(t R) = t (P_sig) + P_noise. Lower the slot power to meet it and
         # keep psi's amplitude (with sigma_r2 << the echo power, SNR ~ s^2 at fixed C1: see the module doc).
-        P_s_l = scenario._per_irs("P_s")
+        P_s_l = scenario.budget_broadcast("P_s")
         noise = t2 + t4
         sig = t1 + t3
         room = (1.0 - safety) * P_s_l - noise
@@ -200,12 +198,12 @@ def feasible_design(scenario: Scenario, W: torch.Tensor | None, z: torch.Tensor,
         t = t.clamp(min=MIN_POWER_FRACTION, max=1.0)
         R = R * t[..., None, None].to(cdt)
         P4, P2 = t2 + t1 * t, t4 + t3 * t
-    s_max = _crb.c1_max_scale(P4, P2, scenario._per_irs("P_s"))
+    s_max = crb_model.c1_max_scale(P4, P2, scenario.budget_broadcast("P_s"))
     if c1_mode in ("cap", "power"):
         s = torch.clamp(s_max, max=1.0)
     else:
         amax_psi = psi0.abs().amax(-1)
-        s = torch.minimum(s_max, scenario._per_irs("a_max") / amax_psi)
+        s = torch.minimum(s_max, scenario.budget_broadcast("a_max") / amax_psi)
     s = s * (1.0 - safety)
     psi = psi0 * s.unsqueeze(-1).to(cdt)
     return FeasibleDesign(R_s=R, psi=psi, rho=rho, c1_scale=s)

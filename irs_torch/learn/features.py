@@ -70,8 +70,8 @@ def _ri(z: torch.Tensor) -> torch.Tensor:
     return torch.cat([z.real, z.imag], dim=-1)
 
 
-def _log10(x, dtype, shape):
-    t = torch.as_tensor(x, dtype=dtype)
+def _log10(x, dtype, shape, device=None):
+    t = torch.as_tensor(x, dtype=dtype, device=device)
     return torch.log10(torch.clamp(t, min=_LOG_FLOOR)).expand(shape)
 
 
@@ -110,12 +110,13 @@ def scenario_features(scenario: Scenario, reference: torch.Tensor | None = None,
             u = u / torch.linalg.vector_norm(u, dim=-1, keepdim=True).clamp_min(1e-300)
             per = torch.cat([scal, ang, _ri(a), _ri(u) * math.sqrt(M),
                              _ri(Gn.reshape(bshape + (L, N * M)))], dim=-1)
+        dev = per.device  # budgets may be Python floats (CPU); the features live with the channels
         gl = torch.stack([
-            _log10(s.P_t, torch.float64, bshape),
-            _log10(s.P_s, torch.float64, bshape),
-            _log10(s.a_max, torch.float64, bshape),
-            _log10(s.sigma_r2, torch.float64, bshape),
-            _log10(s.sigma_b2, torch.float64, bshape),
-            _log10(s.T_L, torch.float64, bshape),
+            _log10(s.P_t, torch.float64, bshape, dev),
+            _log10(s.P_s, torch.float64, bshape, dev),
+            _log10(s.a_max, torch.float64, bshape, dev),
+            _log10(s.sigma_r2, torch.float64, bshape, dev),
+            _log10(s.sigma_b2, torch.float64, bshape, dev),
+            _log10(s.T_L, torch.float64, bshape, dev),
         ], dim=-1)
     return Features(per_irs=per, glob=gl)

@@ -15,6 +15,12 @@ per epoch ``val/ratio_median``, ``val/ratio_p90``, ``val/ratio_mean`` (max-CRB o
 over the label's), ``val/max_crb_median``, ``val/label_max_crb_median``, the smallest constraint
 margins ``val/margin_{bs,irs,amp,psd}_min`` (>= 0: feasible), ``val/feasible_frac``, histograms
 ``val/ratio`` and ``val/log10_ratio``; the learning rate through Lightning's LearningRateMonitor.
+Broken down (issue #14, :func:`breakdown_groups`, definitions in :mod:`irs_torch.learn.regimes`) by
+the C1 regime at the label (``by_c1_binding``, ``by_standard``), the P_s decade (``by_P_s_lt1e-3``,
+``by_P_s_1e-3-1e-2``, ``by_P_s_1e-2-0p1``, ``by_P_s_ge0p1``) and P_t (``by_P_t_low``, ``by_P_t_high``):
+scalars ``val/by_<group>/{n,ratio_median,ratio_p90,loss_crb,max_crb_median}`` (``loss_crb``: the mean
+smooth log ratio to the label, the CRB term of the loss) and histograms ``val/by_<group>/log10_ratio``;
+a group appears when the epoch has instances in it. So a user sees where the model is weak while it trains.
 Checkpoints carry the hyperparameters (sizes M, N_h, N_v, L included) and an ``irs_torch`` entry
 (data set description, package version, metrics).
 """
@@ -28,6 +34,8 @@ import torch
 from irs_torch.learn.features import scenario_features
 from irs_torch.learn.losses import log_smooth_max, psi_label_loss, transmit_label_loss
 from irs_torch.learn.nets import WarmStartNet, combine_slots
+from irs_torch.learn.regimes import (PS_BUCKETS, PS_EDGES, PT_BUCKETS, PT_SPLIT, REGIMES, bucket_index,
+                                     c1_binding, tag)
 
 SIZE_KEYS = ("M", "N_h", "N_v", "L")
 NET_KEYS = ("M", "N_h", "N_v", "L", "hidden", "depth", "rank", "echo_basis", "aligned_reference",
@@ -56,6 +64,12 @@ class WarmStartModule(L.LightningModule):
         lr, weight_decay: AdamW; lr_schedule: "cosine" (linear warmup of ``warmup_steps`` then cosine
             decay to ``min_lr_ratio * lr`` over the run) or "constant".
         normalizer_instances: training instances used to fit the feature standardisation.
+        init_from: ``None`` or a model file (``.pt`` from :func:`irs_torch.learn.checkpoint.export_model`,
+            loaded weights-only) whose network weights AND feature standardisation start this run
+            (fine-tuning, e.g. the budget-conditioned model from the single-budget paper model). Its
+            architecture must equal this module's; the standardisation is then not refitted, so
+            features that were constant in its training data (std 1, mean at that data's value) enter
+            as their deviation from that value.
     """
 
     def __init__(self, M: int = 16, N_h: int = 4, N_v: int = 4, L: int = 2, d_h: float = 0.5, d_v: float = 0.5,
@@ -65,7 +79,7 @@ class WarmStartModule(L.LightningModule):
                  channels: int = 32, layers: int = 4, hypotheses: int = 1, transmit_basis: str = "bs", w_crb: float = 1.0, w_sup: float = 0.1, w_psi: float = 1.0,
                  w_R: float = 1.0, tau: float = 0.05, hyp_mean_weight: float = 0.1, lr: float = 1e-3, weight_decay: float = 1e-6,
                  lr_schedule: str = "cosine", warmup_steps: int = 100, min_lr_ratio: float = 0.02,
-                 normalizer_instances: int = 4096, hyp_loss: str = "joint"):
+                 normalizer_instances: int = 4096, hyp_loss: str = "joint", init_from: str | None = None):
         super().__init__()
         for name in ("w_crb", "w_sup", "w_psi", "w_R", "weight_decay", "hyp_mean_weight"):
             v = locals()[name]
@@ -90,8 +104,22 @@ class WarmStartModule(L.LightningModule):
         self.save_hyperparameters()
         hp = self.hparams
         self.net = WarmStartNet(**{k: hp[k] for k in NET_KEYS})
+        if init_from is not None:
+            self._init_from(init_from)
         self._val_rows: list[dict] = []
         self.irs_meta: dict = {}
+
+    def _init_from(self, path: str):
+        """Start from the network (weights + standardisation) of model file ``path`` (weights-only)."""
+        from irs_torch.learn.checkpoint import load_model
+
+        src = load_model(path)
+        mine = {k: self.hparams[k] for k in NET_KEYS}
+        theirs = {k: src.hparams.get(k) for k in NET_KEYS}
+        diff = [f"{k}={mine[k]!r} (file {theirs[k]!r})" for k in NET_KEYS if theirs[k] is not None and theirs[k] != mine[k]]
+        if diff:
+            raise ValueError(f"model.init_from {path}: architecture differs: {', '.join(diff)}")
+        self.net.load_state_dict(src.state_dict(), strict=True)
 
     # ------------------------------------------------------------------ data -> scenario
     @property
@@ -171,7 +199,7 @@ class WarmStartModule(L.LightningModule):
         if self.net.hypotheses > 1:
             d_all, c_all, _ = self.net(scen, return_all=True)
             sm_all = log_smooth_max(c_all, hp.tau)  # (B, K)
-            d, ctot, _ = combine_slots(d_all, c_all, scen._budget("P_t"))  # the design forward() returns
+            d, ctot, _ = combine_slots(d_all, c_all, scen.budget("P_t"))  # the design forward() returns
             smax = log_smooth_max(ctot, hp.tau) if hp.hyp_loss == "slots" else sm_all.min(-1).values
             extra = hp.hyp_mean_weight * (sm_all.mean(-1) - logl)
         else:
@@ -185,13 +213,14 @@ class WarmStartModule(L.LightningModule):
         if bool(has.any()):
             out["loss_crb"] = (smax - logl)[has].mean()  # log ratio to the solver labels
             if hp.w_sup > 0 and "psi" in batch and "R_s" in batch:
-                a_max = scen._budget("a_max")
+                a_max = scen.budget("a_max")
                 a_max = a_max[has] if a_max.dim() else a_max
                 lp = psi_label_loss(d.psi[has], batch["psi"][has].to(d.psi.dtype), a_max).mean()
                 lr_ = transmit_label_loss(d.R_s[has], batch["R_s"][has].to(d.R_s.dtype)).mean()
                 loss = loss + hp.w_sup * (has.double().mean()) * (hp.w_psi * lp + hp.w_R * lr_)
                 out["loss_psi"], out["loss_R"] = lp, lr_
             out["ratio"] = (ctot.detach().amax(-1)[has] / label[has]).detach()
+            out["log_ratio_all"] = (smax - logl).detach()  # per instance: the smooth log max-CRB ratio (loss_crb)
         out["loss"] = loss
         out["labelled"] = has
         return out
@@ -224,6 +253,13 @@ class WarmStartModule(L.LightningModule):
         if "ratio" in out and bool(out["labelled"].all()):
             row["ratio"] = out["ratio"]
             row["label"] = batch["max_crb"].to(torch.float64)
+            # breakdowns (irs_torch.learn.regimes): C1 regime at the label, budget buckets, per-instance CRB loss
+            if "R_s" in batch and "psi" in batch:
+                row["c1_binding"] = c1_binding(scen, batch["R_s"].to(scen.G.dtype),
+                                               batch["psi"].to(scen.G.dtype)).to(torch.float64).reshape(bs)
+            row["log_ratio"] = out["log_ratio_all"].detach()
+        row["P_t"] = scen.budget("P_t").expand(bs).to(torch.float64)
+        row["P_s"] = scen.budget("P_s").expand(bs).to(torch.float64)
         self._val_rows.append(row)
         return out["loss"]
 
@@ -261,14 +297,24 @@ class WarmStartModule(L.LightningModule):
         for k, v in metrics.items():
             self.log(f"{stage}/{k}", v, sync_dist=False)  # identical on every rank (gathered)
         self.last_metrics = {f"{stage}/{k}": float(v) for k, v in metrics.items()}
+        groups = breakdown_groups(cat)
+        for g, (mask, _) in groups.items():
+            for k, v in group_metrics(cat, mask).items():
+                self.log(f"{stage}/by_{g}/{k}", v, sync_dist=False)
+                self.last_metrics[f"{stage}/by_{g}/{k}"] = float(v)
         self.irs_meta[f"{stage}_metrics"] = self.last_metrics
         if "ratio" in cat and self.logger is not None and hasattr(self.logger, "experiment") \
                 and hasattr(self.logger.experiment, "add_histogram") and not self.trainer.sanity_checking:
             r = cat["ratio"].detach().cpu()
-            r = r[torch.isfinite(r)]
-            if len(r):
-                self.logger.experiment.add_histogram(f"{stage}/ratio", r, self.global_step)
-                self.logger.experiment.add_histogram(f"{stage}/log10_ratio", torch.log10(r), self.global_step)
+            fin = torch.isfinite(r)
+            if bool(fin.any()):
+                self.logger.experiment.add_histogram(f"{stage}/ratio", r[fin], self.global_step)
+                self.logger.experiment.add_histogram(f"{stage}/log10_ratio", torch.log10(r[fin]), self.global_step)
+            for g, (mask, _) in groups.items():
+                m = mask.cpu() & fin
+                if bool(m.any()):
+                    self.logger.experiment.add_histogram(f"{stage}/by_{g}/log10_ratio", torch.log10(r[m]),
+                                                         self.global_step)
 
     def predict_step(self, batch, batch_idx):
         d = self.net(self.scenario(batch))
@@ -331,4 +377,44 @@ def epoch_metrics(cat: dict) -> dict:
     for k in ("bs", "irs", "amp", "psd"):
         out[f"margin_{k}_min"] = float(cat[k].min())
     out["feasible_frac"] = float(cat["feasible"].mean())
+    return out
+
+
+def breakdown_groups(cat: dict) -> dict:
+    """The validation breakdowns of concatenated rows (:mod:`irs_torch.learn.regimes`): ``{tag: (mask,
+    name)}`` for the C1 regimes at the label (``c1_binding`` / ``standard``, when labels are present),
+    the P_s decade buckets and the P_t low/high buckets present in the rows."""
+    out = {}
+    if "c1_binding" in cat:
+        b = cat["c1_binding"] > 0.5
+        for name, m in ((REGIMES[1], b), (REGIMES[0], ~b)):
+            out[tag(name).replace("-", "_")] = (m, name)
+    if "P_s" in cat:
+        i = bucket_index(cat["P_s"], PS_EDGES)
+        for j, name in enumerate(PS_BUCKETS):
+            out[tag(name)] = (i == j, name)
+    if "P_t" in cat:
+        hi = cat["P_t"] >= PT_SPLIT
+        for name, m in ((PT_BUCKETS[0], ~hi), (PT_BUCKETS[1], hi)):
+            out[tag(name)] = (m, name)
+    return {k: v for k, v in out.items() if bool(v[0].any())}
+
+
+def group_metrics(cat: dict, mask: torch.Tensor) -> dict:
+    """Per-group scalars: ``n``, ``ratio_median``, ``ratio_p90`` (max-CRB of the prediction over the
+    label's) and ``loss_crb`` (mean smooth log ratio, the CRB term of the loss) where labels exist;
+    ``max_crb_median`` always."""
+    q = lambda x, p: float(torch.quantile(x.double(), p)) if len(x) else float("nan")  # noqa: E731
+    out = {"n": float(mask.sum())}
+    mc = cat["max_crb"][mask]
+    out["max_crb_median"] = q(mc[torch.isfinite(mc)], 0.5)
+    if "ratio" in cat:
+        r = cat["ratio"][mask]
+        rf = r[torch.isfinite(r)]
+        out["ratio_median"] = q(rf, 0.5)
+        out["ratio_p90"] = q(rf, 0.9)
+    if "log_ratio" in cat:
+        lr = cat["log_ratio"][mask]
+        lr = lr[torch.isfinite(lr)]
+        out["loss_crb"] = float(lr.mean()) if len(lr) else float("nan")
     return out

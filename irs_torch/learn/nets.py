@@ -27,11 +27,9 @@ import math
 import torch
 from torch import nn
 
-from irs_torch.learn.features import (FEATURE_KINDS, N_GLOBAL, N_IRS_SCALARS, Features, per_irs_width,
-                                      scenario_features)
 from irs_torch.learn.feasibility import C1_MODES, FeasibleDesign, aligned_reference, feasible_design
+from irs_torch.learn.features import FEATURE_KINDS, N_GLOBAL, N_IRS_SCALARS, Features, per_irs_width, scenario_features
 from irs_torch.scenario import Scenario
-
 
 ARCHS = ("mlp", "gnn")
 TRANSMIT_BASES = ("bs", "channel")
@@ -339,15 +337,18 @@ class WarmStartNet(nn.Module):
         y = y.reshape(y.shape[:-1] + (self.hypotheses, self._n_out)).movedim(-2, -3)  # (..., K, L, P)
         bs = y.shape[:-1]
         i = 0
-        zr = y[..., i: i + self._n_z].reshape(bs + (2, self.N)); i += self._n_z
+        zr = y[..., i: i + self._n_z].reshape(bs + (2, self.N))
+        i += self._n_z
         V = None
         if self.echo_basis:
-            vr = y[..., i: i + self._n_v].reshape(bs + (2, 3, self.rank)); i += self._n_v
+            vr = y[..., i: i + self._n_v].reshape(bs + (2, 3, self.rank))
+            i += self._n_v
             V = torch.complex(vr[..., 0, :, :], vr[..., 1, :, :])
         W = None
         if self.free_transmit:
             nw = self.N if self.transmit_basis == "channel" else self.M
-            wr = y[..., i: i + self._n_w].reshape(bs + (2, nw, self.rank)); i += self._n_w
+            wr = y[..., i: i + self._n_w].reshape(bs + (2, nw, self.rank))
+            i += self._n_w
             W = torch.complex(wr[..., 0, :, :], wr[..., 1, :, :])
         omega = y[..., i]
         rho_logit = self.rho_head(ctx)  # (..., K)
@@ -389,7 +390,7 @@ class WarmStartNet(nn.Module):
         c = scen.crb(d.R_s, d.psi, validate=False).total  # (..., K, L)
         if return_all:
             return d, c, scen
-        best, _, _ = combine_slots(d, c, scenario._budget("P_t"))
+        best, _, _ = combine_slots(d, c, scenario.budget("P_t"))
         return best
 
 
@@ -431,8 +432,8 @@ def combine_slots(designs: FeasibleDesign, crb_total: torch.Tensor, P_t):
     """The best design assembled slot by slot from K candidates (never worse than :func:`select_best`).
 
     The IRS slots are coupled only through the BS budget, an average over slots
-    (``sum_l tr R_s,l <= L P_t``, NOTES.md). Slot l may take candidate k_l, and lowering a slot's
-    power by a factor t <= 1 keeps C1 (the IRS power grows with R_s,l) and multiplies that slot's
+    (``sum_l tr R_s,l <= L P_t``, docs/assumptions.md "Modelling facts"). Slot l may take candidate k_l, and lowering a
+    slot's power by a factor t <= 1 keeps C1 (the IRS power grows with R_s,l) and multiplies that slot's
     CRB by exactly 1/t (the FIM is linear in R_s,l; the noise does not depend on it). With
     ``e = c p`` (CRB times slot power, invariant to that scaling), the smallest achievable max-CRB is
     the smallest m with ``sum_l min_{k: c_kl <= m} e_kl <= m L P_t``; it lies at

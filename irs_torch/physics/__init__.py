@@ -3,22 +3,22 @@
 Everything is written once, in torch, batched over leading dimensions. SI units (m, rad, W);
 element spacings are in wavelengths.
 """
-from irs_torch.physics.steering import (
-    upa_steering,
-    upa_steering_derivatives,
-    cophasing_psi,
-    ula_steering,
-    element_indices,
-)
+from irs_torch.physics.channels import rician_bs_irs_channel, target_coefficient
 from irs_torch.physics.geometry import (
-    irs_frames,
-    direction_angles,
-    target_angles,
-    path_loss,
     db_to_linear,
     dbm_to_watt,
+    direction_angles,
+    irs_frames,
+    path_loss,
+    target_angles,
 )
-from irs_torch.physics.channels import rician_bs_irs_channel, target_coefficient
+from irs_torch.physics.steering import (
+    cophasing_psi,
+    element_indices,
+    ula_steering,
+    upa_steering,
+    upa_steering_derivatives,
+)
 
 __all__ = [
     "upa_steering",

@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from irs_torch.physics.geometry import direction_angles, db_to_linear, path_loss
+from irs_torch.physics.geometry import db_to_linear, direction_angles, path_loss
 from irs_torch.physics.steering import ula_steering, upa_steering
 
 
@@ -51,7 +51,8 @@ def target_coefficient(d_it, *, model: str = "pathloss", sigma_rcs: float = 1.0,
                        generator: torch.Generator | None = None) -> torch.Tensor:
     """Round-trip target coefficient beta_l with a uniform random phase.
 
-    ``model='pathloss'`` (default, NOTES.md): ``|beta|^2 = sigma_rcs * PL(d)^2``.
+    ``model='pathloss'`` (default, docs/assumptions.md "Defaults where the paper is silent"): ``|beta|^2 = sigma_rcs *
+    PL(d)^2``.
     ``model='radar'``: ``|beta|^2 = lambda^2 sigma_rcs / ((4 pi)^3 d^4)``.
 
     Shapes: d_it ``(L,)`` [m] -> ``(L,)`` complex128.

@@ -1,6 +1,6 @@
 """Geometry: IRS local frames, angles of a point seen from an IRS, path loss.
 
-Conventions (NOTES.md): each IRS is a vertical plane; its frame is (h, v, n) with
+Conventions (docs/assumptions.md "Geometry and angles"): each IRS is a vertical plane; its frame is (h, v, n) with
 h the horizontal array axis, v = +z the vertical array axis and n the outward normal.
 An IRS with yaw ``gamma`` has ``n = (cos gamma, sin gamma, 0)`` and ``h = (-sin gamma, cos gamma, 0)``
 (yaw 0: facing +x, horizontal axis along +y, as in the paper's scenario).

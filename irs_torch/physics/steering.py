@@ -1,5 +1,5 @@
 """Array responses: the IRS uniform planar array (paper eqs. (1)-(3)) and its derivatives
-(eqs. (26)-(27), with the d_h correction of NOTES.md item 3), and the BS uniform linear array.
+(eqs. (26)-(27), with the d_h correction of docs/assumptions.md item 3), and the BS uniform linear array.
 
 Element ordering follows (1): a = a_v(theta) kron a_h(theta, phi), i.e. element n = v * N_h + h
 with v = 0..N_v-1 the vertical index and h = 0..N_h-1 the horizontal index.
@@ -71,7 +71,7 @@ def upa_steering_derivatives(theta: torch.Tensor, phi: torch.Tensor, N_h: int, N
 
     ``da/dtheta = zeta_theta * a`` with
     ``zeta_theta = j 2 pi d_h cos(theta) cos(phi) h_idx - j 2 pi d_v sin(theta) v_idx``
-    (NOTES.md item 3: the paper prints d_v in the horizontal term), and
+    (docs/assumptions.md item 3: the paper prints d_v in the horizontal term), and
     ``da/dphi = zeta_phi * a`` with ``zeta_phi = -j 2 pi d_h sin(theta) sin(phi) h_idx``.
 
     Shapes: theta, phi ``(...)`` -> ``(a, da_dtheta, da_dphi)``, each ``(..., N)`` complex.

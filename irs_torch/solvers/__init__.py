@@ -36,22 +36,15 @@ from irs_torch.solvers.result import (  # noqa: F401
     SolveResult,
     SolverOptions,
 )
-from irs_torch.solvers.ao import initial_point, solve  # noqa: F401
 
 
+def __getattr__(name):  # lazy: `from irs_torch.solvers import SolverOptions` imports no cvxpy (issue #14)
+    if name in ("solve", "initial_point"):
+        from irs_torch.solvers import ao
 
-def reset_warm_starts() -> None:
-    """Forget solver state carried between solves (the compiled problems are kept).
-
-    The solvers do not warm-start (SCS runs with ``warm_start=False``, Clarabel is an interior-point
-    method), so a solve never depends on earlier ones; this clears cvxpy's per-problem solver
-    caches anyway, for callers that want a clean state (e.g. data-set workers)."""
-    from irs_torch.solvers import reflect, transmit
-
-    for cache in (transmit._CACHE, reflect._SDR_CACHE):
-        for p in cache.values():
-            p.problem._solver_cache.clear()
+        return getattr(ao, name)
+    raise AttributeError(f"module 'irs_torch.solvers' has no attribute {name!r}")
 
 
-__all__ = ["reset_warm_starts", "SolverOptions", "SolveResult", "solve", "initial_point", "METHODS", "P2_SOLVERS",
-           "P3_METHODS", "INIT_KINDS", "EFFORTS"]
+__all__ = ["SolverOptions", "SolveResult", "solve", "initial_point", "METHODS", "P2_SOLVERS", "P3_METHODS",
+           "INIT_KINDS", "EFFORTS"]

@@ -6,7 +6,8 @@ improvement of an iteration is below ``rtol`` or after ``max_iter`` iterations.
 
 Failures are counted, never hidden: a P2 step fails when no conic solve returned a point
 (:class:`~irs_torch.solvers.transmit.TransmitResult` ``failed``) or it raised (a returned point
-that fails the constraint check is repaired and counted as ``inexact``, not failed); a P3 step fails when psi of some IRS could not be optimised at all
+that fails the constraint check is repaired and counted as ``inexact``, not failed); a P3 step fails
+when psi of some IRS could not be optimised at all
 (:class:`~irs_torch.solvers.reflect.ReflectResult` ``failed``) or it raised. A failed P2 step's
 point is never accepted (R_s stays), a failed IRS keeps its psi; each history entry records
 ``p2_failed`` / ``p3_failed`` and the solver failure counts, and :func:`_result` turns them into
@@ -23,7 +24,7 @@ from cvxpy.error import SolverError
 
 from irs_torch.scenario import Scenario
 from irs_torch.solvers.baselines import passive_scenario
-from irs_torch.solvers.reflect import ReflectResult, feasible_scale, solve_reflect_first_order, solve_reflect_sca
+from irs_torch.solvers.reflect import ReflectResult, solve_reflect_first_order, solve_reflect_sca
 from irs_torch.solvers.result import INIT_KINDS, METHODS, SolveResult, SolverOptions, failure_counts
 from irs_torch.solvers.transmit import TransmitResult, repair_transmit, solve_transmit_sdp
 
@@ -46,7 +47,8 @@ def initial_point(scenario: Scenario, init: dict | None, options: SolverOptions)
     ``init``: None or ``{"kind": "random"}`` - ``R_s = P_t/M I`` and random phases (``options.seed``)
     at the largest amplitude meeting C1 and a_max; ``{"kind": "aligned"}`` - phases co-phasing the
     two-hop echo of the BS beam that maximises it (:func:`irs_torch.physics.steering.cophasing_beam`;
-    an eigenvector of the isotropic R_s would be an arbitrary antenna), same amplitude rule; ``{"R_s": ..., "psi": ...}`` (either or both) - the warm
+    an eigenvector of the isotropic R_s would be an arbitrary antenna), same amplitude rule;
+    ``{"R_s": ..., "psi": ...}`` (either or both) - the warm
     start. A user-given point is made feasible, never discarded (documented fallback): R_s
     projected onto the PSD cone and scaled into the BS budget; psi scaled down (real factor) to
     meet a_max and C1 if it violates them (passive: projected to unit modulus); with psi given
@@ -83,22 +85,22 @@ def initial_point(scenario: Scenario, init: dict | None, options: SolverOptions)
             raise ValueError("init['psi'] has an all-zero IRS vector: the FIM is singular (no echo)")
         info["kind"] = "given"
         if not scenario.active:
-            psi = feasible_scale(scenario, R, psi)
+            psi = scenario.scale_psi_to_feasible(R, psi)
     elif kind == "aligned":  # co-phasing rule with the beam it co-phases (not an eigenvector of isotropic R_s)
         from irs_torch.physics.steering import cophasing_beam
 
-        psi = feasible_scale(scenario, R, cophasing_beam(scenario)[1])
+        psi = scenario.scale_psi_to_feasible(R, cophasing_beam(scenario)[1])
     else:
         psi = scenario.random_phase_design(R, seed=options.seed)
         if not scenario.active:
-            psi = feasible_scale(scenario, R, psi)
+            psi = scenario.scale_psi_to_feasible(R, psi)
     if not (R_given or psi_given) and scenario.active:
         R, psi, rho = balance_power(scenario, R, psi)
         info["power_balance_rho"] = rho.tolist()
     if R_given or psi_given:
         # repair: R_s PSD + BS budget (+ C1 by scaling R when psi is the given part)
         R0 = R
-        R, rep = repair_transmit(scenario, psi, R) if (psi_given and not R_given) else _repair_R_only(scenario, R)
+        R, rep = repair_transmit(scenario, psi if (psi_given and not R_given) else None, R)
         info["R_s_scale"] = rep.get("scale")
         info["R_s_repaired"] = not torch.allclose(R, R0)
         if scenario.active:
@@ -114,8 +116,8 @@ def initial_point(scenario: Scenario, init: dict | None, options: SolverOptions)
 def balance_power(scenario: Scenario, R: torch.Tensor, psi: torch.Tensor, n_grid: int = 41):
     """Trade BS power against IRS amplification, per slot, by a 1-D search (never worse).
 
-    When C1 binds, the AO keeps the amplitude level it starts from (NOTES.md): P2 cannot raise
-    |psi| and P3 cannot lower R_s. This step scans ``R_l -> rho R_l`` for ``rho`` in
+    When C1 binds, the AO keeps the amplitude level it starts from (docs/assumptions.md "Numerical experience"): P2
+    cannot raise |psi| and P3 cannot lower R_s. This step scans ``R_l -> rho R_l`` for ``rho`` in
     ``logspace(-4, 0, n_grid)`` with psi_l rescaled by a real factor to the largest value meeting C1
     and a_max (closed form, :meth:`Scenario.scale_psi_to_feasible`), and keeps, per IRS, the rho
     with the lowest CRB_l (rho = 1 with the unscaled psi is a candidate, so the CRB never rises).
@@ -140,20 +142,9 @@ def balance_power(scenario: Scenario, R: torch.Tensor, psi: torch.Tensor, n_grid
     return R_new, psi_new, rho_sel
 
 
-def _repair_R_only(scenario, R):
-    """PSD projection and BS budget only (C1 is then met by scaling psi)."""
-    R = 0.5 * (R + R.conj().transpose(-1, -2))
-    lam, V = torch.linalg.eigh(R)
-    R = (V * lam.clamp(min=0).to(R.dtype).unsqueeze(-2)) @ V.conj().transpose(-1, -2)
-    bs = float(torch.diagonal(R, dim1=-2, dim2=-1).real.sum()) / (scenario.L * float(scenario.P_t))
-    if bs > 1:
-        R = R / bs
-    return R, {"scale": [min(1.0, 1.0 / bs)] * scenario.L if bs > 0 else [1.0] * scenario.L}
-
-
 def amax_start(scenario: Scenario, seed: int):
-    """A second AO start (NOTES.md: the AO keeps the amplitude level it starts from when C1 binds):
-    random phases at |psi_n| = a_max and ``R_s = P_t/M I`` scaled per slot to meet C1."""
+    """A second AO start (docs/assumptions.md "Numerical experience": the AO keeps the amplitude level it starts from
+    when C1 binds): random phases at |psi_n| = a_max and ``R_s = P_t/M I`` scaled per slot to meet C1."""
     g = torch.Generator().manual_seed(int(seed) + 1)
     ph = 2 * math.pi * torch.rand(scenario.L, scenario.N, generator=g, dtype=torch.float64)
     psi = torch.polar(torch.full_like(ph, float(scenario.a_max)), ph).to(scenario.G.dtype)
@@ -256,8 +247,9 @@ def _result(scn, R, psi, *, method, options, history, status, nit, times, R0, ps
         if k:
             last = next(h for h in reversed(history) if h.get(f"{step}_failed"))
             why = last.get("p2_status", "") if step == "p2" else last.get("p3_error") or (
-                "no usable solve for IRS " + ", ".join(str(i + 1) for i, x in enumerate(last.get("p3_failed_irs", []))
-                                                       if x) + (f" ({last['p3_status']})" if "p3_status" in last else ""))
+                "no usable solve for IRS "
+                + ", ".join(str(i + 1) for i, x in enumerate(last.get("p3_failed_irs", [])) if x)
+                + (f" ({last['p3_status']})" if "p3_status" in last else ""))
             notes.append(f"{name} failed in {k} of {n} steps (last: {why})")
             if k == n:
                 failed_all.append(step.upper())
@@ -270,9 +262,15 @@ def _result(scn, R, psi, *, method, options, history, status, nit, times, R0, ps
             f"note: {fail['p2_inexact']} of {fail['p2_steps']} P2 steps returned only inexact points (constraint "
             f"violation above the check's tolerance), repaired to exact feasibility and used")
     if notes:
-        what = ("FAILED: " if failed_all else "warning: ") + "; ".join(notes) + (
-            f"; the returned design is feasible but was not optimised by {' or '.join(failed_all)}" if failed_all
-            else "; the returned point comes from the steps that succeeded")
+        what = (
+            ("FAILED: " if failed_all else "warning: ")
+            + "; ".join(notes)
+            + (
+                f"; the returned design is feasible but was not optimised by {' or '.join(failed_all)}"
+                if failed_all
+                else "; the returned point comes from the steps that succeeded"
+            )
+        )
         message = what + ("; " + message if message else "")
     opts = {**options.to_dict(), "method": method, "init": info}
     if method == "passive":
@@ -349,23 +347,27 @@ def solve(scenario: Scenario, method: str = "ao", init: dict | None = None,
             from irs_torch.solvers.strategy import solve_with_effort
 
             return solve_with_effort(scenario, options.effort, init, options, progress)
-        return _solve(scenario, method, init, options, progress)
+        return solve_direct(scenario, method, init, options, progress)
     finally:
         if torch.get_num_threads() != n0:
             torch.set_num_threads(n0)
 
 
-def _solve(scenario: Scenario, method: str, init: dict | None, options: SolverOptions,
-           progress: bool) -> SolveResult:
-    """The body of :func:`solve` (torch threads already set)."""
+def solve_direct(
+    scenario: Scenario, method: str, init: dict | None, options: SolverOptions, progress: bool
+) -> SolveResult:
+    """:func:`solve` without the effort strategy (:mod:`irs_torch.solvers.strategy`): ``method`` from
+    ``init`` (and, for "ao" with ``init=None``, ``options.n_starts`` starts), with the caller's torch
+    threads. The strategy's AO runs and the best-known search call it for each start."""
     t0 = time.perf_counter()
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if not isinstance(scenario, Scenario):
         raise TypeError(f"scenario must be a Scenario, got {type(scenario).__name__}")
     if scenario.batch_shape:
-        raise ValueError(f"solve needs an unbatched scenario, got batch shape {tuple(scenario.batch_shape)}; "
-                         f"index it (scenario[i])")
+        raise ValueError(
+            f"solve needs an unbatched scenario, got batch shape {tuple(scenario.batch_shape)}; index it (scenario[i])"
+        )
     scn = scenario.to(torch.complex128)
     if method == "passive":
         scn = passive_scenario(scn, fair=options.passive_fair)
@@ -382,7 +384,7 @@ def _solve(scenario: Scenario, method: str, init: dict | None, options: SolverOp
                        times=times, R0=R0, psi0=psi0, info=info)
     if method == "reflective-only":
         R = scn.isotropic_design()
-        psi_s = psi0 if init and init.get("psi") is not None else feasible_scale(scn, R, psi0)
+        psi_s = psi0 if init and init.get("psi") is not None else scn.scale_psi_to_feasible(R, psi0)
         p3 = _p3_step(scn, R, psi_s, options, 0)
         c = scn.crb(R, p3.psi).total
         hist = [{"iter": 0, "max_crb": float(c.max()), "crb": c.tolist(), "t_p2": 0.0, "t_p3": p3.times["total"],

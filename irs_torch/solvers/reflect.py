@@ -7,9 +7,9 @@ Given R_s the problem decouples per IRS (P3.l.1): ``min tr(F_l^-1)`` s.t. C1 (17
   FIM and C1 are linearised at the current point (Lemma 1, (24)), the SDP (SDR3.l.3) with
   ``diag(Theta) <= a_max^2`` is solved, Gaussian randomisation (seeded) draws rank-one candidates,
   each is brought to the largest scale meeting a_max and C1 exactly, the best is kept, and a step
-  is accepted only if the exact (torch-model) CRB improves. A trust region keeps the SDP where
-  the linearisation is meaningful (NOTES.md: the linearisation is neither an upper nor a lower
-  bound, and the SDP exploits it).
+  is accepted only if the exact (torch-model) CRB improves. A trust region keeps the SDP where the linearisation is
+  meaningful (docs/assumptions.md "Numerical experience": the linearisation is neither an upper nor a lower bound, and
+  the SDP exploits it).
 * :func:`solve_reflect_first_order` - gradient descent (Adam) on the torch CRB, multi-start,
   ``psi = sigmoid(rho) exp(j phase)`` (amplitude limit in the parameterisation) followed by the
   closed-form largest real scale meeting C1 and a_max (C1 met exactly, and the scale is
@@ -20,7 +20,7 @@ randomised candidates projected to unit modulus; the first-order method optimise
 
 Both never return a psi worse (by the torch model) than the one they start from.
 
-The Theta-extension of the model (our derivation; NOTES.md: Appendix B has misprints). With
+The Theta-extension of the model (our derivation; docs/assumptions.md item 4: Appendix B has misprints). With
 ``V = [a, da/dtheta, da/dphi]`` (N x 3) and ``E_i = G^T diag(V_i)`` (M x N) the echo vectors of
 ``irs_torch.crb`` are ``x_i = E_i psi``, so for ``Theta = psi psi^H``::
 
@@ -39,7 +39,6 @@ differences and a hand derivation in tests/test_solvers_reflect.py.
 """
 from __future__ import annotations
 
-import importlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -48,12 +47,12 @@ import cvxpy as cp
 import numpy as np
 import torch
 
+from irs_torch import crb as crb_model
 from irs_torch.physics.steering import upa_steering_derivatives
 from irs_torch.scenario import Scenario
-from irs_torch.solvers import _conic
-from irs_torch.solvers.transmit import FIM_ENTRIES, _assembly_matrix
-
-_crb = importlib.import_module("irs_torch.crb")
+from irs_torch.solvers import conic
+from irs_torch.solvers.baselines import aligned_phases
+from irs_torch.solvers.transmit import FIM_ENTRIES, assembly_matrix
 
 
 # ----------------------------------------------------------------------------- the Theta model
@@ -90,8 +89,8 @@ class IRSModel:
         V = torch.stack([a, dt, dp], 0).to(cdt)  # (3, N)
         E = G.transpose(0, 1).unsqueeze(0) * V.unsqueeze(1)  # (3, M, N)
         NB = torch.einsum("ima,mk,jkb->ijab", E, R, E.conj())
-        sr = float(scenario._per_irs("sigma_r2").reshape(-1)[l if scenario._per_irs("sigma_r2").numel() > 1 else 0])
-        sb = float(scenario._per_irs("sigma_b2").reshape(-1)[l if scenario._per_irs("sigma_b2").numel() > 1 else 0])
+        sr = float(scenario.budget("sigma_r2"))
+        sb = float(scenario.budget("sigma_b2"))
         gRg = torch.einsum("nm,mk,nk->n", G, R, G.conj()).real
         b2 = float(scenario.beta[l].abs() ** 2)
         c = 2.0 * scenario.T_L * b2 / sb
@@ -113,7 +112,7 @@ class IRSModel:
         NA = torch.einsum("ima,...mk,jkb->...ijab", self.E.conj(), W, self.E)
         A = torch.einsum("...ijab,...ab->...ij", NA, Theta.conj())
         B = torch.einsum("ijab,...ab->...ij", self.NB, Theta)
-        K = _crb._K.to(dtype=self.E.dtype)
+        K = crb_model.FIM_SELECTORS.to(dtype=self.E.dtype)
         T = torch.einsum("pij,...jk,qkl,...li->...pq", K, A, K, B)
         e = torch.sgn(self.beta).conj()
         eT_th = e * T[..., 0, 2]
@@ -138,7 +137,7 @@ class IRSModel:
 
     def crb(self, Theta: torch.Tensor) -> torch.Tensor:
         """``tr(F^-1) = sum_i g_i [Fhat(Theta)^-1]_ii`` (``+inf`` if singular) -> ``(...)``."""
-        dinv, _ = _crb.inverse_diagonal(self.fim(Theta))
+        dinv, _ = crb_model.inverse_diagonal(self.fim(Theta))
         return (dinv * self.g).sum(-1)
 
     def linearize(self, Theta0: torch.Tensor):
@@ -183,7 +182,7 @@ class ReflectSDR:
 
     def __init__(self, N: int):
         n = 2 * N * N
-        S = _assembly_matrix()
+        S = assembly_matrix()
         eye4 = np.eye(4)
         self.N = N
         self.Wf = cp.Parameter((8, n), name="Wf")
@@ -235,8 +234,9 @@ class LinearizedSDR:
 
     def fim(self, Theta: torch.Tensor) -> torch.Tensor:
         """Linearised Fbar (Jacobi-scaled) at Theta ``(..., N, N)`` -> ``(..., 4, 4)``."""
-        f = self.f0[:8] + (torch.stack([vec_real(t) for t in Theta.reshape(-1, *Theta.shape[-2:])]) - self.x0) @ self.J[:8].T
-        S = torch.from_numpy(_assembly_matrix())
+        x = torch.stack([vec_real(t) for t in Theta.reshape(-1, *Theta.shape[-2:])])
+        f = self.f0[:8] + (x - self.x0) @ self.J[:8].T
+        S = torch.from_numpy(assembly_matrix())
         F = (f @ S.T).reshape(*Theta.shape[:-2], 4, 4)
         return self.s[:, None] * F * self.s[None, :]
 
@@ -263,7 +263,7 @@ def sdr_step(model: IRSModel, psi0: torch.Tensor, delta_rel: float, solver: str 
     N = model.N
     Theta0 = torch.outer(psi0, psi0.conj())
     f0, J, x0 = model.linearize(Theta0)
-    scale_T = model.a_max ** 2 if model.active else 1.0
+    scale_T = model.a_max**2 if model.active else 1.0
     F0 = model.fim(Theta0)
     d = torch.diagonal(F0).clamp(min=1e-300)
     s = d.rsqrt()
@@ -291,10 +291,10 @@ def sdr_step(model: IRSModel, psi0: torch.Tensor, delta_rel: float, solver: str 
     prob.x0.value = xs.numpy()
     prob.delta.value = float(delta_rel * xs.norm())
     lin = LinearizedSDR(f0=f0, J=J, x0=x0, s=s, w=w, scale_T=scale_T, crb0=crb0)
-    for name in _conic.fallback_order(solver):
-        status, _ = _conic.run(prob.problem, name, eps, verbose, small=N <= 10, fallback=name != solver)
+    for name in conic.fallback_order(solver):
+        status, _ = conic.run(prob.problem, name, eps, verbose, small=N <= 10, fallback=name != solver)
         lin.status = status
-        if status in _conic.OK_STATUSES and prob.T.value is not None:
+        if status in conic.OK_STATUSES and prob.T.value is not None:
             T = torch.from_numpy(np.asarray(prob.T.value)).to(Theta0.dtype)
             if bool(torch.isfinite(T).all()):
                 lin.Theta = scale_T * 0.5 * (T + T.conj().T)
@@ -306,30 +306,24 @@ def sdr_step(model: IRSModel, psi0: torch.Tensor, delta_rel: float, solver: str 
 
 
 # ----------------------------------------------------------------------------- feasibility
-def feasible_scale(scenario: Scenario, R_s: torch.Tensor, psi: torch.Tensor, l: int | None = None) -> torch.Tensor:
-    """Bring psi to its largest real scale meeting a_max and C1 exactly (active; the CRB decreases
-    with the scale), or to unit modulus (passive). psi ``(..., L, N)`` (or ``(..., N)`` for IRS l)."""
-    if not scenario.active:
-        return torch.sgn(psi) + (psi == 0).to(psi.dtype)
-    if l is None:
-        return scenario.scale_psi_to_feasible(R_s, psi)
-    per = lambda name: scenario._per_irs(name).reshape(-1)[l if scenario._per_irs(name).numel() > 1 else 0]  # noqa: E731
-    P4, P2 = _crb.irs_power_coefficients(scenario.G[l], psi, R_s[l].to(psi.dtype), scenario.theta[l], scenario.phi[l],
-                                         scenario.beta[l], per("sigma_r2"), scenario.N_h, scenario.N_v,
-                                         scenario.d_h, scenario.d_v)
-    s = _crb.c1_max_scale(P4, P2, per("P_s"))
-    amax = psi.abs().amax(-1)
-    s = torch.minimum(s, per("a_max") / torch.where(amax > 0, amax, torch.ones_like(amax)))
-    s = torch.where(torch.isfinite(s), s, torch.ones_like(s))
-    return psi * s.unsqueeze(-1).to(psi.dtype)
-
-
 def irs_crb(scenario: Scenario, R_s: torch.Tensor, psi: torch.Tensor, l: int) -> torch.Tensor:
     """tr(F_l^-1) of IRS l for psi ``(..., N)`` (batched candidates) -> ``(...)``."""
-    per = lambda name: scenario._per_irs(name).reshape(-1)[l if scenario._per_irs(name).numel() > 1 else 0]  # noqa: E731
-    return _crb.crb(scenario.G[l], psi, R_s[l].to(psi.dtype), scenario.theta[l], scenario.phi[l], scenario.beta[l],
-                    per("sigma_r2"), per("sigma_b2"), scenario.T_L, scenario.N_h, scenario.N_v,
-                    scenario.d_h, scenario.d_v).total
+    per = scenario.budget  # one value for all IRSs of an unbatched scenario
+    return crb_model.crb(
+        scenario.G[l],
+        psi,
+        R_s[l].to(psi.dtype),
+        scenario.theta[l],
+        scenario.phi[l],
+        scenario.beta[l],
+        per("sigma_r2"),
+        per("sigma_b2"),
+        scenario.T_L,
+        scenario.N_h,
+        scenario.N_v,
+        scenario.d_h,
+        scenario.d_v,
+    ).total
 
 
 # ----------------------------------------------------------------------------- results
@@ -390,7 +384,7 @@ def solve_reflect_sca(scenario: Scenario, R_s: torch.Tensor, psi: torch.Tensor, 
     iterations or when the radius falls below 1e-3. Shapes: R_s ``(L, M, M)``, psi ``(L, N)``.
     """
     t0 = time.perf_counter()
-    psi = feasible_scale(scenario, R_s, psi.to(scenario.G.dtype))
+    psi = scenario.scale_psi_to_feasible(R_s, psi.to(scenario.G.dtype))
     out, crbs, improved, steps, failed = [], [], [], [], []
     n_fail = 0
     for l in range(scenario.L):
@@ -415,7 +409,7 @@ def solve_reflect_sca(scenario: Scenario, R_s: torch.Tensor, psi: torch.Tensor, 
                 continue
             gen = _generator(seed * 1_000_003 + 7919 * l + it)
             cands = gaussian_randomization(lin.Theta, n_randomizations, gen)
-            cands = feasible_scale(scenario, R_s, cands, l)
+            cands = scenario.scale_psi_to_feasible(R_s, cands, irs=l)
             vals = irs_crb(scenario, R_s, cands, l)
             vals = torch.where(torch.isfinite(vals), vals, torch.full_like(vals, float("inf")))
             j = int(torch.argmin(vals))
@@ -444,23 +438,24 @@ def solve_reflect_sca(scenario: Scenario, R_s: torch.Tensor, psi: torch.Tensor, 
                          solver_failures=n_fail)
 
 
-def aligned_phases(scenario: Scenario, R_s: torch.Tensor) -> torch.Tensor:
-    """Unit-modulus psi ``(L, N)`` that co-phases the two-hop echo of the dominant transmit direction
-    w_l (principal eigenvector of R_s,l): :func:`irs_torch.physics.cophasing_psi`."""
-    from irs_torch.physics.steering import cophasing_psi
-
-    w = torch.linalg.eigh(0.5 * (R_s + R_s.conj().transpose(-1, -2)))[1][..., -1]  # (L, M)
-    return cophasing_psi(scenario, w)
-
-
-def solve_reflect_first_order(scenario: Scenario, R_s: torch.Tensor, psi: torch.Tensor, *, steps: int = 150,
-                              n_starts: int = 4, seed: int = 0, lr: float = 0.05, rtol: float = 1e-4) -> ReflectResult:
+def solve_reflect_first_order(
+    scenario: Scenario,
+    R_s: torch.Tensor,
+    psi: torch.Tensor,
+    *,
+    steps: int = 150,
+    n_starts: int = 4,
+    seed: int = 0,
+    lr: float = 0.05,
+    rtol: float = 1e-4,
+) -> ReflectResult:
     """Multi-start Adam on ``sum_l log tr(F_l^-1)`` of the torch model (IRSs are independent given
     R_s, so each IRS keeps its best start).
 
     Parameterisation: active ``psi = scale(sigmoid(rho) exp(j phase))`` with the closed-form
     largest scale meeting a_max and C1 (differentiable; C1 holds exactly, |psi_n| <= a_max);
-    passive ``psi = exp(j phase)``. Starts: the current psi, phase-aligned (:func:`aligned_phases`)
+    passive ``psi = exp(j phase)``. Starts: the current psi, phase-aligned
+    (:func:`irs_torch.solvers.baselines.aligned_phases`)
     and ``n_starts - 2`` random phase vectors from ``seed``. Shapes: R_s ``(L, M, M)``,
     psi ``(L, N)``. Returns psi_l only where it beats the current one by ``rtol`` (relative).
     """
@@ -468,7 +463,7 @@ def solve_reflect_first_order(scenario: Scenario, R_s: torch.Tensor, psi: torch.
     L, N = scenario.L, scenario.N
     cdt = scenario.G.dtype
     R_s = R_s.to(cdt)
-    psi = feasible_scale(scenario, R_s, psi.to(cdt))
+    psi = scenario.scale_psi_to_feasible(R_s, psi.to(cdt))
     cur_crb = scenario.crb(R_s, psi).total
     gen = _generator(seed)
     amp0 = (psi.abs() / psi.abs().amax(-1, keepdim=True).clamp(min=1e-300)).clamp(1e-3, 1 - 1e-3)
@@ -477,8 +472,8 @@ def solve_reflect_first_order(scenario: Scenario, R_s: torch.Tensor, psi: torch.
     for _ in range(max(n_starts - 2, 0)):
         starts_ph.append(2 * math.pi * torch.rand(L, N, generator=gen, dtype=torch.float64))
         starts_rho.append(torch.full((L, N), 3.0, dtype=torch.float64))
-    ph = torch.stack(starts_ph[:max(n_starts, 1)]).requires_grad_(True)  # (S, L, N)
-    rho = torch.stack(starts_rho[:max(n_starts, 1)]).requires_grad_(True)
+    ph = torch.stack(starts_ph[: max(n_starts, 1)]).requires_grad_(True)  # (S, L, N)
+    rho = torch.stack(starts_rho[: max(n_starts, 1)]).requires_grad_(True)
     params = [ph, rho] if scenario.active else [ph]
     opt = torch.optim.Adam(params, lr=lr)
 
@@ -501,7 +496,7 @@ def solve_reflect_first_order(scenario: Scenario, R_s: torch.Tensor, psi: torch.
         losses.append(float(loss.detach()))
     with torch.no_grad():
         cand = make(ph, rho)  # (S, L, N)
-        cand = feasible_scale(scenario, R_s, cand)  # exact re-scaling (no-op up to rounding)
+        cand = scenario.scale_psi_to_feasible(R_s, cand)  # exact re-scaling (no-op up to rounding)
         c = scenario.crb(R_s, cand).total
         c = torch.where(torch.isfinite(c), c, torch.full_like(c, float("inf")))
         j = torch.argmin(c, 0)  # (L,)

@@ -37,7 +37,8 @@ class SolverOptions:
     p3_warm_steps: its steps in later iterations (one start: the current psi). sca_iter: SCA iterations per
     P3 call. n_randomizations: Gaussian randomisation draws of the SDR. seed: all randomness
     (initial phases, randomisation, multi-starts). n_starts: AO starting points for ``init=None``
-    (1: the random start; 2: also the a_max start, NOTES.md; more: further random starts).
+    (1: the random start; 2: also the a_max start, docs/assumptions.md "Numerical experience"; more: further random
+    starts).
     p2_eps: conic solver tolerance. feas_rtol: relative tolerance of the final constraint check.
     passive_fair: for method "passive", give the BS P_t + P_s (power-fair comparison).
     torch_threads: torch intra-op threads while solving (restored afterwards; None leaves torch's
@@ -138,7 +139,8 @@ class SolveResult:
     points all violate the constraints beyond the check's tolerance is *inexact*, not failed: the
     better point is repaired to exact feasibility and used like any other (kept only if it lowers
     the max-CRB); inexact steps are counted (``p2_inexact``) and noted in the message, and do not
-    change ``success`` (measured: on C1-binding instances refusing them cost up to 7x in max-CRB); a P3 step fails when psi of some IRS could not be optimised at all (SCA:
+    change ``success`` (measured: on C1-binding instances refusing them cost up to 7x in max-CRB); a P3 step
+    fails when psi of some IRS could not be optimised at all (SCA:
     every SDR solve of that IRS returned no point; first-order: no finite CRB) or it raised. A
     failed step's point is never used: a failed P2 keeps R_s, a failed IRS keeps its psi, so the
     returned point always comes from the start and the steps that succeeded. Then

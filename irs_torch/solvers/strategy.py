@@ -1,8 +1,8 @@
 """Effort levels of the exact solver: which starting points the AO runs from, and how many.
 
 The AO (:mod:`.ao`) is a local method. When C1 binds it keeps roughly the amplitude level and
-the beam structure it starts from (NOTES.md), so a single random start can land 2x above the
-best design known (issue #13). The efforts trade time for quality:
+the beam structure it starts from (docs/assumptions.md "Numerical experience"), so a single random start can land 2x
+above the best design known (issue #13). The efforts trade time for quality:
 
 - ``"legacy"``: the AO from one random start (``n_starts`` as given), the default before issue #13.
 - ``"fast"``: a batched joint first-order screen (:func:`joint_first_order`) of a few diverse starts,
@@ -107,7 +107,8 @@ def joint_first_order(scenario: Scenario, R0: torch.Tensor, psi0: torch.Tensor, 
     ``psi_l = scale(sigmoid(rho_l) exp(j ph_l))`` with the closed-form largest real scale meeting C1 (7)
     and a_max (:meth:`Scenario.scale_psi_to_feasible`). Loss: ``logsumexp(smooth * log c_l) / smooth``
     (a smooth max of log tr(F_l^-1)); learning rate ``lr`` annealed (cosine) to ``lr * decay``;
-    ``patience`` > 0: stop early when the best start's max-CRB improved by < 0.1% over that many steps. Passive scenarios: unit-modulus psi, no C1.
+    ``patience`` > 0: stop early when the best start's max-CRB improved by < 0.1% over that many steps.
+    Passive scenarios: unit-modulus psi, no C1.
 
     Shapes: R0 ``(S, L, M, M)``, psi0 ``(S, L, N)`` -> ``(R (S, L, M, M), psi (S, L, N), max_crb (S,))``,
     the best iterate of each start (exactly re-scaled and evaluated; never worse than its start).
@@ -130,7 +131,8 @@ def joint_first_order(scenario: Scenario, R0: torch.Tensor, psi0: torch.Tensor, 
     ph = torch.angle(psi0).clone().requires_grad_(True)
     params = [Br, u, v, ph] + ([rho] if scenario.active else [])
     opt = torch.optim.Adam(params, lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(int(steps), 1), eta_min=lr * decay) if decay < 1 else None
+    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(int(steps), 1), eta_min=lr * decay)
+             if decay < 1 else None)
 
     def make():
         Bc = torch.view_as_complex(Br)
@@ -185,9 +187,9 @@ def _legacy(options):
 
 
 def _run_ao(scn, R, psi, options, progress=False):
-    from irs_torch.solvers.ao import _solve
+    from irs_torch.solvers.ao import solve_direct
 
-    return _solve(scn, "ao", {"R_s": R, "psi": psi}, _legacy(options), progress)
+    return solve_direct(scn, "ao", {"R_s": R, "psi": psi}, _legacy(options), progress)
 
 
 # effort -> (screened starts, Adam steps, AO iterations cap of the continued point); lr 0.1 -> 0.005 (cosine)
@@ -206,7 +208,8 @@ def screened_solve(scenario: Scenario, options, effort: str = "default", progres
     screen early after :data:`PATIENCE` steps without 0.1% gain). With :data:`AO_TRIES` > 1, an AO
     run that fails (a P2 failure) is followed by one from the next screened point, and the best
     successful run is returned (``options["ao_runs"]``); off by default (on C1-binding instances the
-    failing P2 rounds cost ~10 s a run, and the failed run's point is still feasible and screened). Returns the AO's :class:`SolveResult` with ``options["effort"]``, ``options["found_by"]`` (the start's name),
+    failing P2 rounds cost ~10 s a run, and the failed run's point is still feasible and screened).
+    Returns the AO's :class:`SolveResult` with ``options["effort"]``, ``options["found_by"]`` (the start's name),
     ``options["screen_max_crb"]`` (per start) and ``times["screen"]`` added; ``init_*`` is the best
     start before the screen."""
     t0 = time.perf_counter()
@@ -330,17 +333,18 @@ def solve_with_effort(scenario: Scenario, effort: str, init: dict | None, option
     """Dispatch of :func:`irs_torch.solvers.solve` for ``method="ao"`` by ``options.effort`` (see the
     module docstring). A warm start (``init`` with ``R_s``/``psi``) and ``init={"kind": ...}`` run the
     AO from that start (``legacy``), as before; so does ``n_starts > 1`` (the legacy multi-start)."""
-    from irs_torch.solvers.ao import _solve
+    from irs_torch.solvers.ao import solve_direct
 
     if effort not in EFFORTS:
         raise ValueError(f"effort must be one of {EFFORTS}, got {effort!r}")
     if effort == "legacy" or init is not None or options.n_starts > 1:
-        return _solve(scenario, "ao", init, _legacy(options), progress)
+        return solve_direct(scenario, "ao", init, _legacy(options), progress)
     if not isinstance(scenario, Scenario):
         raise TypeError(f"scenario must be a Scenario, got {type(scenario).__name__}")
     if scenario.batch_shape:
-        raise ValueError(f"solve needs an unbatched scenario, got batch shape {tuple(scenario.batch_shape)}; "
-                         f"index it (scenario[i])")
+        raise ValueError(
+            f"solve needs an unbatched scenario, got batch shape {tuple(scenario.batch_shape)}; index it (scenario[i])"
+        )
     if effort == "thorough":
         return thorough_search(scenario, options, progress=progress)
     return screened_solve(scenario, options, effort, progress)

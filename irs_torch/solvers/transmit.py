@@ -5,7 +5,7 @@ Problem (P2.1) of Section IV-A::
     min_{R_l, kappa} kappa   s.t.  tr(F_l(R_l)^-1) <= kappa  (18a),  C1 (17a),
                                    (1/L) sum_l tr(R_l) <= P_t  (17b),  R_l >= 0  (17c).
 
-Formulation (scaled so the solver sees numbers near 1; NOTES.md "Numerical experience"):
+Formulation (scaled so the solver sees numbers near 1; docs/assumptions.md "Numerical experience"):
 
 * ``R_l = P_t R~_l``; the FIM is linear in R (:func:`irs_torch.crb.fim_coefficient_matrices`):
   ``Fhat_l(R) = [tr(H_l,pq R)]_pq`` in the dimensionless parameterisation of ``irs_torch.crb``, and
@@ -24,7 +24,6 @@ are repaired by scaling R back, and the CRB reported is the torch model's for th
 """
 from __future__ import annotations
 
-import importlib
 import time
 from dataclasses import dataclass, field
 
@@ -32,16 +31,15 @@ import cvxpy as cp
 import numpy as np
 import torch
 
+from irs_torch import crb as crb_model
 from irs_torch.scenario import Scenario
-from irs_torch.solvers import _conic
-
-_crb = importlib.import_module("irs_torch.crb")
+from irs_torch.solvers import conic
 
 # The 8 distinct entries of Fhat (Fhat_33 = Fhat_22, Fhat_23 = 0 by structure).
 FIM_ENTRIES = ((0, 0), (0, 1), (0, 2), (0, 3), (1, 1), (1, 2), (1, 3), (2, 2))
 
 
-def _assembly_matrix() -> np.ndarray:
+def assembly_matrix() -> np.ndarray:
     """(16, 8) matrix S with vec_C(Fhat) = S @ f for the 8 distinct entries f (row-major vec)."""
     S = np.zeros((16, 8))
     for k, (p, q) in enumerate(FIM_ENTRIES):
@@ -78,7 +76,7 @@ class TransmitSDP:
     def __init__(self, L: int, k: int):
         self.L, self.k = L, k
         n = 2 * k * k
-        S = _assembly_matrix()
+        S = assembly_matrix()
         eye4 = np.eye(4)
         self.W = [cp.Parameter((8, n), name=f"W{l}") for l in range(L)]
         self.q = [cp.Parameter(n, name=f"q{l}") for l in range(L)]
@@ -156,29 +154,37 @@ class TransmitResult:
 
 def c1_rhs(scenario: Scenario, psi: torch.Tensor):
     """``(Q (L, M, M), 1 - c0 / P_s (L,))`` of C1 in R for fixed psi (zeros / ones when passive)."""
-    Q, c0 = _crb.irs_power_matrix(scenario.G, psi, scenario.theta, scenario.phi, scenario.beta,
-                                  scenario._per_irs("sigma_r2"), scenario.N_h, scenario.N_v,
+    Q, c0 = crb_model.irs_power_matrix(scenario.G, psi, scenario.theta, scenario.phi, scenario.beta,
+                                  scenario.budget_broadcast("sigma_r2"), scenario.N_h, scenario.N_v,
                                   scenario.d_h, scenario.d_v)
     if not scenario.active:
         return torch.zeros_like(Q), torch.ones_like(c0)
-    return Q, 1.0 - c0 / scenario._per_irs("P_s")
+    return Q, 1.0 - c0 / scenario.budget_broadcast("P_s")
 
 
-def repair_transmit(scenario: Scenario, psi: torch.Tensor, R: torch.Tensor):
-    """Make R exactly feasible for (17a)-(17c): Hermitian part, negative eigenvalues clipped, then
-    each R_l scaled back to meet C1 and all scaled to meet the BS budget. Returns (R, info) with
-    the relative violations found before repair (``psd``, ``bs``, ``c1`` (L,)) and ``scale``."""
-    L = R.shape[-3]
-    P_t = float(scenario.P_t)
+def project_psd(R: torch.Tensor):
+    """The Hermitian part of R with its negative eigenvalues clipped to 0. Shapes: ``(..., M, M)`` ->
+    ``(R, lam_min (...))``: the projected matrices and the smallest eigenvalue before clipping."""
     R = 0.5 * (R + R.conj().transpose(-1, -2))
     lam, V = torch.linalg.eigh(R)
-    psd_viol = float((-lam.min() / P_t).clamp(min=0))
     R = (V * lam.clamp(min=0).to(R.dtype).unsqueeze(-2)) @ V.conj().transpose(-1, -2)
-    R = 0.5 * (R + R.conj().transpose(-1, -2))
-    Q, rhs = c1_rhs(scenario, psi)
+    return 0.5 * (R + R.conj().transpose(-1, -2)), lam[..., 0]
+
+
+def repair_transmit(scenario: Scenario, psi: torch.Tensor | None, R: torch.Tensor):
+    """The one repair of R_s: make R exactly feasible for (17a)-(17c). Hermitian part, negative
+    eigenvalues clipped (:func:`project_psd`), then each R_l scaled back to meet C1 for ``psi`` (skipped
+    when ``psi`` is None, or passive: C1 is then met by scaling psi) and all scaled to meet the BS budget.
+    Shapes: psi ``(L, N)``, R ``(L, M, M)`` [W]. Returns (R, info) with the relative violations found
+    before repair (``psd``, ``bs``, ``c1`` (L,)) and ``scale`` (L,)."""
+    L = R.shape[-3]
+    P_t = float(scenario.P_t)
+    R, lam_min = project_psd(R)
+    psd_viol = float((-lam_min.min() / P_t).clamp(min=0))
     info = {"psd": psd_viol}
     scale = torch.ones(L, dtype=torch.float64)
-    if scenario.active:
+    if scenario.active and psi is not None:
+        Q, rhs = c1_rhs(scenario, psi)
         P_s = float(scenario.P_s)
         qr = torch.einsum("lmn,lnm->l", Q, R).real  # tr(Q R) [W]
         avail = rhs * P_s  # P_s - c0
@@ -332,6 +338,142 @@ def _refit_multipliers(Rt, obj, A, B, rhs, active):
     return lam, mu, nu
 
 
+@dataclass
+class TransmitProblem:
+    """The data of one (P2) instance, built once per call (:func:`build_transmit_problem`).
+
+    psi ``(L, N)``; X ``(L, M, 3)`` echo vectors; H ``(L, 4, 4, M, M)`` FIM coefficient matrices; Q
+    ``(L, M, M)``, rhs ``(L,)`` C1 (``tr(Q R) <= rhs P_s``); R_ref ``(L, M, M)`` [W] the scaling reference
+    (the isotropic design if the given one has a singular FIM); sc ``(L, 4)`` Jacobi scaling at R_ref;
+    g ``(L, 4)`` the weights of ``tr(F^-1) = sum_i g_i [Fhat^-1]_ii``; cref the max-CRB at R_ref
+    [rad^2]; w ``(L, 4)`` the scaled objective weights; P_t, P_s [W]; setup: seconds to build.
+    """
+
+    scenario: Scenario
+    psi: torch.Tensor
+    X: torch.Tensor
+    H: torch.Tensor
+    Q: torch.Tensor
+    rhs: torch.Tensor
+    R_ref: torch.Tensor
+    sc: torch.Tensor
+    g: torch.Tensor
+    cref: float
+    w: np.ndarray
+    P_t: float
+    P_s: float
+    setup: float = 0.0
+
+
+def build_transmit_problem(scenario: Scenario, psi: torch.Tensor, R_ref: torch.Tensor | None = None) -> TransmitProblem:
+    """Build (P2) for psi (unbatched scenario): coefficient matrices, C1, scaling reference and
+    weights (module docstring). Raises ValueError if C1 cannot hold for any R_s with this psi or the FIM
+    is singular for every R_s (see :func:`solve_transmit_sdp`)."""
+    t0 = time.perf_counter()
+    if scenario.batch_shape:
+        raise ValueError(f"solve_transmit_sdp needs an unbatched scenario, got batch shape "
+                         f"{tuple(scenario.batch_shape)}")
+    cdt = scenario.G.dtype
+    psi = psi.to(cdt)
+    scenario.check_design(psi=psi)
+    P_t, P_s = float(scenario.P_t), float(scenario.P_s)
+    R_iso = scenario.isotropic_design()
+    R_ref = R_iso if R_ref is None else R_ref.to(cdt)
+    sr, sb = scenario.budget_broadcast("sigma_r2"), scenario.budget_broadcast("sigma_b2")
+    X = crb_model.echo_vectors(scenario.G, psi, scenario.theta, scenario.phi, scenario.N_h, scenario.N_v,
+                               scenario.d_h, scenario.d_v)
+    H = crb_model.fim_coefficient_matrices(scenario.G, psi, scenario.theta, scenario.phi, scenario.beta, sr, sb,
+                                           scenario.N_h, scenario.N_v, scenario.d_h, scenario.d_v)  # (L,4,4,M,M)
+    Q, rhs = c1_rhs(scenario, psi)
+    if (rhs <= 0).any():
+        l = int(torch.nonzero(rhs <= 0)[0])
+        raise ValueError(f"C1 cannot be met for any R_s: the amplified noise of IRS {l + 1} alone uses "
+                         f"{(1 - float(rhs[l])) * P_s:.4g} W > P_s = {P_s:.4g} W (reduce |psi| or raise P_s)")
+    # Scaling reference (fall back to isotropic if R_ref is singular for the FIM).
+    crb_ref = scenario.crb(R_ref, psi).total
+    if not torch.isfinite(crb_ref).all():
+        R_ref = R_iso
+        crb_ref = scenario.crb(R_ref, psi).total
+    if not torch.isfinite(crb_ref).all():
+        raise ValueError("the FIM is singular for every R_s with this psi (is some psi_l zero?): "
+                         "P2 has no finite CRB")
+    d = torch.diagonal(torch.einsum("lpqmn,lnm->lpq", H, R_ref).real, dim1=-2, dim2=-1)
+    sc = d.rsqrt()  # Jacobi scaling (L, 4)
+    babs2 = scenario.beta.abs() ** 2
+    c = crb_model.fim_scale(scenario.beta, sb, scenario.T_L)
+    g = torch.stack([torch.ones_like(babs2), torch.ones_like(babs2), babs2, babs2], -1) / c.unsqueeze(-1)
+    cref = float(crb_ref.max())
+    w = (g * sc * sc / cref).clamp(min=0).numpy()
+    return TransmitProblem(scenario=scenario, psi=psi, X=X, H=H, Q=Q, rhs=rhs, R_ref=R_ref, sc=sc, g=g, cref=cref,
+                           w=w, P_t=P_t, P_s=P_s, setup=time.perf_counter() - t0)
+
+
+def solve_in_subspace(pb: TransmitProblem, V: list, k: int, rnd: int, solver: str, eps: float, fallback: bool,
+                      check_rtol: float, verbose: bool, attempts: list):
+    """Solve (P2) over ``R_l = P_t V_l Y_l V_l^H`` (V_l ``(M, k)``), with the solver fallback chain.
+
+    Every solve is appended to ``attempts``; a returned point is repaired (:func:`repair_transmit`) and
+    checked (violation before repair <= ``check_rtol``). Returns ``(candidate, seconds)``: the better
+    attempt - one that passed the check first, then the lower max-CRB - as ``(max_crb, R, crb, status,
+    solver, sdp_bound, repair_info, passed, duals)``, or None if no solve returned a finite point.
+    """
+    scenario, L, cdt = pb.scenario, pb.scenario.L, pb.scenario.G.dtype
+    prob = transmit_sdp(L, k)
+    for l in range(L):
+        Hr = V[l].conj().T @ pb.H[l] @ V[l]  # (4, 4, k, k)
+        Hn = Hr.numpy()
+        sn = pb.sc[l].numpy()
+        prob.W[l].value = np.stack([pb.P_t * sn[p] * sn[q] * real_coefficients(Hn[p, q]) for p, q in FIM_ENTRIES])
+        prob.q[l].value = (pb.P_t / pb.P_s) * real_coefficients((V[l].conj().T @ pb.Q[l] @ V[l]).numpy()) \
+            if scenario.active else np.zeros(2 * k * k)
+        prob.rhs[l].value = float(pb.rhs[l])
+        prob.w[l].value = pb.w[l]
+    res, t_solve = None, 0.0
+    for name in (conic.fallback_order(solver) if fallback else [solver]):
+        status, dt = conic.run(prob.problem, name, eps, verbose, small=k <= 10, fallback=name != solver)
+        t_solve += dt
+        att = {"solver": name, "status": status, "time": dt, "k": k, "round": rnd, "failed": True}
+        attempts.append(att)
+        if status not in conic.OK_STATUSES or prob.Y[0].value is None:
+            continue
+        Rt = torch.stack([V[l] @ torch.from_numpy(np.asarray(prob.Y[l].value)).to(cdt) @ V[l].conj().T
+                          for l in range(L)])
+        if not bool(torch.isfinite(Rt).all()):
+            att["status"] = f"{status} (non-finite point)"
+            continue
+        R, rep = repair_transmit(scenario, pb.psi, pb.P_t * Rt)
+        cr = scenario.crb(R, pb.psi).total
+        viol = max(rep["psd"], rep["bs"], *rep["c1"])
+        passed = viol <= check_rtol  # "optimal_inaccurate" is accepted when its point passes the check
+        att.update(max_crb=float(cr.max()), bound=float(prob.kappa.value) * pb.cref, violation=viol,
+                   failed=not passed)
+        duals0 = (np.array([float(prob.c_kappa[l].dual_value) for l in range(L)]),
+                  np.array([float(prob.c_c1[l].dual_value) for l in range(L)]),
+                  float(prob.c_bs.dual_value))
+        cand = (float(cr.max()), R, cr, status, name, att["bound"], rep, passed, duals0)
+        # keep the better attempt, not the last: one that passed the check first, then the lower max-CRB
+        if res is None or (passed, -cand[0]) > (res[7], -res[0]):
+            res = cand
+        if passed:
+            break  # the point passed the torch-model check (the certificate follows)
+    return res, t_solve
+
+
+def certify_transmit(pb: TransmitProblem, R: torch.Tensor, cr: torch.Tensor, duals0):
+    """Weak-duality certificate of a (P2) point in the full space (:func:`_duality_gap`) from the
+    solver's duals ``duals0`` and from multipliers re-fitted to the point (:func:`_refit_multipliers`);
+    the better bound is kept. Shapes: R ``(L, M, M)`` [W], cr ``(L,)``. Returns ``(gap [rad^2], S (the
+    dual slacks, list of (M, M)), t (per-slot C1/BS multiplier ratio, the next subspace's hint))``."""
+    P_t, P_s, cref = pb.P_t, pb.P_s, pb.cref
+    grad = crb_gradient(pb.H, R, pb.g)  # (L, M, M) d crb / dR  [rad^2 / W]
+    duals = [duals0, _refit_multipliers(R / P_t, cr / cref, grad * (P_t / cref), pb.Q * (P_t / P_s),
+                                        pb.rhs, pb.scenario.active)]
+    gap, S, (lam, mu, nu) = min((_duality_gap(dl, R / P_t, cr / cref, grad * (P_t / cref), pb.Q * (P_t / P_s),
+                                              pb.rhs, cref) + (dl,) for dl in duals), key=lambda z: z[0])
+    t_new = [float(mu[l] * P_t / (P_s * nu)) if nu > 0 else None for l in range(pb.scenario.L)]
+    return gap, S, t_new
+
+
 def solve_transmit_sdp(scenario: Scenario, psi: torch.Tensor, R_ref: torch.Tensor | None = None,
                        solver: str = "CLARABEL", eps: float = 1e-8, fallback: bool = True,
                        subspace: int | None = 8, max_rounds: int = 4, cert_rtol: float = 1e-4,
@@ -368,41 +510,9 @@ def solve_transmit_sdp(scenario: Scenario, psi: torch.Tensor, R_ref: torch.Tenso
     for every R_s (e.g. psi_l = 0).
     """
     t0 = time.perf_counter()
-    if scenario.batch_shape:
-        raise ValueError(f"solve_transmit_sdp needs an unbatched scenario, got batch shape "
-                         f"{tuple(scenario.batch_shape)}")
-    L, M = scenario.L, scenario.M
-    cdt = scenario.G.dtype
-    psi = psi.to(cdt)
-    scenario.check_design(psi=psi)
-    P_t, P_s = float(scenario.P_t), float(scenario.P_s)
-    R_iso = scenario.isotropic_design()
-    R_ref = R_iso if R_ref is None else R_ref.to(cdt)
-    sr, sb = scenario._per_irs("sigma_r2"), scenario._per_irs("sigma_b2")
-    X = _crb.echo_vectors(scenario.G, psi, scenario.theta, scenario.phi, scenario.N_h, scenario.N_v,
-                          scenario.d_h, scenario.d_v)
-    H = _crb.fim_coefficient_matrices(scenario.G, psi, scenario.theta, scenario.phi, scenario.beta, sr, sb,
-                                      scenario.N_h, scenario.N_v, scenario.d_h, scenario.d_v)  # (L,4,4,M,M)
-    Q, rhs = c1_rhs(scenario, psi)
-    if (rhs <= 0).any():
-        l = int(torch.nonzero(rhs <= 0)[0])
-        raise ValueError(f"C1 cannot be met for any R_s: the amplified noise of IRS {l + 1} alone uses "
-                         f"{(1 - float(rhs[l])) * P_s:.4g} W > P_s = {P_s:.4g} W (reduce |psi| or raise P_s)")
-    # Scaling reference (fall back to isotropic if R_ref is singular for the FIM).
-    crb_ref = scenario.crb(R_ref, psi).total
-    if not torch.isfinite(crb_ref).all():
-        R_ref = R_iso
-        crb_ref = scenario.crb(R_ref, psi).total
-    if not torch.isfinite(crb_ref).all():
-        raise ValueError("the FIM is singular for every R_s with this psi (is some psi_l zero?): "
-                         "P2 has no finite CRB")
-    d = torch.diagonal(torch.einsum("lpqmn,lnm->lpq", H, R_ref).real, dim1=-2, dim2=-1)
-    sc = d.rsqrt()  # Jacobi scaling (L, 4)
-    babs2 = scenario.beta.abs() ** 2
-    c = _crb.fim_scale(scenario.beta, sb, scenario.T_L)
-    g = torch.stack([torch.ones_like(babs2), torch.ones_like(babs2), babs2, babs2], -1) / c.unsqueeze(-1)
-    cref = float(crb_ref.max())
-    w = (g * sc * sc / cref).clamp(min=0).numpy()
+    pb = build_transmit_problem(scenario, psi, R_ref)  # build
+    psi, R_ref = pb.psi, pb.R_ref
+    L, M, cdt = scenario.L, scenario.M, scenario.G.dtype
     k = M if (subspace is None or subspace >= M) else max(int(subspace), 4)
     t_l = list(t_hint) if t_hint is not None else [None] * L
     S_prev = [None] * L
@@ -416,61 +526,17 @@ def solve_transmit_sdp(scenario: Scenario, psi: torch.Tensor, R_ref: torch.Tenso
         if k == M:
             V = [torch.eye(M, dtype=cdt)] * L
         else:
-            V = [_basis(X[l], Q[l], t_l[l], R_cur[l], S_prev[l], k, M, cdt) for l in range(L)]
-        prob = transmit_sdp(L, k)
-        for l in range(L):
-            Hr = V[l].conj().T @ H[l] @ V[l]  # (4, 4, k, k)
-            Hn = Hr.numpy()
-            sn = sc[l].numpy()
-            prob.W[l].value = np.stack([P_t * sn[p] * sn[q] * real_coefficients(Hn[p, q]) for p, q in FIM_ENTRIES])
-            prob.q[l].value = (P_t / P_s) * real_coefficients((V[l].conj().T @ Q[l] @ V[l]).numpy()) \
-                if scenario.active else np.zeros(2 * k * k)
-            prob.rhs[l].value = float(rhs[l])
-            prob.w[l].value = w[l]
-        res = None
-        for name in (_conic.fallback_order(solver) if fallback else [solver]):
-            status, dt = _conic.run(prob.problem, name, eps, verbose, small=k <= 10, fallback=name != solver)
-            t_solve += dt
-            att = {"solver": name, "status": status, "time": dt, "k": k, "round": rounds, "failed": True}
-            attempts.append(att)
-            if status not in _conic.OK_STATUSES or prob.Y[0].value is None:
-                continue
-            Rt = torch.stack([V[l] @ torch.from_numpy(np.asarray(prob.Y[l].value)).to(cdt) @ V[l].conj().T
-                              for l in range(L)])
-            if not bool(torch.isfinite(Rt).all()):
-                att["status"] = f"{status} (non-finite point)"
-                continue
-            R, rep = repair_transmit(scenario, psi, P_t * Rt)
-            cr = scenario.crb(R, psi).total
-            viol = max(rep["psd"], rep["bs"], *rep["c1"])
-            passed = viol <= check_rtol  # "optimal_inaccurate" is accepted when its point passes the check
-            att.update(max_crb=float(cr.max()), bound=float(prob.kappa.value) * cref, violation=viol,
-                       failed=not passed)
-            duals0 = (np.array([float(prob.c_kappa[l].dual_value) for l in range(L)]),
-                      np.array([float(prob.c_c1[l].dual_value) for l in range(L)]),
-                      float(prob.c_bs.dual_value))
-            cand = (float(cr.max()), R, cr, status, name, att["bound"], rep, passed, duals0)
-            # keep the better attempt, not the last: one that passed the check first, then the lower max-CRB
-            if res is None or (passed, -cand[0]) > (res[7], -res[0]):
-                res = cand
-            if passed:
-                break  # the point passed the torch-model check (the certificate follows below)
+            V = [_basis(pb.X[l], pb.Q[l], t_l[l], R_cur[l], S_prev[l], k, M, cdt) for l in range(L)]
+        res, dt = solve_in_subspace(pb, V, k, rounds, solver, eps, fallback, check_rtol, verbose, attempts)  # solve
+        t_solve += dt
         if res is None:
             if k < M:  # the subspace problem failed: go to the full space
                 k = M
                 continue
             break
         mx, R, cr, status, name, bound, rep, passed, duals0 = res
-        # KKT certificate in the full space (weak duality) from the solver's duals and from
-        # multipliers re-fitted to the returned point; the better lower bound is kept.
-        grad = crb_gradient(H, R, g)  # (L, M, M) d crb / dR  [rad^2 / W]
-        duals = [duals0]
-        duals.append(_refit_multipliers(R / P_t, cr / cref, grad * (P_t / cref), Q * (P_t / P_s),
-                                        rhs, scenario.active))
-        gap, S, (lam, mu, nu) = min((_duality_gap(dl, R / P_t, cr / cref, grad * (P_t / cref), Q * (P_t / P_s),
-                                                  rhs, cref) + (dl,) for dl in duals), key=lambda z: z[0])
-        att["gap_bound"] = gap
-        t_new = [float(mu[l] * P_t / (P_s * nu)) if nu > 0 else None for l in range(L)]
+        gap, S, t_new = certify_transmit(pb, R, cr, duals0)  # certify
+        attempts[-1]["gap_bound"] = gap  # the last solve of this round
         cand = (mx, R, cr, status, name, bound, rep, gap, t_new, passed)
         if best is None or (passed and not best[9]) or (passed == best[9] and (
                 mx < best[0] - 1e-12 * abs(best[0]) or (mx <= best[0] and gap < best[7]))):

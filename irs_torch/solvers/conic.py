@@ -1,6 +1,6 @@
 """Calling the conic solvers (SCS, Clarabel) on compiled cvxpy problems, with a fallback chain.
 
-NOTES.md ("Numerical experience"): SCS at its default tolerance returns ``optimal_inaccurate``
+docs/assumptions.md ("Numerical experience"): SCS at its default tolerance returns ``optimal_inaccurate``
 with suboptimal points, so SCS runs with tightened ``eps_abs = eps_rel``; Clarabel 0.11 stops at
 its first iteration on many scaled SDPs unless equilibration is off, so it runs with
 ``equilibrate_enable=False``. A status is never trusted alone: callers check the returned point
@@ -22,14 +22,15 @@ def solver_kwargs(solver: str, eps: float, small: bool = True, fallback: bool = 
     Clarabel runs single-threaded (data-set generation runs many solver processes) with the QDLDL
     factorisation on small problems (``small``; faster than faer below ~20 x 20 PSD blocks).
     As a fallback (``fallback``) SCS gets 5000 iterations (it is slow on these SDPs), else 50000.
-    No warm start: a solve must not depend on what the process solved before (data-set labels).
+    No warm start (``warm_start=False`` for both, so cvxpy never reads the solver state it caches
+    on a compiled problem): a solve must not depend on what the process solved before (data-set labels).
     """
     if solver == "SCS":
         return dict(solver=cp.SCS, eps_abs=eps, eps_rel=eps, max_iters=5_000 if fallback else 50_000,
                     acceleration_lookback=10, warm_start=False)
     if solver == "CLARABEL":
         kw = dict(solver=cp.CLARABEL, equilibrate_enable=False, tol_gap_abs=1e-9, tol_gap_rel=1e-9,
-                  tol_feas=1e-9, max_iter=300, max_threads=1)
+                  tol_feas=1e-9, max_iter=300, max_threads=1, warm_start=False)
         if small:
             kw["direct_solve_method"] = "qdldl"
         return kw

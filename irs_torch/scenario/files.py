@@ -1,0 +1,180 @@
+"""The scenario file format (``.npz``) and the shared ``.npz`` reader.
+
+A scenario file (:meth:`Scenario.save <irs_torch.scenario.model.Scenario.save>`) uses the field
+names of :mod:`irs_torch.scenario.model` as keys, plus ``format`` = ``"irs-torch/scenario"``,
+``version``, ``preset`` and ``L``. Reading is strict (:func:`scenario_from_dict`): the keys of
+``REQUIRED_KEYS`` must all be present (no defaults for budgets or noise powers); M, N_h, N_v are
+integers; P_t, P_s, a_max, sigma_r2, sigma_b2 are scalars, one value for all IRSs (in a batched
+file: scalars or arrays of the batch shape of G; per-IRS budgets are not supported); ``L`` must
+equal the IRS count of G; theta and phi must agree with the geometry (irs_pos, irs_yaw,
+target_pos) to ``ANGLE_TOL_RAD`` or are derived from it when left out; seed is an integer >= 0,
+-1 meaning none. Any violation raises :class:`irs_torch.errors.InputError` naming the field.
+Files are data, never code: ``np.load(allow_pickle=False)``.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from irs_torch.errors import InputError
+from irs_torch.physics.geometry import target_angles
+from irs_torch.scenario.model import BUDGET_FIELDS, SCALAR_FIELDS, TENSOR_FIELDS, Scenario
+
+SCENARIO_FORMAT = "irs-torch/scenario"
+SOLUTION_FORMAT = "irs-torch/solution"
+
+# Fields read from a scenario file: required keys, integers, strings.
+REQUIRED_KEYS = ("G", "theta", "phi", "beta", "M", "N_h", "N_v", "d_h", "d_v", "sigma_r2", "sigma_b2",
+                 "T_c", "P_t", "P_s", "a_max", "active")
+_INT_FIELDS = ("M", "N_h", "N_v")
+_STR_FIELDS = ("beta_model", "preset")
+
+
+def package_version() -> str:
+    """The irs-torch version written into every file."""
+    from irs_torch import __version__
+
+    return __version__
+
+
+def scenario_to_dict(scenario: Scenario) -> dict:
+    """Plain numpy/str values keyed by the documented field names (the file's keys)."""
+    out: dict[str, Any] = {"format": SCENARIO_FORMAT, "version": package_version()}
+    for f in TENSOR_FIELDS:
+        t = getattr(scenario, f)
+        if t is not None:
+            out[f] = torch.as_tensor(t).detach().cpu().numpy()
+    for f in SCALAR_FIELDS:
+        v = getattr(scenario, f)
+        if torch.is_tensor(v):
+            v = v.detach().cpu().numpy()
+        out[f] = np.asarray(-1 if (f == "seed" and v is None) else v)
+    out["L"] = np.asarray(scenario.L)
+    return out
+
+
+def scenario_from_dict(d: dict, source: str = "<dict>") -> Scenario:
+    """A scenario from the file keys (module docstring); strict.
+
+    Every key of ``REQUIRED_KEYS`` must be present (no defaults for budgets or noise powers);
+    theta and phi may be left out when the geometry (irs_pos, target_pos, optionally irs_yaw)
+    is given, and are then derived from it (if given, they must agree with it, see
+    ``ANGLE_TOL_RAD``). M, N_h, N_v must be integers (4.0 is accepted, 4.7 is not); budgets and
+    noise powers scalars (or the batch shape of G in a batched file); an ``L`` key must equal
+    the number of IRSs in G; seed is an integer >= 0, or -1 for none. Raises
+    :class:`irs_torch.errors.InputError` naming the field.
+    """
+    fmt = str(np.asarray(d.get("format", ""))) if "format" in d else None
+    if fmt is not None and fmt != SCENARIO_FORMAT:
+        raise InputError(f"{source}: format is {fmt!r}, expected {SCENARIO_FORMAT!r} "
+                         f"(is this a solution file?)")
+    has_geom = "irs_pos" in d and "target_pos" in d
+    missing = [k for k in REQUIRED_KEYS if k not in d and not (has_geom and k in ("theta", "phi"))]
+    if missing:
+        raise InputError(f"{source}: missing keys {missing}")
+    kw: dict[str, Any] = {}
+    for f in TENSOR_FIELDS:
+        if f not in d:
+            continue
+        a = np.asarray(d[f])
+        kinds = "c" if f == "G" else ("iufc" if f == "beta" else "iuf")
+        if a.dtype.kind not in kinds:
+            want = "complex" if f == "G" else ("numeric" if f == "beta" else "real")
+            raise InputError(f"{source}: {f} must be a {want} array, got dtype {a.dtype}")
+        kw[f] = torch.from_numpy(np.array(a))
+    G = kw["G"]
+    if G.dim() < 3:
+        raise InputError(f"{source}: G must have shape (..., L, N, M), got {tuple(G.shape)}")
+    batch = tuple(G.shape[:-3])
+    for f in SCALAR_FIELDS:
+        if f not in d:
+            continue
+        v = np.asarray(d[f])
+        if f in _STR_FIELDS:
+            if v.dtype.kind not in "US" or v.ndim:
+                raise InputError(f"{source}: {f} must be a string, got {_show(v)}")
+            kw[f] = str(v)
+            continue
+        if v.dtype.kind not in "biuf":
+            raise InputError(f"{source}: {f} must be a number, got {_show(v)} (dtype {v.dtype})")
+        if f in BUDGET_FIELDS:
+            if v.ndim and v.shape != batch:
+                where = f"or have the batch shape {batch} of G" if batch else "(one value for all IRSs)"
+                raise InputError(f"{source}: {f} must be a scalar {where}; per-IRS budgets are not "
+                                 f"supported, got shape {v.shape}")
+            kw[f] = torch.from_numpy(v.astype(np.float64)) if v.ndim else float(v)
+            continue
+        if v.ndim:
+            raise InputError(f"{source}: {f} must be a scalar, got shape {v.shape}")
+        if f in _INT_FIELDS or f == "seed":
+            kw[f] = _file_int(f, v, source)
+            if f == "seed":
+                if kw[f] < -1:
+                    raise InputError(f"{source}: seed must be >= 0 (or -1 for none), got {kw[f]}")
+                kw[f] = None if kw[f] == -1 else kw[f]
+        elif f == "active":
+            if float(v) not in (0.0, 1.0):
+                raise InputError(f"{source}: active must be a boolean (0 or 1), got {_show(v)}")
+            kw[f] = bool(v)
+        else:
+            kw[f] = float(v)
+    if "L" in d:
+        Lf = np.asarray(d["L"])
+        if Lf.ndim or Lf.dtype.kind not in "iuf" or _file_int("L", Lf, source) != G.shape[-3]:
+            raise InputError(f"{source}: L is {_show(Lf)} but G holds {G.shape[-3]} IRSs (shape {tuple(G.shape)})")
+    if has_geom and ("theta" not in kw or "phi" not in kw):
+        irs = kw["irs_pos"].to(torch.float64)
+        yaw = kw["irs_yaw"].to(torch.float64) if "irs_yaw" in kw else torch.zeros(irs.shape[:-1], dtype=torch.float64)
+        if irs.shape[-1:] != (3,) or yaw.shape != irs.shape[:-1] or kw["target_pos"].shape[-1:] != (3,):
+            raise InputError(f"{source}: irs_pos (..., L, 3), irs_yaw (..., L) and target_pos (..., 3) have "
+                             f"shapes {tuple(irs.shape)}, {tuple(yaw.shape)}, {tuple(kw['target_pos'].shape)}")
+        th, ph, _, _ = target_angles(irs, yaw, kw["target_pos"].to(torch.float64))
+        kw.setdefault("theta", th)
+        kw.setdefault("phi", ph)
+    try:
+        return Scenario(**kw)
+    except (ValueError, TypeError) as e:
+        msg = str(e)
+        raise InputError(msg if msg.startswith(source) else f"{source}: {msg}") from None
+
+
+def load_scenario(path) -> Scenario:
+    """Read a scenario ``.npz`` written by :meth:`Scenario.save` (or by hand with the same keys)."""
+    d = load_npz(path, "scenario")
+    try:
+        return scenario_from_dict(d, source=str(path))
+    except (ValueError, TypeError) as e:
+        msg = str(e)
+        raise InputError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
+
+
+def _show(v: np.ndarray) -> str:
+    return repr(v.item()) if v.ndim == 0 else f"an array of shape {v.shape}"
+
+
+def _file_int(name: str, v: np.ndarray, source: str) -> int:
+    """An integer read from a file: integer dtype, or a float with an integral value."""
+    if v.dtype.kind in "iu":
+        return int(v)
+    x = float(v)
+    if v.dtype.kind == "b" or not math.isfinite(x) or x != round(x):
+        raise InputError(f"{source}: {name} must be an integer, got {_show(v)}")
+    return int(x)
+
+
+def load_npz(path, what: str) -> dict:
+    """All arrays of a ``.npz`` file (no pickles); FileNotFoundError or ValueError naming the file."""
+    import zipfile
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        raise ValueError(f"{path}: not a readable {what} .npz file ({e})") from None
