@@ -37,8 +37,8 @@ USER_ERRORS = (InputError, ValueError, FileNotFoundError, PermissionError, OSErr
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from irs_torch import __version__
     import irs_torch.commands as cmds
+    from irs_torch import __version__
 
     p = argparse.ArgumentParser(
         prog="irs-torch",

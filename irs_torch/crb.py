@@ -38,11 +38,42 @@ Singular FIM. If Fhat is not positive definite (e.g. ``psi = 0``, ``R_s = 0``), 
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
 
 from irs_torch.physics.steering import upa_steering, upa_steering_derivatives
+
+
+def broadcast_shapes(*shapes) -> torch.Size:
+    """The broadcast of batch shapes, in plain Python: ``torch.broadcast_shapes`` without its cost.
+
+    Same result and errors as :func:`torch.broadcast_shapes` for concrete shapes (ints, tuples, lists,
+    ``torch.Size``; an int ``n`` is the shape ``(n,)``, ``None`` is skipped, no shapes give ``()``),
+    but ``torch.broadcast_shapes`` imports sympy through ``torch.fx`` on its first call (~0.4 s, the
+    larger part of a one-shot network-only solve's CRB evaluation). Shapes are aligned at the right; a
+    dimension of size 1 stretches to the other size. Raises RuntimeError for incompatible shapes or a
+    shape that is not a sequence, ValueError for a negative size. Returns a ``torch.Size``.
+    """
+    dims = [(s,) if isinstance(s, int) else s for s in shapes if s is not None]
+    for s in dims:
+        if not isinstance(s, Sequence):
+            raise RuntimeError(f"Input shapes should be of type ints, a tuple of ints, or a list of ints, got {s}")
+    out = [1] * max((len(s) for s in dims), default=0)
+    for k, s in enumerate(dims):
+        for i in range(-1, -1 - len(s), -1):
+            d = s[i]
+            if d == out[i] or d == 1:
+                continue
+            if out[i] != 1:
+                raise RuntimeError(f"Attempting to broadcast a dimension of length {d} at {i}! Mismatching argument "
+                                   f"at index {k} had {tuple(s)}; but expected shape should be broadcastable to "
+                                   f"{tuple(out)}")
+            if d < 0:
+                raise ValueError("Attempting to broadcast a dimension with negative length!")
+            out[i] = d
+    return torch.Size(out)
 
 # Selectors K_p with C_p = X K_p X^T for X = [u, u_theta, u_phi]:  p = theta, phi, H.
 FIM_SELECTORS = torch.tensor(
@@ -158,7 +189,7 @@ class _EchoGrams(torch.autograd.Function):
     @staticmethod
     def forward(ctx, G, psi, Z, rho):
         N, M = G.shape[-2:]
-        shape = torch.broadcast_shapes(G.shape[:-2], psi.shape[:-1], Z.shape[:-2], rho.shape)
+        shape = broadcast_shapes(G.shape[:-2], psi.shape[:-1], Z.shape[:-2], rho.shape)
         # Flat batch (views, unless an input is broadcast along some but not all batch dims).
         Gf = G.expand(shape + (N, M)).reshape(-1, N, M)
         Zt = Z.mT.expand(shape + (3, N)).reshape(-1, 3, N)  # Z^T

@@ -2,7 +2,7 @@
 
 A design (R_s, psi) is made for an *assumed* target position; the system then senses a target at
 the *true* position. With the BS and the IRSs static, only the target-dependent quantities of the
-scenario change with the position (NOTES.md geometry conventions):
+scenario change with the position (docs/assumptions.md "Geometry and angles"):
 
 * the IRS-target angles (theta_l, phi_l) seen from each IRS (paper eq. (1), :func:`target_angles`);
 * the round-trip coefficient beta_l, whose magnitude follows the scenario's path-loss model at the
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from irs_torch.crb import broadcast_shapes
 from irs_torch.errors import InputError
 from irs_torch.physics.geometry import path_loss, target_angles
 from irs_torch.scenario import Scenario
@@ -95,7 +96,7 @@ def move_target(scenario: Scenario, target_xyz) -> Scenario:
         raise InputError(f"target_xyz must be finite, got {tgt.tolist() if tgt.numel() <= 12 else 'NaN/inf values'}")
     S = tuple(scenario.batch_shape)
     try:
-        batch = tuple(torch.broadcast_shapes(S, tuple(tgt.shape[:-1])))
+        batch = tuple(broadcast_shapes(S, tuple(tgt.shape[:-1])))
     except RuntimeError:
         raise InputError(f"target_xyz has batch shape {tuple(tgt.shape[:-1])}, which does not broadcast "
                          f"with the scenario's batch shape {S}") from None

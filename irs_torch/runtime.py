@@ -115,7 +115,8 @@ def find_checkpoint(scenario: Scenario, dirs=None) -> Path:
         return min(matches)[2]
     raise FileNotFoundError(
         f"no shipped checkpoint for M={scenario.M}, N_h={scenario.N_h}, N_v={scenario.N_v}, L={scenario.L} "
-        f"(d_h={float(scenario.d_h):g}, d_v={float(scenario.d_v):g}, active={scenario.active}) in {', '.join(str(d) for d in checkpoint_dirs(dirs))} "
+        f"(d_h={float(scenario.d_h):g}, d_v={float(scenario.d_v):g}, active={scenario.active}) "
+        f"in {', '.join(str(d) for d in checkpoint_dirs(dirs))} "
         f"(set ${CHECKPOINTS_ENV} to search elsewhere); found: {'; '.join(seen) or 'none'}. "
         f"Train one (training/README.md) and pass --checkpoint"
         + ("; a model file without a sidecar gets one with `python -m irs_torch.learn.checkpoint sidecar FILE.pt`"
@@ -315,7 +316,8 @@ def load_scenarios(path) -> tuple[Scenario, list[str]]:
         try:
             return Scenario.stack(items), sources
         except ValueError as e:
-            raise InputError(f"--scenario: the files in {p} cannot form one batch: {e} (item {sources[0]} first)") from None
+            raise InputError(f"--scenario: the files in {p} cannot form one batch: {e} "
+                             f"(item {sources[0]} first)") from None
     s = Scenario.load(p)
     if not s.batch_shape:
         return Scenario.stack([s]), [str(p)]

@@ -238,7 +238,8 @@ def run_method(method: str, inst: dict, net, options, refine_iter: int, seed: in
         R, psi, steps = first_order_design(s, budget, seed=seed)
         sec = time.perf_counter() - t
         mx, ok = _evaluate(s, R, psi)
-        return {"max_crb": mx, "seconds": sec, "nit": 0, "feasible": ok, "note": f"{steps} Adam steps in {budget:.4g} s"}
+        return {"max_crb": mx, "seconds": sec, "nit": 0, "feasible": ok,
+                "note": f"{steps} Adam steps in {budget:.4g} s"}
     if method in ("ao-default", "ao-legacy", "ao-capped"):
         kw = {**options.to_dict(), "seed": seed}
         if method == "ao-default":
@@ -383,7 +384,8 @@ def format_table(summary: dict, methods, groups=("all",) + REGIMES) -> str:
         bits = []
         for k, v in t.items():
             if v["met"] is not None:
-                bits.append(f"{k} {v['value']:.3f} ({'met' if v['met'] else 'MISSED'}, target {v['op']} {v['target']:g})")
+                bits.append(f"{k} {v['value']:.3f} ({'met' if v['met'] else 'MISSED'}, "
+                            f"target {v['op']} {v['target']:g})")
         if bits:
             lines.append("  targets: " + "; ".join(bits))
     return "\n".join(lines)
@@ -412,8 +414,8 @@ def _plot(path: Path, rows: list[dict], methods, source: str):
         if pos:
             ax.boxplot([data[i] for i in pos], positions=pos, vert=False, whis=(0, 100), widths=0.6)
             for i in pos:
-                ax.scatter(data[i], np.full(len(data[i]), i) + np.random.default_rng(i).uniform(-0.2, 0.2, len(data[i])),
-                           s=6, alpha=0.5, color="tab:blue")
+                jitter = np.random.default_rng(i).uniform(-0.2, 0.2, len(data[i]))
+                ax.scatter(data[i], np.full(len(data[i]), i) + jitter, s=6, alpha=0.5, color="tab:blue")
         ax.set_yticks(range(len(ms)))
         ax.set_yticklabels(ms if ax is axes[0] else [""] * len(ms), fontsize=8)
         ax.set_xscale("log")
@@ -576,7 +578,8 @@ def bench_warmstart(out=None, *, checkpoint=None, sources=("suite",), data=None,
 
     from irs_torch import __version__
 
-    summary = {"format": FORMAT, "version": __version__, "checkpoint": str(src), "checkpoint_sha256": key["checkpoint_sha256"],
+    summary = {"format": FORMAT, "version": __version__, "checkpoint": str(src),
+               "checkpoint_sha256": key["checkpoint_sha256"],
                "model_hypotheses": int(getattr(net, "hypotheses", 1)), "sizes": sizes, "sources": list(sources),
                "data": str(data) if data is not None else None, "split": key["split"], "methods": methods,
                "hypotheses": ks, "seed": seed, "threads": threads, "refine_iter": refine_iter,

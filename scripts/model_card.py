@@ -24,7 +24,6 @@ import sys
 from pathlib import Path
 
 
-
 def _plot_ratio(ratios, path: Path):
     import matplotlib
 
@@ -206,10 +205,12 @@ target angles, budgets) to a feasible design (R_s, psi) in one forward pass; `ir
 --method learned` uses it, and refines with the AO solver unless `--refine none`.
 
 - File: `{out.name}` ({size_mb:.1f} MB, {shipped.meta.get('num_parameters')} parameters, float32),
-  exported from `{ckpt.name}` (epoch {meta['epoch']}, step {meta['global_step']}); loads with `torch.load(weights_only=True)`.
+  exported from `{ckpt.name}` (epoch {meta['epoch']}, step {meta['global_step']}); \
+loads with `torch.load(weights_only=True)`.
   Its sidecar `{out.with_suffix('.json').name}` (sizes, spacings, sha256) is what the checkpoint scan reads.
 - Architecture: {shipped.hparams.get('arch')} with {shipped.hparams.get('hypotheses')} hypotheses
-  (combined slot by slot, `combine_slots`), features `{shipped.hparams.get('features')}`, c1_mode `{shipped.hparams.get('c1_mode')}`, transmit rank
+  (combined slot by slot, `combine_slots`), features `{shipped.hparams.get('features')}`, \
+c1_mode `{shipped.hparams.get('c1_mode')}`, transmit rank
   {shipped.hparams.get('rank')} (see `irs_torch/learn/nets.py` and `training/README.md`).
 - Training data: the solver-labelled data set `{data}` (config sha256 `{dcfg.get('config_sha256')}`,
   data set seed {dcfg.get('dataset_seed')}, fractions train/val/test {fractions}) plus
@@ -219,7 +220,8 @@ target angles, budgets) to a feasible design (R_s, psi) in one forward pass; `ir
   ```bash
   {data_command}
   {command}
-  python scripts/model_card.py --ckpt {Path(a.recipe_ckpt or ckpt).as_posix()} --data {data.as_posix()} --config {cfg.as_posix()} --out {out.as_posix()}{bench_flag}
+  python scripts/model_card.py --ckpt {Path(a.recipe_ckpt or ckpt).as_posix()} --data {data.as_posix()} \
+--config {cfg.as_posix()} --out {out.as_posix()}{bench_flag}
   {bench_command}
   ```
 - Training time: {_fmt_duration(train_s)}.
@@ -243,7 +245,8 @@ Measured by `python -m irs_torch.learn.evaluate --checkpoint {out.as_posix()} --
 
 A ratio below 1 means the network beat the solver's label: the AO is a local method and its result
 depends on its random start. The labels are `irs-torch dataset generate`'s AO solutions
-(training budgets: P_t {budgets['P_t']} W, P_s {budgets['P_s']} W, a_max {budgets['a_max']}, sampled {budgets['budget_sampling']}).
+(training budgets: P_t {budgets['P_t']} W, P_s {budgets['P_s']} W, a_max {budgets['a_max']}, \
+sampled {budgets['budget_sampling']}).
 
 ### Network alone per regime and budget bucket (test split)
 

@@ -133,7 +133,8 @@ def test_cli_batch_solve_writes_one_solutions_file(tiny, tmp_path):
 
 _PROBE = ("import sys\nfrom irs_torch.cli import main\n"
           "try:\n    rc = main(sys.argv[1:])\nexcept SystemExit as e:\n    rc = e.code\n"
-          "print('MODULES=' + ','.join(m for m in ('torch', 'cvxpy', 'lightning') if m in sys.modules), file=sys.stderr)\n"
+          "print('MODULES=' + ','.join(m for m in ('torch', 'cvxpy', 'lightning') if m in sys.modules),\n"
+          "      file=sys.stderr)\n"
           "sys.exit(rc or 0)\n")
 
 

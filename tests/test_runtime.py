@@ -18,8 +18,10 @@ import numpy as np
 import pytest
 import torch
 
-import reference as ref
 from irs_torch import Scenario, Solution
+
+import reference as ref
+from helpers import cli_in_process
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_DATA_YAML = REPO / "training" / "tiny-data.yaml"
@@ -78,22 +80,6 @@ def _cli(args, env_extra=None, timeout=300):
     env.update(env_extra or {})
     return subprocess.run([sys.executable, "-m", "irs_torch", *map(str, args)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
-
-
-def _cli_inprocess(args, monkeypatch, capsys, env_extra=None):
-    """``irs-torch ARGS`` in this process (the same ``cli.main``; saves the ~3 s start-up of a
-    subprocess on a busy machine). Returns an object with returncode, stdout, stderr."""
-    from types import SimpleNamespace
-
-    from irs_torch.cli import main
-
-    monkeypatch.delenv("IRS_TORCH_DEBUG", raising=False)
-    for k, v in (env_extra or {}).items():
-        monkeypatch.setenv(k, v)
-    capsys.readouterr()
-    rc = main([str(a) for a in args])
-    cap = capsys.readouterr()
-    return SimpleNamespace(returncode=rc, stdout=cap.out, stderr=cap.err)
 
 
 def _ref_crb(s: Scenario, R, psi) -> np.ndarray:
@@ -241,7 +227,7 @@ def test_cli_solve_learned_matches_crb_command(tiny, tmp_path):
 
 def test_cli_solve_without_checkpoint_uses_or_asks_for_a_shipped_one(tiny, tmp_path, monkeypatch, capsys):
     args = ["solve", "--scenario", tiny["scenario_file"], "--method", "learned", "--refine", "none"]
-    r = _cli_inprocess(args, monkeypatch, capsys, {"IRS_TORCH_CHECKPOINTS": str(tiny["empty_dir"])})
+    r = cli_in_process(args, monkeypatch, capsys, {"IRS_TORCH_CHECKPOINTS": str(tiny["empty_dir"])})
     assert r.returncode == 2, r.stderr[-3000:]
     assert r.stderr.startswith("irs-torch: error: no shipped checkpoint for M=4, N_h=2, N_v=2, L=2"), r.stderr
     assert "--checkpoint" in r.stderr and str(tiny["empty_dir"]) in r.stderr
@@ -264,8 +250,9 @@ def test_demo_uses_the_shipped_model_or_skips_it(tiny, tmp_path, monkeypatch, ca
     d.mkdir()
     shutil.copy(tiny["model"], d / "tiny.pt")
     shutil.copy(tiny["model"].with_suffix(".json"), d / "tiny.json")
-    args = ["demo", "--scenario", tiny["scenario_file"], "--methods", "learned", "transmit-only", "--out", tmp_path / "o"]
-    r = _cli_inprocess(args, monkeypatch, capsys, {"IRS_TORCH_CHECKPOINTS": str(d)})
+    args = ["demo", "--scenario", tiny["scenario_file"], "--methods", "learned", "transmit-only",
+            "--out", tmp_path / "o"]
+    r = cli_in_process(args, monkeypatch, capsys, {"IRS_TORCH_CHECKPOINTS": str(d)})
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"using shipped checkpoint {d / 'tiny.pt'}" in r.stderr
     sol = Solution.load(tmp_path / "o" / "learned.npz")
@@ -276,7 +263,7 @@ def test_demo_uses_the_shipped_model_or_skips_it(tiny, tmp_path, monkeypatch, ca
     ang = (sol.arrays["crb_theta"] + sol.arrays["crb_phi"]).numpy()  # root angle CRB in degrees
     np.testing.assert_allclose([float(v) for v in vals[2 + tiny["scenario"].L: 2 + 2 * tiny["scenario"].L]],
                                np.sqrt(ang) * 180 / math.pi, rtol=1e-2)
-    r = _cli_inprocess(args[:-2], monkeypatch, capsys, {"IRS_TORCH_CHECKPOINTS": str(tiny["empty_dir"])})
+    r = cli_in_process(args[:-2], monkeypatch, capsys, {"IRS_TORCH_CHECKPOINTS": str(tiny["empty_dir"])})
     assert r.returncode == 0 and "learned: skipped (no shipped checkpoint for M=4" in r.stdout, r.stdout
 
 
@@ -338,7 +325,7 @@ def test_cli_errors_are_clear(tiny, tmp_path, monkeypatch, capsys, case, subproc
         args, want = [*learned, "--scenario", tiny["big_file"], "--checkpoint", model], \
             [str(model), "trained for M=4, N_h=2, N_v=2, L=2", "M=16 (model 4)", "N_h=4 (model 2)"]
     env = {"IRS_TORCH_CHECKPOINTS": str(tiny["empty_dir"])}
-    r = _cli(args, env) if subproc else _cli_inprocess(args, monkeypatch, capsys, env)
+    r = _cli(args, env) if subproc else cli_in_process(args, monkeypatch, capsys, env)
     assert r.returncode == 2, (r.returncode, r.stdout[-2000:], r.stderr[-3000:])
     assert "Traceback" not in r.stderr and r.stderr.startswith("irs-torch: error: "), r.stderr[-3000:]
     for w in want:

@@ -50,7 +50,8 @@ def tiny(tmp_path_factory):
     ds = ShardDataset(root / "data")
     torch.manual_seed(0)
     m = WarmStartModule(M=4, N_h=2, N_v=2, L=2, hidden=16, depth=1, hypotheses=2)
-    m.net.fit_normalizer(scenario_features(Scenario.stack([ds.scenario(i) for i in range(len(ds))]).to(torch.complex128)))
+    all_scenarios = Scenario.stack([ds.scenario(i) for i in range(len(ds))])
+    m.net.fit_normalizer(scenario_features(all_scenarios.to(torch.complex128)))
     ck = root / "m.ckpt"
     torch.save({"hyper_parameters": dict(m.hparams), "state_dict": m.state_dict(),
                 "irs_torch": {"dataset": {"fractions": [0.5, 0.2, 0.3]}}}, ck)
@@ -103,7 +104,8 @@ def test_bench_warmstart_rows_summary_regimes_and_resume(tiny, tmp_path):
         regime = "c1-binding" if _c1_binding_reference(s, item["R_s"], item["psi"]) else "standard"
         for m, row in mm.items():
             np.testing.assert_allclose(float(row["ref_max_crb"]), label, rtol=1e-6)
-            np.testing.assert_allclose(float(row["ratio"]), float(row["max_crb"]) / float(row["ref_max_crb"]), rtol=1e-12)
+            np.testing.assert_allclose(float(row["ratio"]), float(row["max_crb"]) / float(row["ref_max_crb"]),
+                                       rtol=1e-12)
             assert row["regime"] == regime and row["feasible"] == "True", (m, row)
             assert float(row["seconds"]) > 0
             np.testing.assert_allclose(float(row["P_s"]), float(s.P_s))

@@ -9,7 +9,8 @@ from irs_torch.commands import seed_arg
 
 
 def register(sub):
-    p = sub.add_parser("bench", help="benchmarks (warmstart: learned warm start vs cold AO; quality: solver efforts vs best-known)")
+    p = sub.add_parser("bench", help="benchmarks (warmstart: learned warm start vs cold AO; "
+                                     "quality: solver efforts vs best-known)")
     sp = p.add_subparsers(dest="bench", metavar="BENCH", required=True)
     w = sp.add_parser("warmstart", help="learned warm start vs honest baselines (ratio to best-known / label, time)",
                       description="Per instance, side by side in one process: the network alone, network + "
@@ -26,7 +27,8 @@ def register(sub):
                         "--data is given)")
     w.add_argument("--data", help="data set directory (irs-torch dataset generate) for --source data")
     w.add_argument("--split", default="test", choices=["train", "val", "test"], help="data split (default test)")
-    w.add_argument("--suite", default=None, help="quality suite directory (default: the repository's benchmarks/quality)")
+    w.add_argument("--suite", default=None,
+                   help="quality suite directory (default: the repository's benchmarks/quality)")
     w.add_argument("--quick", action="store_true", help="suite: the quick subset only")
     w.add_argument("--ids", nargs="+", help="suite: only these instance ids")
     w.add_argument("--checkpoint", help="model file (default: the shipped one for the instances' sizes)")
@@ -76,7 +78,8 @@ def _register_quality(sp):
     s.add_argument("--suite", default=None, help="suite directory (default: the repository's benchmarks/quality)")
     s.add_argument("--quick", action="store_true", help="only the quick subset")
     s.add_argument("--ids", nargs="+", help="only these instance ids")
-    s.add_argument("--time-limit", type=float, default=25.0, help="seconds of thorough search per instance (default 25)")
+    s.add_argument("--time-limit", type=float, default=25.0,
+                   help="seconds of thorough search per instance (default 25)")
     s.add_argument("--passes", type=int, default=2, help="continuation passes (default 2)")
     s.add_argument("--seed", type=int, default=0, help="search seed (default 0)")
     s.add_argument("--workers", type=int, default=1)
@@ -112,7 +115,8 @@ def run_quality_search(args: argparse.Namespace) -> int:
                           passes=args.passes, workers=args.workers, backend=args.backend, address=args.address,
                           seed=args.seed, log=lambda m: print(m, flush=True))
     print(f"search: {s['run']} task(s) run, {s['skipped']} already done, {s['improved']} improvement(s), "
-          f"{s['seconds']:.0f} s; {s['monotonicity_violations']} monotonicity violation(s) among the best-known designs")
+          f"{s['seconds']:.0f} s; {s['monotonicity_violations']} monotonicity violation(s) "
+          f"among the best-known designs")
     return 0
 
 

@@ -148,7 +148,8 @@ def run(args: argparse.Namespace) -> int:
               f"{amax[l]:>9.4g}")
     if args.method == "learned":
         t = res.times
-        print(f"learned: checkpoint {res.options.get('checkpoint')}; load {t['load']:.3f} s, network {t['predict'] * 1e3:.1f} ms, "
+        print(f"learned: checkpoint {res.options.get('checkpoint')}; load {t['load']:.3f} s, "
+              f"network {t['predict'] * 1e3:.1f} ms, "
               f"refine ({args.refine}) {t['refine']:.2f} s; network alone max-CRB {res.init_max_crb:.4e}")
     print(f"max-CRB: {res.max_crb:.4e} rad^2 (from {res.init_max_crb:.4e})   BS power: "
           f"{(1 - float(res.margins['bs'])) * 100:.2f}% of P_t   time: {res.times['total']:.2f} s "
@@ -226,7 +227,8 @@ def _solve_many(args, scenarios=None) -> int:
         raise ValueError("--checkpoint is only used with --method learned")
     if scenarios is not None:
         if len(scenarios.batch_shape) != 1:
-            raise ValueError(f"{args.scenario}: batch shape must be one-dimensional, got {tuple(scenarios.batch_shape)}")
+            raise ValueError(f"{args.scenario}: batch shape must be one-dimensional, "
+                             f"got {tuple(scenarios.batch_shape)}")
         sources = [f"{args.scenario}[{i}]" for i in range(int(scenarios.batch_shape[0]))]
     else:
         scenarios, sources = load_scenarios(args.scenario)

@@ -114,8 +114,8 @@ def write_sidecar(path) -> Path:
     load of it: ``format`` (:data:`SIDECAR_FORMAT`), ``model_file`` (name), ``sha256`` and ``bytes``
     of the model file, ``sizes`` (M, N_h, N_v, L), ``d_h``, ``d_v`` (wavelengths), ``active``,
     ``model_format``, ``version`` and, when the checkpoint records its data set, ``budgets`` (the
-    training ranges of P_t, P_s [W] and a_max, :func:`training_budgets`). Atomic. Refuses (ValueError) files that are not weights-only
-    warm-start checkpoints. Returns the sidecar's path."""
+    training ranges of P_t, P_s [W] and a_max, :func:`training_budgets`). Atomic. Refuses (ValueError)
+    files that are not weights-only warm-start checkpoints. Returns the sidecar's path."""
     path = Path(path)
     ckpt = read_checkpoint(path)
     hp = dict(ckpt["hyper_parameters"])

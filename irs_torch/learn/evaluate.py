@@ -6,10 +6,10 @@
 For every instance of the split: the network's design alone (no solver), its exact max-CRB
 (float64 torch physics, eqs. (15)-(16)) and the ratio to the stored solver label's max-CRB.
 Prints (and optionally writes) one JSON object: counts, ratio median / p90 / mean / max, the
-fraction of instances with ratio <= 1.25, the same per C1 regime and budget bucket (``by_group``), max-CRB medians, the smallest constraint margins, the
-feasible fraction and the network's time per instance. The split is the data set's deterministic
-instance split (:func:`irs_torch.data.dataset.split_of`) with the fractions recorded in the
-checkpoint (default 0.8/0.1/0.1).
+fraction of instances with ratio <= 1.25, the same per C1 regime and budget bucket (``by_group``),
+max-CRB medians, the smallest constraint margins, the feasible fraction and the network's time per
+instance. The split is the data set's deterministic instance split
+(:func:`irs_torch.data.dataset.split_of`) with the fractions recorded in the checkpoint (default 0.8/0.1/0.1).
 """
 from __future__ import annotations
 

@@ -8,7 +8,8 @@ Loss per instance (weights configurable, all logged separately):
 The first term is the paper's objective (P1) in log form (the CRB spans decades across
 geometries) evaluated exactly (float64 torch physics) at the *feasible* output of the network;
 subtracting the label's log max-CRB changes no gradient but makes the value the log-ratio to the
-solver. The supervised term is invariant to each IRS's common psi phase (NOTES.md).
+solver. The supervised term is invariant to each IRS's common psi phase (docs/assumptions.md
+"Modelling facts": common phase).
 
 Logged (TensorBoard): ``{train,val,test}/loss``, ``.../loss_crb``, ``.../loss_psi``, ``.../loss_R``;
 per epoch ``val/ratio_median``, ``val/ratio_p90``, ``val/ratio_mean`` (max-CRB of the prediction
@@ -34,8 +35,7 @@ import torch
 from irs_torch.learn.features import scenario_features
 from irs_torch.learn.losses import log_smooth_max, psi_label_loss, transmit_label_loss
 from irs_torch.learn.nets import WarmStartNet, combine_slots
-from irs_torch.learn.regimes import (PS_BUCKETS, PS_EDGES, PT_BUCKETS, PT_SPLIT, REGIMES, bucket_index,
-                                     c1_binding, tag)
+from irs_torch.learn.regimes import PS_BUCKETS, PS_EDGES, PT_BUCKETS, PT_SPLIT, REGIMES, bucket_index, c1_binding, tag
 
 SIZE_KEYS = ("M", "N_h", "N_v", "L")
 NET_KEYS = ("M", "N_h", "N_v", "L", "hidden", "depth", "rank", "echo_basis", "aligned_reference",
@@ -76,8 +76,9 @@ class WarmStartModule(L.LightningModule):
                  active: bool = True, hidden: int = 256, depth: int = 2, rank: int = 2, echo_basis: bool = True,
                  aligned_reference: bool = True, learn_bs_power: bool = True, c1_mode: str = "cap",
                  dropout: float = 0.0, features: str = "gram", free_transmit: bool = False, arch: str = "mlp",
-                 channels: int = 32, layers: int = 4, hypotheses: int = 1, transmit_basis: str = "bs", w_crb: float = 1.0, w_sup: float = 0.1, w_psi: float = 1.0,
-                 w_R: float = 1.0, tau: float = 0.05, hyp_mean_weight: float = 0.1, lr: float = 1e-3, weight_decay: float = 1e-6,
+                 channels: int = 32, layers: int = 4, hypotheses: int = 1, transmit_basis: str = "bs",
+                 w_crb: float = 1.0, w_sup: float = 0.1, w_psi: float = 1.0, w_R: float = 1.0, tau: float = 0.05,
+                 hyp_mean_weight: float = 0.1, lr: float = 1e-3, weight_decay: float = 1e-6,
                  lr_schedule: str = "cosine", warmup_steps: int = 100, min_lr_ratio: float = 0.02,
                  normalizer_instances: int = 4096, hyp_loss: str = "joint", init_from: str | None = None):
         super().__init__()
@@ -116,7 +117,8 @@ class WarmStartModule(L.LightningModule):
         src = load_model(path)
         mine = {k: self.hparams[k] for k in NET_KEYS}
         theirs = {k: src.hparams.get(k) for k in NET_KEYS}
-        diff = [f"{k}={mine[k]!r} (file {theirs[k]!r})" for k in NET_KEYS if theirs[k] is not None and theirs[k] != mine[k]]
+        diff = [f"{k}={mine[k]!r} (file {theirs[k]!r})" for k in NET_KEYS
+                if theirs[k] is not None and theirs[k] != mine[k]]
         if diff:
             raise ValueError(f"model.init_from {path}: architecture differs: {', '.join(diff)}")
         self.net.load_state_dict(src.state_dict(), strict=True)
