@@ -369,3 +369,17 @@ def test_shipped_recipe_configs_parse(capsys):
     assert (m["M"], m["N_h"], m["N_v"], m["L"]) == (16, 4, 4, 2)
     assert m["hyp_loss"] == "slots" and m["hypotheses"] == 16 and m["c1_mode"] == "power"
     assert cfg["data"]["unlabelled"] == 32768 and cfg["data"]["fractions"] == [0.5, 0.15, 0.35]
+
+
+def test_wallclock_schedule_stops_training_at_its_time_budget(tiny_data, tmp_path):
+    """WallClockCosine (training to a wall-clock budget) stops a run set to 1000 epochs once its time is
+    up, and the checkpoint records the elapsed seconds and steps."""
+    extra = ["--trainer.max_epochs=1000", "--model.lr_schedule=constant",
+             "--trainer.callbacks+=irs_torch.learn.schedule.WallClockCosine",
+             "--trainer.callbacks.minutes=0.05", "--trainer.callbacks.warmup_steps=2"]
+    assert _fit(["fit"], tiny_data, tmp_path, extra) == 0
+    ckpt = torch.load(tmp_path / "warm-start" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
+    wc = ckpt["irs_torch_wallclock"]
+    # last.ckpt is the end of the last validated epoch before the stop (mid-epoch)
+    assert wc["budget_s"] == pytest.approx(3.0) and 0 < wc["elapsed_s"] <= 3.0 + 60 and wc["steps"] >= 1
+    assert ckpt["epoch"] < 999
