@@ -142,51 +142,21 @@ def data_instances(data, split: str = "test", fractions=None, limit: int | None 
 
 # ----------------------------------------------------------------------------- baselines
 def first_order_design(scenario, seconds: float, seed: int = 0, lr: float = 0.03, sharpness: float = 30.0):
-    """A time-budgeted first-order design: Adam on ``logsumexp(sharpness * log CRB_l) / sharpness``
-    (a smooth max over IRSs of tr(F_l^-1)) with the parameterisation of
-    :func:`irs_torch.estimation.designs.adam_design` (``R_s,l = L P_t W_l W_l^H / sum tr(W W^H)``,
-    psi scaled in closed form to C1 and a_max: every iterate feasible), from the isotropic R_s and the
-    co-phased psi of the dominant transmit direction, until ``seconds`` of wall time are spent (at
-    least one step; the start's cost counts). Returns ``(R_s (L, M, M), psi (L, N), steps)``, the best
-    iterate by the exact max-CRB."""
+    """A time-budgeted first-order design: :func:`irs_torch.estimation.designs.adam_design` on the
+    max-CRB (``objective="total"``: Adam on ``logsumexp(sharpness * log tr(F_l^-1)) / sharpness``, every
+    iterate feasible), from the isotropic R_s and the co-phased psi of the dominant transmit direction,
+    until ``seconds`` of wall time are spent (at least one step; the start's cost counts). Returns
+    ``(R_s (L, M, M), psi (L, N), steps)``, the best iterate by the exact max-CRB."""
+    from irs_torch.estimation.designs import adam_design
     from irs_torch.physics.steering import cophasing_psi
 
     t0 = time.perf_counter()
     s = scenario.to(torch.complex128)
-    L, M = s.L, s.M
-    g = torch.Generator().manual_seed(int(seed))
-    R0 = s.isotropic_design()
     w = torch.linalg.eigh(s.G.conj().transpose(-1, -2) @ s.G)[1][..., -1]
-    psi0 = s.scale_psi_to_feasible(R0, cophasing_psi(s, w))
-    psi0 = psi0 / psi0.abs().amax(-1, keepdim=True)
-    W = torch.eye(M, dtype=torch.float64).expand(L, M, M).clone()
-    W = torch.stack([W, torch.zeros_like(W)], -1) + 0.01 * torch.randn(L, M, M, 2, generator=g, dtype=torch.float64)
-    P = torch.view_as_real(psi0.clone()) + 0.01 * torch.randn(psi0.shape + (2,), generator=g, dtype=torch.float64)
-    W.requires_grad_(True)
-    P.requires_grad_(True)
-    opt = torch.optim.Adam([W, P], lr=lr)
-
-    def design():
-        Wc = torch.complex(W[..., 0], W[..., 1])
-        R = Wc @ Wc.conj().transpose(-1, -2)
-        tr = torch.diagonal(R, dim1=-2, dim2=-1).real.sum()
-        R = R * (L * float(s.P_t) / tr).to(R.dtype)
-        return R, s.scale_psi_to_feasible(R, torch.complex(P[..., 0], P[..., 1]))
-
-    best = (math.inf, None, None)
-    steps = 0
-    while steps == 0 or time.perf_counter() - t0 < seconds:
-        R, psi = design()
-        c = s.crb(R, psi, validate=False).total
-        v = float(c.detach().max())
-        if v < best[0]:
-            best = (v, R.detach().clone(), psi.detach().clone())
-        loss = torch.logsumexp(sharpness * torch.log(c), -1) / sharpness
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        steps += 1
-    return best[1], best[2], steps
+    psi0 = s.scale_psi_to_feasible(s.isotropic_design(), cophasing_psi(s, w))
+    left = max(0.0, float(seconds) - (time.perf_counter() - t0))
+    return adam_design(s, lr=lr, seed=seed, init_psi=psi0, sharpness=sharpness, seconds=left, objective="total",
+                       return_steps=True)
 
 
 def heuristic_starts(scenario, k: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -75,7 +75,6 @@ def run(args: argparse.Namespace) -> int:
 
     from irs_torch.outputs import check_output_path, dumps, npz_path
     from irs_torch.scenario import Scenario
-    from irs_torch.solvers import SolverOptions  # `solve` only where used: --refine none imports no cvxpy
 
     if args.output:  # before the solve: never overwrite an input, fail early if it cannot be written
         init_file = None if args.init in ("random", "aligned") else \
@@ -96,14 +95,7 @@ def run(args: argparse.Namespace) -> int:
         s = s[args.index]
     elif args.index not in (None, 0):
         raise ValueError(f"--index {args.index} given but {args.scenario} is not batched")
-    kw = {"seed": args.seed, "passive_fair": args.fair}
-    for name in ("max_iter", "rtol", "n_starts", "n_randomizations", "p3", "effort"):
-        v = getattr(args, name)
-        if v is not None:
-            kw[name] = v
-    if args.p2_solver:
-        kw["p2_solver"] = args.p2_solver.upper()
-    opts = SolverOptions(**kw)
+    opts = _options(args)
     if getattr(args, "region", None):  # robust design over a region (issue #17): _solve_region
         res = _solve_region(args, s, opts)
     elif args.method == "learned":

@@ -29,14 +29,26 @@ def _feasible_design(scenario, W, psi_raw):
 
 
 def adam_design(scenario, steps: int = 300, lr: float = 0.03, seed: int = 0, init_psi=None,
-                sharpness: float = 30.0, progress: bool = False):
-    """A cheap optimised design: Adam on a smooth max over IRSs of log CRB(theta) + CRB(phi).
+                sharpness: float = 30.0, progress: bool = False, *, seconds: float | None = None,
+                objective: str = "angles", return_steps: bool = False):
+    """A cheap optimised design: Adam on a smooth max over IRSs of log CRB.
 
     ``R_s,l = L P_t W_l W_l^H / sum tr(W W^H)`` (BS budget (17b) met with equality), psi mapped to
     C1 (7) and a_max by :meth:`Scenario.scale_psi_to_feasible`, so every iterate is feasible. Starts
-    from the isotropic R_s and the target-aligned psi (plus a small seeded perturbation); returns
-    the best iterate by the exact max angle CRB. Shapes: -> ``R_s (L, M, M)``, ``psi (L, N)``.
+    from the isotropic R_s and ``init_psi`` (default: the target-aligned psi), plus a small seeded
+    perturbation; returns the best iterate by the exact objective.
+
+    ``objective``: ``"angles"`` (CRB(theta) + CRB(phi) per IRS, the Monte Carlo study's) or ``"total"``
+    (tr(F_l^-1), the solvers' max-CRB). ``seconds``: a wall-time budget instead of ``steps`` (Adam steps
+    until it is spent, at least one; no final evaluation after the last step), as the warm-start
+    benchmark's first-order baseline. Shapes: -> ``R_s (L, M, M)``, ``psi (L, N)`` (and the number of
+    Adam steps taken, with ``return_steps``).
     """
+    import time
+
+    if objective not in ("angles", "total"):
+        raise ValueError(f"objective must be 'angles' or 'total', got {objective!r}")
+    t0 = time.perf_counter()
     L, M = scenario.L, scenario.M
     g = torch.Generator().manual_seed(int(seed))
     R0 = scenario.isotropic_design()
@@ -49,14 +61,27 @@ def adam_design(scenario, steps: int = 300, lr: float = 0.03, seed: int = 0, ini
     P.requires_grad_(True)
     opt = torch.optim.Adam([W, P], lr=lr)
     best = (float("inf"), None, None)
-    it = range(steps)
-    if progress:
-        from tqdm import tqdm
 
-        it = tqdm(it, desc="adam design", leave=False)
-    for _ in it:
+    def value(R, psi):
+        c = scenario.crb(R, psi, validate=False)
+        return c.angles if objective == "angles" else c.total
+
+    if seconds is None:
+        it = range(steps)
+        if progress:
+            from tqdm import tqdm
+
+            it = tqdm(it, desc="adam design", leave=False)
+    else:
+        import itertools
+
+        it = itertools.count()
+    n = 0
+    for n in it:
+        if seconds is not None and n > 0 and time.perf_counter() - t0 >= seconds:
+            break
         R, psi = _feasible_design(scenario, W, P)
-        c = scenario.crb(R, psi, validate=False).angles
+        c = value(R, psi)
         val = float(c.detach().max())
         if val < best[0]:
             best = (val, R.detach().clone(), psi.detach().clone())
@@ -64,12 +89,14 @@ def adam_design(scenario, steps: int = 300, lr: float = 0.03, seed: int = 0, ini
         opt.zero_grad()
         loss.backward()
         opt.step()
-    with torch.no_grad():
-        R, psi = _feasible_design(scenario, W, P)
-        val = float(scenario.crb(R, psi).angles.max())
-        if val < best[0]:
-            best = (val, R, psi)
-    return best[1], best[2]
+    taken = n + 1 if seconds is None else n
+    if seconds is None:
+        with torch.no_grad():
+            R, psi = _feasible_design(scenario, W, P)
+            val = float(value(R, psi).max())
+            if val < best[0]:
+                best = (val, R, psi)
+    return (best[1], best[2], taken) if return_steps else (best[1], best[2])
 
 
 def make_design(scenario, name: str, seed: int = 0, adam_steps: int = 300, optimiser: str = "auto"):

@@ -178,3 +178,11 @@ def load_npz(path, what: str) -> dict:
             return {k: z[k] for k in z.files}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
         raise ValueError(f"{path}: not a readable {what} .npz file ({e})") from None
+
+
+def export_mat(path, d: dict) -> Path:
+    """Write the file keys ``d`` of a scenario or solution as a compressed MATLAB ``.mat`` file."""
+    import scipy.io
+
+    scipy.io.savemat(str(path), d, do_compression=True)
+    return Path(path)

@@ -329,21 +329,7 @@ class Scenario:
         if validate:
             self.check_design(R_s, psi)
         psi = psi.to(self.G.dtype)
-        return crb_model.crb(
-            self.G,
-            psi,
-            R_s.to(self.G.dtype),
-            self.theta,
-            self.phi,
-            self.beta,
-            self.budget_broadcast("sigma_r2"),
-            self.budget_broadcast("sigma_b2"),
-            self.T_L,
-            self.N_h,
-            self.N_v,
-            self.d_h,
-            self.d_v,
-        )
+        return crb_model.crb(self.G, psi, R_s.to(self.G.dtype), *self._echo_model_args())
 
     def max_crb(self, R_s, psi) -> torch.Tensor:
         """The paper's objective, ``max_l tr(F_l^-1)``. Shape ``(...)``."""
@@ -352,21 +338,14 @@ class Scenario:
     def fisher_information(self, R_s, psi) -> torch.Tensor:
         """SI-unit FIM per IRS, ``(..., L, 4, 4)``; see :func:`irs_torch.crb.fisher_information`."""
         self.check_design(R_s, psi)
-        return crb_model.fisher_information(
-            self.G,
-            psi.to(self.G.dtype),
-            R_s.to(self.G.dtype),
-            self.theta,
-            self.phi,
-            self.beta,
-            self.budget_broadcast("sigma_r2"),
-            self.budget_broadcast("sigma_b2"),
-            self.T_L,
-            self.N_h,
-            self.N_v,
-            self.d_h,
-            self.d_v,
-        )
+        return crb_model.fisher_information(self.G, psi.to(self.G.dtype), R_s.to(self.G.dtype),
+                                            *self._echo_model_args())
+
+    def _echo_model_args(self) -> tuple:
+        """The arguments after ``(G, psi, R_s)`` of :func:`irs_torch.crb.crb` and
+        :func:`irs_torch.crb.fisher_information`: angles, beta, noise powers, T_L, array sizes and spacings."""
+        return (self.theta, self.phi, self.beta, self.budget_broadcast("sigma_r2"),
+                self.budget_broadcast("sigma_b2"), self.T_L, self.N_h, self.N_v, self.d_h, self.d_v)
 
     def irs_power(self, R_s, psi) -> torch.Tensor:
         """Left-hand side of C1 (eq. (7)) per IRS [W], ``(..., L)``. Zero for a passive IRS."""
@@ -552,10 +531,9 @@ class Scenario:
 
     def export_mat(self, path) -> Path:
         """Write a MATLAB ``.mat`` file with the same keys as :meth:`save`."""
-        import scipy.io
+        from irs_torch.scenario.files import export_mat
 
-        scipy.io.savemat(str(path), self.to_dict(), do_compression=True)
-        return Path(path)
+        return export_mat(path, self.to_dict())
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "<dict>") -> "Scenario":

@@ -83,10 +83,9 @@ class Solution:
 
     def export_mat(self, path) -> Path:
         """Write a MATLAB ``.mat`` file with the same keys as :meth:`save`."""
-        import scipy.io
+        from irs_torch.scenario.files import export_mat
 
-        scipy.io.savemat(str(path), self.to_dict(), do_compression=True)
-        return Path(path)
+        return export_mat(path, self.to_dict())
 
     @classmethod
     def load(cls, path) -> "Solution":
