@@ -88,6 +88,7 @@ from irs_torch.physics.geometry import target_angles
 from irs_torch.scenario import Scenario
 from irs_torch.solvers.conic import OK_STATUSES, solver_kwargs
 from irs_torch.solvers.result import SolveResult, SolverOptions, failure_counts
+from irs_torch.solvers.strategy import decode_design, encode_start
 from irs_torch.solvers.transmit import FIM_ENTRIES, assembly_matrix, real_coefficients
 
 OBJECTIVES = ("worst", "average", "bayesian")
@@ -620,32 +621,18 @@ def _robust_screen(prob: RobustProblem, R0: torch.Tensor, psi0: torch.Tensor, *,
                    decay: float = 0.05, patience: int = 50):
     """Adam on ``smoothmax_l log j_l`` (j_l with the smooth max over candidates) over (R_s, psi) jointly,
     batched over S starts, in the feasible-by-construction parameterisation of
-    :func:`irs_torch.solvers.strategy.joint_first_order` (BS budget by a softmax/sigmoid split of
+    :func:`irs_torch.solvers.strategy.joint_first_order` (:func:`~irs_torch.solvers.strategy.encode_start`,
+    :func:`~irs_torch.solvers.strategy.decode_design`: BS budget by a softmax/sigmoid split of
     ``L P_t``, ``R_l ~ B_l B_l^H``; psi at the largest scale meeting a_max and C1 at every candidate).
     The point screen optimises one position; this one the region. Shapes: R0 ``(S, L, M, M)``, psi0
     ``(S, L, N)`` -> ``(R (S, L, M, M), psi (S, L, N), J (S,))``: each start's best iterate (exact objective)."""
     scn = prob.centre
-    cdt, L, P_t = scn.G.dtype, scn.L, float(scn.P_t)
-    lam, V = torch.linalg.eigh(0.5 * (R0 + R0.conj().transpose(-1, -2)))
-    B = V * lam.clamp(min=0).sqrt().to(R0.dtype).unsqueeze(-2)
-    B = B / torch.linalg.matrix_norm(B).clamp(min=1e-300)[..., None, None]
-    tr = torch.diagonal(R0, dim1=-2, dim2=-1).real.sum(-1).clamp(min=1e-300)
-    frac = (tr.sum(-1, keepdim=True) / (L * P_t)).clamp(1e-6, 0.98).expand_as(tr)
-    Br = torch.view_as_real(B).clone().requires_grad_(True)
-    u = torch.log(tr / tr.sum(-1, keepdim=True)).clone().requires_grad_(True)
-    v = torch.log(frac / (1 - frac)).clone().requires_grad_(True)
-    amp = (psi0.abs() / psi0.abs().amax(-1, keepdim=True).clamp(min=1e-300)).clamp(1e-3, 1 - 1e-3)
-    rho = torch.log(amp / (1 - amp)).clone().requires_grad_(True)
-    ph = torch.angle(psi0).clone().requires_grad_(True)
-    opt = torch.optim.Adam([Br, u, v, ph] + ([rho] if scn.active else []), lr=lr)
+    params = encode_start(scn, R0, psi0)
+    opt = torch.optim.Adam(params.trainable(scn.active), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(int(steps), 1), eta_min=lr * decay)
 
     def make():
-        Bc = torch.view_as_complex(Br)
-        Gm = Bc @ Bc.conj().transpose(-1, -2)
-        trg = torch.diagonal(Gm, dim1=-2, dim2=-1).real.sum(-1).clamp(min=1e-300)
-        R = Gm * (L * P_t * torch.softmax(u, -1) * torch.sigmoid(v) / trg).to(cdt)[..., None, None]
-        raw = torch.polar(torch.sigmoid(rho) if scn.active else torch.ones_like(rho), ph).to(cdt)
+        R, raw = decode_design(scn, params)
         return R, _feasible_psi(prob, R, raw)
 
     with torch.no_grad():

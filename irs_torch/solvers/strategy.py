@@ -25,6 +25,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -98,11 +99,78 @@ def _sqrt_psd(R):
     return V * lam.clamp(min=0).sqrt().to(R.dtype).unsqueeze(-2)
 
 
+@dataclass
+class ScreenParams:
+    """The free (unconstrained) Adam parameters of a batch of S designs in the screens'
+    feasible-by-construction parameterisation (:func:`encode_start`, :func:`decode_design`), all
+    real float64 leaf tensors with ``requires_grad``:
+
+    - ``Br`` ``(S, L, M, M, 2)``: ``view_as_real`` of B_l, the PSD square root of R_l scaled to unit
+      Frobenius norm (so Adam's learning rate is relative), ``R_l ~ B_l B_l^H``;
+    - ``u`` ``(S, L)``: log of the slots' shares of the used BS power (softmax logits);
+    - ``v`` ``(S, L)``: logit of the used fraction of the average BS budget ``L P_t``;
+    - ``rho`` ``(S, L, N)``: logit of the IRS amplitudes relative to each slot's largest;
+    - ``ph`` ``(S, L, N)``: IRS phases [rad].
+    """
+
+    Br: torch.Tensor
+    u: torch.Tensor
+    v: torch.Tensor
+    rho: torch.Tensor
+    ph: torch.Tensor
+
+    def trainable(self, active: bool) -> list[torch.Tensor]:
+        """The tensors to optimise: all but ``rho`` for a passive IRS (unit modulus)."""
+        return [self.Br, self.u, self.v, self.ph] + ([self.rho] if active else [])
+
+
+def encode_start(scenario: Scenario, R0: torch.Tensor, psi0: torch.Tensor) -> ScreenParams:
+    """Encode starts ``(R0, psi0)`` into free :class:`ScreenParams` (inverse of :func:`decode_design`
+    up to psi's feasibility scale and the clamps: used budget fraction in [1e-6, 0.98], relative
+    amplitudes in [1e-3, 1 - 1e-3]). Only ``scenario.L`` and ``scenario.P_t`` [W] are used.
+
+    Shapes: R0 ``(S, L, M, M)`` complex [W], psi0 ``(S, L, N)`` complex (taken as given: the caller
+    makes it feasible first if it wants to). The BS budget is spread over the slots in proportion
+    to ``tr R0_l``."""
+    L, P_t = scenario.L, float(scenario.P_t)
+    B = _sqrt_psd(R0)
+    B = B / torch.linalg.matrix_norm(B).clamp(min=1e-300)[..., None, None]  # unit Frobenius norm: Adam's lr is relative
+    tr = torch.diagonal(R0, dim1=-2, dim2=-1).real.sum(-1).clamp(min=1e-300)  # (S, L)
+    frac = (tr.sum(-1, keepdim=True) / (L * P_t)).clamp(1e-6, 0.98).expand_as(tr)
+    amp = (psi0.abs() / psi0.abs().amax(-1, keepdim=True).clamp(min=1e-300)).clamp(1e-3, 1 - 1e-3)
+    return ScreenParams(
+        Br=torch.view_as_real(B).clone().requires_grad_(True),
+        u=torch.log(tr / tr.sum(-1, keepdim=True)).clone().requires_grad_(True),
+        v=torch.log(frac / (1 - frac)).clone().requires_grad_(True),
+        rho=torch.log(amp / (1 - amp)).clone().requires_grad_(True),
+        ph=torch.angle(psi0).clone().requires_grad_(True),
+    )
+
+
+def decode_design(scenario: Scenario, params: ScreenParams) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode :class:`ScreenParams` into ``(R, psi_raw)`` (differentiable):
+    ``R_l = L P_t softmax(u)_l sigmoid(v) B_l B_l^H / tr(B_l B_l^H)`` (PSD, average BS budget (6) met)
+    and ``psi_raw_l = sigmoid(rho_l) exp(j ph_l)`` (passive scenario: ``exp(j ph_l)``), in
+    ``scenario.G.dtype``. psi_raw is not yet scaled to meet C1 (7) and a_max: the caller applies its
+    closed-form largest scale (:meth:`Scenario.scale_psi_to_feasible`, or over a region's candidates).
+
+    Shapes: ``R (S, L, M, M)`` [W], ``psi_raw (S, L, N)``."""
+    cdt, L, P_t = scenario.G.dtype, scenario.L, float(scenario.P_t)
+    Bc = torch.view_as_complex(params.Br)
+    G = Bc @ Bc.conj().transpose(-1, -2)
+    trg = torch.diagonal(G, dim1=-2, dim2=-1).real.sum(-1).clamp(min=1e-300)
+    p = L * P_t * torch.softmax(params.u, -1) * torch.sigmoid(params.v)
+    R = G * (p / trg).to(cdt)[..., None, None]
+    amp = torch.sigmoid(params.rho) if scenario.active else torch.ones_like(params.ph)
+    return R, torch.polar(amp, params.ph).to(cdt)
+
+
 def joint_first_order(scenario: Scenario, R0: torch.Tensor, psi0: torch.Tensor, *, steps: int = 150,
                       lr: float = 0.05, smooth: float = 20.0, decay: float = 1.0, patience: int = 0):
     """Adam on the smoothed max-CRB over ``(R_s, psi)`` jointly, batched over S starts.
 
-    Parameterisation (feasible by construction, so every iterate is a valid design):
+    Parameterisation (feasible by construction, so every iterate is a valid design; :func:`encode_start`,
+    :func:`decode_design`):
     ``R_l = L P_t softmax(u)_l sigmoid(v_l) B_l B_l^H / tr(B_l B_l^H)`` (average BS budget (6)),
     ``psi_l = scale(sigmoid(rho_l) exp(j ph_l))`` with the closed-form largest real scale meeting C1 (7)
     and a_max (:meth:`Scenario.scale_psi_to_feasible`). Loss: ``logsumexp(smooth * log c_l) / smooth``
@@ -114,37 +182,18 @@ def joint_first_order(scenario: Scenario, R0: torch.Tensor, psi0: torch.Tensor, 
     the best iterate of each start (exactly re-scaled and evaluated; never worse than its start).
     """
     cdt = scenario.G.dtype
-    L, P_t = scenario.L, float(scenario.P_t)
     R0 = R0.to(cdt)
     psi0 = scenario.scale_psi_to_feasible(R0, psi0.to(cdt))
     with torch.no_grad():
         c0 = scenario.crb(R0, psi0, validate=False).total.amax(-1)
-    B = _sqrt_psd(R0)
-    B = B / torch.linalg.matrix_norm(B).clamp(min=1e-300)[..., None, None]  # unit Frobenius norm: Adam's lr is relative
-    tr = torch.diagonal(R0, dim1=-2, dim2=-1).real.sum(-1).clamp(min=1e-300)  # (S, L)
-    frac = (tr.sum(-1, keepdim=True) / (L * P_t)).clamp(1e-6, 0.98).expand_as(tr)
-    Br = torch.view_as_real(B).clone().requires_grad_(True)
-    u = torch.log(tr / tr.sum(-1, keepdim=True)).clone().requires_grad_(True)
-    v = torch.log(frac / (1 - frac)).clone().requires_grad_(True)
-    amp = (psi0.abs() / psi0.abs().amax(-1, keepdim=True).clamp(min=1e-300)).clamp(1e-3, 1 - 1e-3)
-    rho = torch.log(amp / (1 - amp)).clone().requires_grad_(True)
-    ph = torch.angle(psi0).clone().requires_grad_(True)
-    params = [Br, u, v, ph] + ([rho] if scenario.active else [])
-    opt = torch.optim.Adam(params, lr=lr)
+    params = encode_start(scenario, R0, psi0)
+    opt = torch.optim.Adam(params.trainable(scenario.active), lr=lr)
     sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(int(steps), 1), eta_min=lr * decay)
              if decay < 1 else None)
 
     def make():
-        Bc = torch.view_as_complex(Br)
-        G = Bc @ Bc.conj().transpose(-1, -2)
-        trg = torch.diagonal(G, dim1=-2, dim2=-1).real.sum(-1).clamp(min=1e-300)
-        p = L * P_t * torch.softmax(u, -1) * torch.sigmoid(v)
-        R = G * (p / trg).to(cdt)[..., None, None]
-        if scenario.active:
-            psi = scenario.scale_psi_to_feasible(R, torch.polar(torch.sigmoid(rho), ph).to(cdt))
-        else:
-            psi = torch.polar(torch.ones_like(ph), ph).to(cdt)
-        return R, psi
+        R, psi = decode_design(scenario, params)
+        return R, (scenario.scale_psi_to_feasible(R, psi) if scenario.active else psi)
 
     best_R, best_psi, best_c = R0, psi0, c0.clone()
     mark = float(c0.min())
