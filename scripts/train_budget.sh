@@ -29,14 +29,14 @@ ACCEL=${ACCEL:-auto}
 export PYTHONUNBUFFERED=1
 
 echo "== 1. labels: $NUM instances, $WORKERS workers ($(date -u +%T))"
-gen=("$PY" -m irs_torch.cli dataset generate --config "$CONFIG" --num "$NUM" --out "$DATA"
+gen=("$PY" -m irs_torch dataset generate --config "$CONFIG" --num "$NUM" --out "$DATA"
      --shard-size "$SHARD_SIZE" --workers "$WORKERS" --no-progress)
 if [[ "$GEN_TIMEOUT" != 0 ]]; then
   timeout --signal=TERM "$GEN_TIMEOUT" "${gen[@]}" || echo "label generation stopped after ${GEN_TIMEOUT} s (resumable)"
 else
   "${gen[@]}"
 fi
-"$PY" -m irs_torch.cli dataset info "$DATA" || true
+"$PY" -m irs_torch dataset info "$DATA" || true
 
 echo "== 2. training: $MINUTES min on $ACCEL ($(date -u +%T))"
 mkdir -p "$RUNS"
