@@ -284,7 +284,7 @@ def predict_batch(scenario: Scenario, checkpoint=None, net=None):
 
     if net is None:
         s0 = scenario[0] if scenario.batch_shape else scenario
-        net = load_model(checkpoint or find_checkpoint(s0), s0)
+        net = load_model(checkpoint or find_checkpoint(scenario), s0)  # the model whose budgets cover every item
     t = time.perf_counter()
     R, psi = predict(net, scenario, batch_size=PREDICT_CHUNK)
     return R, psi, time.perf_counter() - t
@@ -394,7 +394,7 @@ def solve_batch(scenarios: Scenario, method: str = "learned", *, checkpoint=None
 
         s0 = scenarios[0]
         if checkpoint is None:
-            checkpoint = find_checkpoint(s0)
+            checkpoint = find_checkpoint(scenarios)  # the model whose training budgets cover every item
             if verbose:
                 print(f"using shipped checkpoint {checkpoint}", file=sys.stderr)
         net = load_model(checkpoint, s0)

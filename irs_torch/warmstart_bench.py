@@ -461,13 +461,21 @@ def bench_warmstart(out=None, *, checkpoint=None, sources=("suite",), data=None,
     opts = options or SolverOptions()
 
     # the model, and the instances of each source at its sizes
-    if checkpoint is None:
-        probe = Scenario.paper()
+    if checkpoint is None:  # the shipped model whose training budgets cover the instances' budgets
+        probes = []
+        if "suite" in sources:
+            from irs_torch import quality as Q
+
+            probes += [Scenario.paper(0, P_t=float(i["P_t"]), P_s=float(i["P_s"]), a_max=float(i["a_max"]))
+                       for i in Q.load_suite(Path(suite_dir) if suite_dir is not None else Q.SUITE_DIR,
+                                             quick=quick, ids=ids)]
         if "data" in sources:
             from irs_torch.data import ShardDataset
 
-            probe = ShardDataset(data).scenario(0)
-        checkpoint = find_checkpoint(probe)
+            ds = ShardDataset(data)
+            probes += [ds.scenario(i) for i in range(len(ds))]
+        checkpoint = find_checkpoint(Scenario.stack([p.to(torch.complex128) for p in probes]) if probes
+                                     else Scenario.paper())
         log(f"using shipped checkpoint {checkpoint}")
     net = load_model(checkpoint)
     sizes = net.sizes

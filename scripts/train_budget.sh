@@ -9,7 +9,7 @@
 #   bash scripts/train_budget.sh
 #
 # Environment (defaults in brackets): WORKERS label processes [all cores], NUM labelled instances
-# [768], CONFIG data set config [training/budget-data.yaml], SHARD_SIZE [32], MINUTES training budget [5], GEN_TIMEOUT seconds [0: none], UNLABELLED [65536], DATA
+# [1024], CONFIG data set config [training/budget-data.yaml], SHARD_SIZE [32], MINUTES training budget [2], GEN_TIMEOUT seconds [0: none], UNLABELLED [65536], DATA
 # [data/budget], RUNS [runs/budget], PYTHON [python], ACCEL accelerator [auto]. Rerunning continues
 # a killed data set and starts a new training version (resume a killed training with
 # `python -m irs_torch.learn.train fit --config $RUNS/config.yaml --ckpt_path .../last.ckpt`).
@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 WORKERS=${WORKERS:-$(nproc)}
-NUM=${NUM:-768}
+NUM=${NUM:-1024}
 CONFIG=${CONFIG:-training/budget-data.yaml}
 SHARD_SIZE=${SHARD_SIZE:-32}
 MINUTES=${MINUTES:-2}

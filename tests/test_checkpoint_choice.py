@@ -57,3 +57,13 @@ def test_a_malformed_budget_range_in_a_sidecar_is_refused(two_models):
     sc.write_text(json.dumps(info))
     with pytest.raises(ValueError, match="budgets.P_s"):
         read_sidecar(two_models / "warm-start-budget.pt")
+
+
+def test_a_batch_gets_the_model_that_covers_every_item(two_models):
+    """A batch is covered only if every item's budgets are: the paper point plus one low-budget item
+    takes the budget model (a batch of paper-point items keeps the paper model)."""
+    dirs = [two_models]
+    mixed = Scenario.stack([Scenario.paper(0), Scenario.paper(0, P_t=1.0, P_s=1e-4)])
+    same = Scenario.stack([Scenario.paper(0), Scenario.paper(1)])
+    assert find_checkpoint(mixed, dirs).name == "warm-start-budget.pt"
+    assert find_checkpoint(same, dirs).name == "warm-start-paper.pt"

@@ -53,6 +53,9 @@ def run(args: argparse.Namespace) -> int:
         if args.mat:
             raise ValueError("--mat writes one scenario; not with --count")
         b = Scenario.stack([make(seed=args.seed + i, **over) for i in range(args.count)])
+        # item i has seed --seed + i: recorded in the file's preset field (the format's seed is one integer)
+        b = b.replace(preset=f"batch of {args.preset}, seeds {args.seed}..{args.seed + args.count - 1} (item i: "
+                             f"{args.seed} + i)")
         path = b.save(args.output)
         print(
             f"wrote {path}: {args.count} scenarios, preset={args.preset} "

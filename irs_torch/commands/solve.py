@@ -120,16 +120,26 @@ def run(args: argparse.Namespace) -> int:
     deg = 180.0 / math.pi
     th, ph = res.crb_theta.tolist(), res.crb_phi.tolist()
     if args.json:
-        print(dumps({"method": args.method, "max_crb": res.max_crb, "crb": res.crb.tolist(), "crb_theta": th,
+        print(dumps({"method": res.options.get("method", args.method) if getattr(args, "region", None) else args.method,
+                     "robust": res.options.get("robust") if getattr(args, "region", None) else None,
+                     "max_crb": res.max_crb, "crb": res.crb.tolist(), "crb_theta": th,
                           "crb_phi": ph, "init_max_crb": res.init_max_crb, "status": res.status,
                           "success": res.success, "nit": res.nit, "effort": res.options.get("effort"),
                           "found_by": res.options.get("found_by"), "times": res.times, "seed": args.seed,
                           "output": out, "message": res.message, "failures": res.failures}))
         return 0 if res.success else 1
     p3 = opts.p3 if args.method in ("ao", "reflective-only", "passive") else "-"
-    print(f"method: {args.method}   p3: {p3}   P2 solver: {opts.p2_solver}   seed: {args.seed}   "
+    robust = res.options.get("robust") if getattr(args, "region", None) else None
+    method = (f"robust-{args.robust_objective} over {args.region_points} points of {args.region}" if robust
+              else args.method)
+    print(f"method: {method}   p3: {p3}   P2 solver: {opts.p2_solver}   seed: {args.seed}   "
           f"status: {res.status} ({res.nit} it)   success: {'yes' if res.success else 'NO'}   "
           f"feasible: {'NO' if res.status == 'infeasible' else 'yes'}")
+    if robust:
+        what = {"worst": "the worst case over the region points", "average": "the region average",
+                "bayesian": "the posterior (Bayesian) CRB"}[args.robust_objective]
+        print(f"robust: the CRB columns and max-CRB below are {what}; at the region's centre the design's "
+              f"max-CRB is {robust['centre_max_crb']:.4e} rad^2")
     print(f"{'IRS':>3} {'CRB tr(F^-1)':>13} {'initial':>11} {'rCRB th[deg]':>12} {'rCRB ph[deg]':>12} "
           f"{'IRS power/P_s':>13} {'max|psi|':>9}")
     irs = (1.0 - res.margins["irs"]).tolist()
