@@ -112,7 +112,13 @@ def find_checkpoint(scenario: Scenario, dirs=None) -> Path:
                 continue
             matches.append((budget_preference(info, scenario), str(p), p))
     if matches:
-        return min(matches)[2]
+        pref, _, best = min(matches)
+        if pref[0] == 1:
+            b = read_sidecar(best)["budgets"]
+            warnings.warn(f"the scenario's budgets (P_t, P_s, a_max) lie outside the training ranges of every model "
+                          f"for its sizes; using {best.name} (trained on P_t {b['P_t']} W, P_s {b['P_s']} W, a_max "
+                          f"{b['a_max']}): its network design may be far from optimal (refinement helps)", stacklevel=2)
+        return best
     raise FileNotFoundError(
         f"no shipped checkpoint for M={scenario.M}, N_h={scenario.N_h}, N_v={scenario.N_v}, L={scenario.L} "
         f"(d_h={float(scenario.d_h):g}, d_v={float(scenario.d_v):g}, active={scenario.active}) "

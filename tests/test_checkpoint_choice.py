@@ -38,8 +38,9 @@ def test_the_model_whose_budgets_cover_the_scenario_is_chosen(two_models):
     assert find_checkpoint(Scenario.paper(0), dirs).name == "warm-start-paper.pt"
     assert find_checkpoint(Scenario.paper(0, P_t=40.0, P_s=3e-4), dirs).name == "warm-start-budget.pt"
     assert find_checkpoint(Scenario.paper(0, P_s=0.2), dirs).name == "warm-start-budget.pt"
-    # outside every range: the widest
-    assert find_checkpoint(Scenario.paper(0, P_t=400.0), dirs).name == "warm-start-budget.pt"
+    # outside every range: the widest, with a warning that names the ranges
+    with pytest.warns(UserWarning, match=r"outside the training ranges .* warm-start-budget.pt"):
+        assert find_checkpoint(Scenario.paper(0, P_t=400.0), dirs).name == "warm-start-budget.pt"
 
 
 def test_budget_preference_ranks_covered_then_uncovered_then_unrecorded():

@@ -182,4 +182,4 @@ def test_solve_region_cli(tmp_path, capsys):
     rc = main(["solve", "--scenario", str(sp), "--region", "box:-1", "--json"])
     assert rc == 2 and "half_widths" in capsys.readouterr().err
     rc = main(["solve", "--scenario", str(sp), "--region", "box:1", "--region-points", "0", "--json"])
-    assert rc == 2 and "K" in capsys.readouterr().err
+    assert rc == 2 and "--region-points must be >= 1, got 0" in capsys.readouterr().err

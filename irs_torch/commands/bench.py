@@ -139,7 +139,10 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
     bad = [m for m in args.methods or [] if not is_method(m)]
     if bad:
-        raise ValueError(f"--methods: unknown method(s) {bad}")
+        from irs_torch.warmstart_bench import BASE_METHODS
+
+        raise ValueError(f"--methods: unknown method(s) {bad}; known: {', '.join(BASE_METHODS)} and the portfolio "
+                         f"net+refine@K, heuristic+refine@K, random+refine@K")
     if any(k < 1 for k in args.hypotheses):
         raise ValueError(f"--hypotheses must be >= 1, got {args.hypotheses}")
     from irs_torch.solvers import SolverOptions

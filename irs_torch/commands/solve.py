@@ -26,10 +26,11 @@ def register(sub):
     p.add_argument("--checkpoint", help="learned: model file (default: the shipped one for these array sizes)")
     p.add_argument("--refine", choices=["ao", "none"], default="ao",
                    help="learned: refine the network's design with the AO (default) or not")
-    p.add_argument("--refine-iter", type=int, default=3,
+    p.add_argument("--refine-iter", type=int, default=None,
                    help="learned: AO iterations of the refinement (default 3; capped by --max-iter)")
-    p.add_argument("--hypotheses", type=int, default=1, metavar="K",
-                   help="learned: refine the network's K best designs and keep the best (default 1)")
+    p.add_argument("--hypotheses", type=int, default=None, metavar="K",
+                   help="learned with --refine ao: refine the network's K best designs and keep the best "
+                        "(default 1; at most the model's hypotheses + 1, 17 for the shipped models)")
     p.add_argument("--p3", choices=["first-order", "sca-sdr"], default=None,
                    help="reflective step (default: first-order, the lower max-CRB in our measurements)")
     p.add_argument("--init", default="random",
@@ -52,6 +53,29 @@ def register(sub):
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_region_args(p)
     p.set_defaults(func=run)
+
+
+def _check_flags(args):
+    """Refuse flags that would be silently ignored, name the flag in range errors, then fill defaults."""
+    from irs_torch.errors import InputError
+
+    learned_refine = args.method == "learned" and args.refine == "ao"
+    for flag, value in (("--refine-iter", args.refine_iter), ("--hypotheses", args.hypotheses)):
+        if value is not None and value < 1:
+            raise InputError(f"{flag} must be >= 1, got {value}")
+        if value is not None and not learned_refine:
+            raise InputError(f"{flag} {value} applies to --method learned with --refine ao only (got --method "
+                             f"{args.method}" + (f", --refine {args.refine})" if args.method == "learned" else ")"))
+    if args.region is None:
+        for flag, value in (("--region-points", args.region_points), ("--robust-objective", args.robust_objective)):
+            if value is not None:
+                raise InputError(f"{flag} {value} applies to a robust design only: give --region too")
+    elif args.region_points is not None and args.region_points < 1:
+        raise InputError(f"--region-points must be >= 1, got {args.region_points}")
+    args.refine_iter = 3 if args.refine_iter is None else args.refine_iter
+    args.hypotheses = 1 if args.hypotheses is None else args.hypotheses
+    args.region_points = 9 if args.region_points is None else args.region_points
+    args.robust_objective = args.robust_objective or "worst"
 
 
 def _init(spec: str, scenario):
@@ -81,8 +105,7 @@ def run(args: argparse.Namespace) -> int:
             args.init.removesuffix(":psi").removesuffix(":R_s")
         check_output_path(npz_path(args.output), {"--scenario": args.scenario, "--init": init_file,
                                                   "--checkpoint": args.checkpoint}, "-o/--output")
-    if args.hypotheses < 1:
-        raise ValueError(f"--hypotheses must be >= 1, got {args.hypotheses}")
+    _check_flags(args)
     if Path(args.scenario).is_dir():
         return _solve_many(args)  # batch inference (issue #14)
     s = Scenario.load(args.scenario)
@@ -173,9 +196,9 @@ def _add_region_args(p):
                    help="robust design over a region around the scenario's target instead of the point: "
                         "box:D or box:DX,DY (half-widths, m) or ellipse:SXX,SXY,SYY[,K] (x-y covariance m^2, "
                         "K-sigma ellipse, default K=2); minimises the worst case over --region-points positions")
-    p.add_argument("--region-points", type=int, default=9, metavar="K",
+    p.add_argument("--region-points", type=int, default=None, metavar="K",
                    help="--region: candidate positions (default 9: the centre and 8 on the boundary)")
-    p.add_argument("--robust-objective", choices=["worst", "average", "bayesian"], default="worst",
+    p.add_argument("--robust-objective", choices=["worst", "average", "bayesian"], default=None,
                    help="--region: worst-case max-CRB (default), the region-averaged CRB, or the posterior "
                         "(Bayesian) CRB with the region's prior")
 

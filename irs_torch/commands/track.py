@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"tracking {cfg.steps} blocks x {cfg.trajectories} trajectories, seed {cfg.seed}, scenario {name}; "
           f"records in {res['records']}"
-          + (f" ({res['resumed_blocks']} blocks resumed)" if res["resumed_blocks"] else ""))
+          + (f" ({res['resumed_blocks']} policy-block records resumed)" if res["resumed_blocks"] else ""))
     print(f"{'policy':12s} {'RMSE [m]':>9s} {'PEB [m]':>8s} {'RMSE/PEB':>9s} {'fix RMSE':>9s} "
           f"{'design s/blk':>12s} {'lost':>5s}")
     for p_, s in res["results"].items():
