@@ -20,6 +20,8 @@ def register(sub):
                         "(isotropic-random) or phases aligned to the target (isotropic-aligned), at the "
                         "largest amplitude meeting C1 and a_max")
     p.add_argument("--seed", type=seed_arg, default=0, help="seed of the random phases (default 0)")
+    p.add_argument("--index", type=int, default=None,
+                   help="item of a batched scenario file (and of a batched solutions file from `solve`)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -57,11 +59,23 @@ def run(args: argparse.Namespace) -> int:
 
     s = Scenario.load(args.scenario)
     if s.batch_shape:
-        raise ValueError(f"{args.scenario}: batched scenario files are not supported by 'crb'")
+        n = int(s.batch_shape[0])
+        if args.index is None:
+            raise ValueError(f"{args.scenario} holds a batch of {n} scenarios: pick one with --index i")
+        if not -n <= args.index < n:
+            raise ValueError(f"--index must be in [0, {n}), got {args.index}")
+        s = s[args.index]
+    elif args.index not in (None, 0):
+        raise ValueError(f"--index {args.index} given but {args.scenario} is not batched")
     if args.solution:
         sol = Solution.load(args.solution)
         sol.check_compatible(s, source=args.solution)
         R, psi, label = sol.R_s, sol.psi, f"{args.solution} ({sol.method})"
+        if R.dim() == 4:  # a batched solutions file (irs-torch solve on a batch): its item --index
+            if args.index is None or not -R.shape[0] <= args.index < R.shape[0]:
+                raise ValueError(f"{args.solution} holds {R.shape[0]} designs: --index must pick one of them "
+                                 f"(the same item as the scenario's), got {args.index}")
+            R, psi, label = R[args.index], psi[args.index], f"{args.solution}[{args.index}] ({sol.method})"
     else:
         R = s.isotropic_design()
         psi = s.random_phase_design(R, seed=args.seed) if args.design == "isotropic-random" else aligned_psi(s, R)
