@@ -21,17 +21,13 @@ _LAZY = {"CRBResult": "irs_torch.crb", "bs_power": "irs_torch.crb",
 
 
 def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
     if name == "crb":  # the submodule, imported on first use (the import binds it on the package)
         import irs_torch.crb  # noqa: F401
 
         return globals()["crb"]
-    raise AttributeError(f"module 'irs_torch' has no attribute {name!r}")
+    from irs_torch.lazy import lazy_attribute
+
+    return lazy_attribute(globals(), _LAZY, name, "irs_torch")
 
 
 def __dir__():

@@ -16,3 +16,16 @@ def seed_arg(text: str) -> int:
     if v < 0:
         raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {v}")
     return v
+
+
+def positive_int_arg(flag: str):
+    """argparse type of an integer flag that must be >= 1; the message names ``flag``."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} must be an integer >= 1, got {text!r}") from None
+        if v < 1:
+            raise argparse.ArgumentTypeError(f"{flag} must be an integer >= 1, got {v}")
+        return v
+    return parse

@@ -5,19 +5,7 @@ import argparse
 import math
 import sys
 
-from irs_torch.commands import seed_arg
-
-
-def _positive_int(name):
-    def parse(text):
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer >= 1, got {text!r}") from None
-        if v < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer >= 1, got {v}")
-        return v
-    return parse
+from irs_torch.commands import positive_int_arg, seed_arg
 
 
 def _pair(name):
@@ -60,11 +48,11 @@ def register(sub):
                    help="scenario .npz file or preset: paper (default; M=16, 4x4 elements, L=2, P_t 20 W, "
                         "P_s 0.1 W, a_max 8) or tiny (M=4, 2x2 elements)")
     p.add_argument("--scenario-seed", type=seed_arg, default=0, help="preset's channel seed (default 0)")
-    p.add_argument("--steps", type=_positive_int("--steps"), required=True, help="blocks per trajectory")
+    p.add_argument("--steps", type=positive_int_arg("--steps"), required=True, help="blocks per trajectory")
     p.add_argument("--policy", default="ao",
                    help="oracle, ao, learned, learned-net, robust, isotropic, a comma list, or all (default ao)")
     p.add_argument("--seed", type=seed_arg, default=0, help="seed of the noise, prior and design draws (default 0)")
-    p.add_argument("--trajectories", type=_positive_int("--trajectories"), default=1,
+    p.add_argument("--trajectories", type=positive_int_arg("--trajectories"), default=1,
                    help="Monte Carlo runs of the trajectory (independent noise and prior; default 1)")
     p.add_argument("--waypoints", help="'x1,y1;x2,y2;...' [m]: follow these at --speed (default: a straight line "
                                        "through the scenario's target position)")
@@ -74,7 +62,7 @@ def register(sub):
                    help=f"speed of the default line and of --waypoints [m/s] (default {DEFAULT_SPEED:g})")
     p.add_argument("--dt", type=_positive_float("--dt"), default=DEFAULT_DT,
                    help=f"block duration [s] (default {DEFAULT_DT:g})")
-    p.add_argument("--frames", type=_positive_int("--frames"), default=FRAMES,
+    p.add_argument("--frames", type=positive_int_arg("--frames"), default=FRAMES,
                    help=f"sensing frames of T_c symbols per block (default {FRAMES}; 1 is the paper's dwell)")
     p.add_argument("--process-noise", type=float, default=PROCESS_NOISE,
                    help=f"filter's white-noise acceleration density [m^2/s^3] (default {PROCESS_NOISE:g})")

@@ -19,13 +19,9 @@ _LAZY = {"Trajectory": "irs_torch.tracking.trajectory", "default_trajectory": "i
 
 
 def __getattr__(name):
-    if name in _LAZY:
-        import importlib
+    from irs_torch.lazy import lazy_attribute
 
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'irs_torch.tracking' has no attribute {name!r}")
+    return lazy_attribute(globals(), _LAZY, name, "irs_torch.tracking")
 
 
 def load_scenario(spec: str | None, seed: int = 0):
