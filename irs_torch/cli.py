@@ -18,13 +18,13 @@ Exit status and error reporting:
   after its traceback.
 - 130: interrupted (Ctrl-C / SIGTERM where a command handles it).
 
-Set ``IRS_TORCH_DEBUG=1`` to see the traceback of a user error too (the exception is re-raised).
+Set ``IRS_TORCH_DEBUG=1`` (or true/yes/on; 0/false/no/off leave it off) to see the traceback of a user
+error too (the exception is re-raised).
 """
 from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import pkgutil
 import sys
 
@@ -68,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         print("irs-torch: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except USER_ERRORS as e:
-        if os.environ.get("IRS_TORCH_DEBUG"):
+        from irs_torch.errors import debug_enabled
+
+        if debug_enabled():
             raise
         print(f"irs-torch: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_USAGE

@@ -21,3 +21,15 @@ class InputError(ValueError):
 
 class InputTypeError(InputError, TypeError):
     """An input of the wrong type (also a :class:`TypeError`)."""
+
+
+DEBUG_ENV = "IRS_TORCH_DEBUG"
+
+
+def debug_enabled() -> bool:
+    """True if ``IRS_TORCH_DEBUG`` asks for tracebacks of user errors: ``1``, ``true``, ``yes`` or ``on``
+    (any case). Unset, empty, ``0``, ``false``, ``no`` and ``off`` leave it off (so ``IRS_TORCH_DEBUG=0``
+    does not turn it on)."""
+    import os
+
+    return os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes", "on")

@@ -11,6 +11,8 @@
   0600) get the mode a plain ``open()`` would give them, ``0o666 & ~umask``.
 - :func:`file_sha256`: the checksum of shards (data-set manifest) and model files (sidecars).
 - :func:`atomic_savez`: write a ``.npz`` through a temporary file, so a reader never sees half a file.
+- :class:`DirLock`: an exclusive lock on an output folder that a long job appends to (data sets,
+  ``track --out``, figure reproduction, benchmarks), so that two runs never write into one folder.
 
 All errors are :class:`irs_torch.errors.InputError` with a one-line message naming the field.
 """
@@ -227,3 +229,77 @@ def atomic_savez(path, arrays: dict) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+# ------------------------------------------------------------------------------------------ atomic text files
+def atomic_open(path, mode: str = "w", **kwargs):
+    """``with atomic_open(path) as fh: ...``: write ``path`` through a temporary file in its folder,
+    fsynced and renamed over ``path`` only when the block finishes, so a reader never sees a partial
+    file and a failed write (a full disk) leaves the old file or none, never a 0-byte one. An OSError
+    while writing is re-raised naming ``path``. The file gets the mode of a plain ``open()``."""
+    import contextlib
+    import tempfile
+
+    @contextlib.contextmanager
+    def cm():
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+        try:
+            apply_file_mode(fd)
+            with os.fdopen(fd, mode, **kwargs) as fh:
+                yield fh
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, p)
+        except OSError as e:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise OSError(e.errno, f"cannot write {p}: {e.strerror or e}") from None
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    return cm()
+
+
+# ------------------------------------------------------------------------------------------ folder locks
+class DirLock:
+    """An exclusive advisory lock on ``DIR/.lock`` for as long as a job writes into ``DIR``.
+
+    ``with DirLock(out, "--out"): ...`` creates ``DIR`` if needed and takes ``fcntl.flock`` on
+    ``DIR/.lock`` without waiting: if another process holds it, raises :class:`InputError` naming the
+    flag and the folder. The OS releases the lock when the process dies (a killed run leaves no stale
+    lock; the empty ``.lock`` file stays and is harmless). Re-entrant within one process is *not*
+    supported (a second ``DirLock`` on the same folder in the same process also fails).
+    """
+
+    def __init__(self, root, field: str = "--out"):
+        self.root = Path(root)
+        self.path = self.root / ".lock"
+        self.field = field
+        self.fh = None
+
+    def __enter__(self):
+        import fcntl
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.fh = open(self.path, "a+")
+        try:
+            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.fh.close()
+            self.fh = None
+            raise InputError(f"{self.field} {self.root} is being written by another process (lock {self.path} "
+                             f"held); wait for it to finish, or use another {self.field}") from None
+        return self
+
+    def __exit__(self, *exc):
+        import fcntl
+
+        if self.fh is not None:
+            fcntl.flock(self.fh, fcntl.LOCK_UN)
+            self.fh.close()
+            self.fh = None
+        return False

@@ -378,7 +378,8 @@ def search_best_known(directory=SUITE_DIR, *, quick: bool = False, ids=None, tim
 
 
 # ----------------------------------------------------------------------------- the benchmark
-METHOD_EFFORTS = {"legacy": "legacy", "fast": "fast", "default": "default", "thorough": "thorough"}
+METHOD_EFFORTS = {"legacy": "legacy", "fast": "fast", "default": "default", "thorough": "thorough",
+                  "portfolio": "portfolio"}
 DEFAULT_METHODS = ("legacy", "fast", "default")
 
 

@@ -458,7 +458,16 @@ def migrate_points(out_dir, fig: str, *, remove: bool = False) -> dict:
             "store": str(store.path)}
 
 
-def run_figure(fig: str, out_dir, *, full: bool = False, realisations: int | None = None,
+def run_figure(fig: str, out_dir, **kwargs) -> dict:
+    """:func:`run_figure_unlocked` holding the lock of ``out_dir`` (:class:`irs_torch.outputs.DirLock`):
+    a second run into the same folder is refused instead of appending to the same ``points.jsonl``."""
+    from irs_torch.outputs import DirLock
+
+    with DirLock(out_dir, "--out"):
+        return run_figure_unlocked(fig, out_dir, **kwargs)
+
+
+def run_figure_unlocked(fig: str, out_dir, *, full: bool = False, realisations: int | None = None,
                grid: list | None = None, workers: int | None = None, seed0: int = 0,
                solver_options: dict | None = None, curves: list[str] | None = None,
                overrides: dict | None = None, progress: bool = True, plot: bool = True,
@@ -477,6 +486,7 @@ def run_figure(fig: str, out_dir, *, full: bool = False, realisations: int | Non
     from tqdm.auto import tqdm
 
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     tasks = figure_tasks(fig, full=full, realisations=realisations, grid=grid, seed0=seed0, curves=curves,
                          overrides=overrides, monotone=monotone)
     if (out_dir / fig / "points").is_dir():
@@ -637,7 +647,7 @@ def write_csv(rows: list[dict], path: Path, fig: str, solver_options: dict | Non
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", newline="") as f:
         f.write(f"# irs-torch {__version__} reproduction of {fig}; solver options {json.dumps(solver_options or {})}; "
-                f"scenario: paper preset (NOTES.md defaults), channels drawn from the listed seeds\n")
+                f"scenario: paper preset (defaults in docs/assumptions.md), channels drawn from the listed seeds\n")
         w = csv.DictWriter(f, fieldnames=list(rows[0].keys()) if rows else ["figure"])
         w.writeheader()
         for r in rows:
@@ -662,7 +672,9 @@ def plot_figure(fig: str, rows: list[dict], path, cold: dict | None = None) -> P
     """Log-scale max-CRB vs the swept parameter, one line per curve, legend in the paper's terms.
 
     ``cold``: optional ``{curve label: {x: mean cold-start max-CRB}}`` (the monotone sweep's cold
-    values, :func:`write_sweep_csv`), drawn as thin dashed lines in the curve's colour.
+    values, :func:`write_sweep_csv`), drawn as thin dashed lines in the curve's colour. A cold curve
+    within 2% of its sweep everywhere would hide under it, so it is left out, and the legend names the
+    dashed style only when some cold curve is drawn.
     """
     import matplotlib
 
@@ -672,6 +684,7 @@ def plot_figure(fig: str, rows: list[dict], path, cold: dict | None = None) -> P
     x_name, _, _, xlabel = _X[fig]
     fig_, ax = plt.subplots(figsize=(5.2, 3.9), dpi=110)
     markers = "osd^vx*"
+    dashed_named = False
     for i, (label, _, _) in enumerate(CURVES[fig]):
         rs = sorted([r for r in rows if r["curve"] == label], key=lambda r: r["x"])
         if not rs:
@@ -679,10 +692,12 @@ def plot_figure(fig: str, rows: list[dict], path, cold: dict | None = None) -> P
         x = [r["x"] for r in rs]
         y = [r["mean_max_crb"] for r in rs]
         (ln,) = ax.plot(x, y, marker=markers[i % len(markers)], ms=4, label=label)
-        if cold and cold.get(label):
+        final = dict(zip(x, y))
+        if cold and cold.get(label) and any(c > 1.02 * final.get(v, c) for v, c in cold[label].items()):
             cx = sorted(cold[label])
             ax.plot(cx, [cold[label][v] for v in cx], ls="--", lw=0.8, color=ln.get_color(), alpha=0.7,
-                    label="dashed: cold start only" if i == 0 else None)
+                    label=None if dashed_named else "dashed: cold start only (no sweep)")
+            dashed_named = True
     ax.set_yscale("log")
     if fig == "fig3":
         ax.set_xscale("log")
@@ -692,7 +707,8 @@ def plot_figure(fig: str, rows: list[dict], path, cold: dict | None = None) -> P
     n = "-".join(str(c) for c in counts[:: max(1, len(counts) - 1)]) if counts else "0"
     ax.set_title(f"{fig.replace('fig', 'Fig. ')} reproduction (mean of {n} channel draws)", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
     fig_.tight_layout()
     fig_.savefig(path)
     plt.close(fig_)

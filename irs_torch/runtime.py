@@ -31,7 +31,9 @@ from irs_torch.scenario import Scenario
 
 CHECKPOINT_DIRS = default_checkpoint_dirs()  # the installed package's data folder, or the repository's
 CHECKPOINTS_ENV = "IRS_TORCH_CHECKPOINTS"
-REFINE = ("ao", "none")
+REFINE = ("fo", "ao", "none")
+#: The default refinement of a learned solve (see :data:`FO_STEPS` and the docs' learned warm-start page).
+DEFAULT_REFINE = "fo"
 #: Instances per network call in batch inference: measured on 2 cores (2,000 paper-size scenarios, 16
 #: hypotheses) 1.25 ms per instance in chunks of 1024, 2.4 ms at 256, 4.3 ms at 4096 (memory traffic).
 PREDICT_CHUNK = 1024
@@ -77,8 +79,10 @@ def budget_preference(info: dict, scenario: Scenario) -> tuple:
 
 def find_checkpoint(scenario: Scenario, dirs=None) -> Path:
     """The shipped model for the scenario's sizes (and element spacings d_h, d_v and ``active``), searched in
-    :func:`checkpoint_dirs` (``dirs``); FileNotFoundError listing the directories and what they hold
-    otherwise.
+    :func:`checkpoint_dirs` (``dirs``): a per-size model where one fits, else the any-size model
+    (:mod:`irs_torch.learn.anysize`; sidecar format ``irs-torch/warm-start-anysize-info``) whose training size
+    ranges hold the scenario's sizes, else (with a UserWarning naming the sizes outside) any any-size model for
+    the scenario's ``active``; FileNotFoundError listing the directories and what they hold otherwise.
 
     The scan never opens (unpickles) a model file: it reads each ``*.pt``'s JSON sidecar
     (:func:`irs_torch.learn.checkpoint.read_sidecar`, written by ``export_model``), and checks the
@@ -88,11 +92,25 @@ def find_checkpoint(scenario: Scenario, dirs=None) -> Path:
     matches); the model is then loaded weights-only by :func:`irs_torch.learn.checkpoint.load_model`."""
     import warnings
 
+    from irs_torch.learn import anysize
     from irs_torch.learn.checkpoint import file_sha256, read_sidecar
 
-    seen, matches = [], []
+    seen, matches, any_size = [], [], []
     want = {"M": scenario.M, "N_h": scenario.N_h, "N_v": scenario.N_v, "L": scenario.L}
     for p in shipped_checkpoints(dirs):
+        if anysize.is_anysize_sidecar(p):  # a model for every size: the fallback when no per-size model fits
+            try:
+                info = anysize.read_sidecar(p)
+            except ValueError as e:
+                warnings.warn(f"checkpoint scan: skipped {e}", stacklevel=2)
+                seen.append(f"{p.name} (skipped: no valid sidecar {p.with_suffix('.json').name})")
+                continue
+            rng = info["size_ranges"]
+            seen.append(f"{p.name} (any size: " + ", ".join(f"{k} {lo}..{hi}" for k, (lo, hi) in rng.items()) + ")")
+            if bool(info["active"]) == bool(scenario.active):
+                out = anysize.outside_ranges(scenario, rng)
+                any_size.append((len(out), str(p), p, out))
+            continue
         try:
             info = read_sidecar(p)
         except ValueError as e:
@@ -119,6 +137,17 @@ def find_checkpoint(scenario: Scenario, dirs=None) -> Path:
                           f"for its sizes; using {best.name} (trained on P_t {b['P_t']} W, P_s {b['P_s']} W, a_max "
                           f"{b['a_max']}): its network design may be far from optimal (refinement helps)", stacklevel=2)
         return best
+    for n_out, _, p, out in sorted(any_size):  # the any-size model whose size ranges hold the scenario's sizes
+        if file_sha256(p) != anysize.read_sidecar(p)["sha256"]:
+            warnings.warn(f"checkpoint scan: skipped {p}: its sha256 differs from its sidecar's (the file changed "
+                          f"after the sidecar was written)", stacklevel=2)
+            continue
+        if n_out:
+            warnings.warn(f"no per-size model for M={scenario.M}, N_h={scenario.N_h}, N_v={scenario.N_v}, "
+                          f"L={scenario.L}, and its sizes lie outside the training ranges of the any-size model "
+                          f"{p.name}: {', '.join(out)}; using it anyway (its designs stay feasible, their quality "
+                          f"there is untested; refinement helps)", stacklevel=2)
+        return p
     raise FileNotFoundError(
         f"no shipped checkpoint for M={scenario.M}, N_h={scenario.N_h}, N_v={scenario.N_v}, L={scenario.L} "
         f"(d_h={float(scenario.d_h):g}, d_v={float(scenario.d_v):g}, active={scenario.active}) "
@@ -235,8 +264,88 @@ def refine_starts(scenario: Scenario, starts, options=None, refine_iter: int | N
     return best, runs
 
 
-def solve_learned(scenario: Scenario, checkpoint=None, refine: str = "ao", options=None, net=None,
-                  verbose: bool = True, refine_iter: int | None = REFINE_ITER, hypotheses: int = 1):
+#: First-order refinement (``refine="fo"``): at most this many Adam steps (each instance stops earlier when its
+#: best start gains < 0.1% in :data:`FO_PATIENCE` steps), then one P2 solve per instance unless ``polish=False``.
+FO_STEPS = 200
+FO_PATIENCE = 25
+#: Network hypotheses refined by ``refine="fo"`` by default (the combined design and the next best singles).
+FO_HYPOTHESES = 4
+
+
+def network_starts(net, scenarios: Scenario, k: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """The network's ``k`` best feasible designs for each of B scenarios, batched: ``(R (k, B, L, M, M),
+    psi (k, B, L, N))`` complex128. Start 0 is the network's own design (:func:`irs_torch.learn.predict`); starts
+    1.. are its single hypotheses with the smallest max-CRB (a model with K > 1 hypotheses). One network pass per
+    chunk of :data:`PREDICT_CHUNK` instances, no autograd. ``k`` is capped at the model's hypotheses + 1."""
+    from irs_torch.learn.checkpoint import check_compatible
+    from irs_torch.learn.nets import combine_slots
+
+    if not scenarios.batch_shape or len(scenarios.batch_shape) != 1:
+        raise ValueError(f"network_starts needs a batch of shape (B,), got {tuple(scenarios.batch_shape)}")
+    K = int(getattr(net, "hypotheses", 1))
+    k = max(1, min(int(k), K + (K > 1)))
+    check_compatible(net, scenarios, source=getattr(net, "source", "the model"))
+    scn = scenarios.to(torch.complex128)
+    B = int(scn.batch_shape[0])
+    was = net.training
+    net.eval()
+    Rs, ps = [], []
+    try:
+        with torch.no_grad():
+            for i in range(0, B, PREDICT_CHUNK):
+                s = scn[i: i + PREDICT_CHUNK]
+                if K == 1:
+                    d = net(s)
+                    Rs.append(d.R_s.unsqueeze(0))
+                    ps.append(d.psi.unsqueeze(0))
+                    continue
+                d, c, _ = net(s, return_all=True)  # (b, K, L, ...), crb (b, K, L)
+                best, _, _ = combine_slots(d, c, s.budget("P_t"))
+                order = torch.argsort(c.amax(-1), dim=-1)[:, : k - 1]  # (b, k-1)
+                ar = torch.arange(order.shape[0]).unsqueeze(-1)
+                Rs.append(torch.cat([best.R_s.unsqueeze(0), d.R_s[ar, order].movedim(1, 0)]))
+                ps.append(torch.cat([best.psi.unsqueeze(0), d.psi[ar, order].movedim(1, 0)]))
+    finally:
+        net.train(was)
+    return torch.cat(Rs, 1), torch.cat(ps, 1)
+
+
+def polish_transmit(scenario: Scenario, R_s: torch.Tensor, psi: torch.Tensor, options=None) -> tuple:
+    """One P2 solve (the transmit SDP, :func:`irs_torch.solvers.transmit.solve_transmit_sdp`) for the given psi of
+    one unbatched scenario, from ``R_s``: returns ``(R, history_entry, certified)`` where R is P2's point if it
+    lowers the max-CRB (it is then optimal for psi up to the certificate's gap) and ``R_s`` otherwise (never
+    worse); ``history_entry`` carries the P2 status, failure counts and ``p2_gap_bound`` as the AO's history
+    entries do; ``certified``: P2 returned a point whose full-space duality gap bound is within its tolerance."""
+    from irs_torch.solvers import SolverOptions
+    from irs_torch.solvers.ao import STEP_ERRORS, p2_record
+    from irs_torch.solvers.transmit import TransmitResult, solve_transmit_sdp
+
+    opts = options or SolverOptions()
+    scn = scenario.to(torch.complex128)
+    R_s, psi = R_s.to(torch.complex128), psi.to(torch.complex128)
+    c0 = scn.crb(R_s, psi, validate=False).total
+    before = float(c0.max())
+    t0 = time.perf_counter()
+    try:  # no SCS fallback: where the primary conic solver fails the first-order point is kept (measured: the
+        # fallback took 20-45 s per instance on such points, 20x the whole refinement)
+        p2 = solve_transmit_sdp(scn, psi, R_ref=R_s, solver=opts.p2_solver, eps=opts.p2_eps,
+                                subspace=opts.p2_subspace, fallback=False)
+    except STEP_ERRORS as e:
+        p2 = TransmitResult(R_s=R_s, crb=c0, max_crb=before, status=f"error: {type(e).__name__}: {e}"[:200],
+                            solver="none", sdp_bound=float("nan"), failed=True, solver_failures=1,
+                            times={"total": time.perf_counter() - t0})
+    rec = {"it": 1, "step": "p2-polish", "max_crb": before, "p2_gap_bound": float(p2.gap_bound), **p2_record(p2)}
+    ok = not p2.failed and math.isfinite(p2.max_crb) and p2.max_crb <= before
+    certified = bool(ok and not p2.inexact and p2.gap_bound <= 1e-4 * max(p2.max_crb, 1e-300))
+    R = p2.R_s.to(torch.complex128) if ok else R_s
+    c = scn.crb(R, psi, validate=False).total
+    rec.update(max_crb=float(c.max()), crb=c.tolist(), t_p2=float(p2.times.get("total", 0.0)))
+    return R, rec, certified
+
+
+def solve_learned(scenario: Scenario, checkpoint=None, refine: str = DEFAULT_REFINE, options=None, net=None,
+                  verbose: bool = True, refine_iter: int | None = REFINE_ITER, hypotheses: int | None = None,
+                  fo_steps: int = FO_STEPS, polish: bool = True, extra_starts: int = 0, device=None):
     """Predict a design with the warm-start network and (optionally) refine it with the AO.
 
     scenario: unbatched. checkpoint: path of a model file or Lightning checkpoint (default: the shipped
@@ -245,7 +354,12 @@ def solve_learned(scenario: Scenario, checkpoint=None, refine: str = "ao", optio
     network's feasible design alone; imports no conic solver). hypotheses: refine the network's
     ``k`` best designs (:func:`network_hypotheses`, a portfolio) and keep the best refined one
     (:func:`refine_starts`); ``options["portfolio"]`` lists each run. With ``refine="none"`` the
-    network's own design is returned whatever ``k`` (it is the best of the hypotheses). Returns a
+    network's own design is returned whatever ``k`` (it is the best of the hypotheses). refine "fo" (the
+    default): the network's ``hypotheses`` best designs (default :data:`FO_HYPOTHESES`) and ``extra_starts``
+    diverse heuristic starts (:func:`irs_torch.solvers.strategy.diverse_starts`) refined together by the batched
+    first-order method (:func:`irs_torch.solvers.first_order.refine_batch`, at most ``fo_steps`` steps, on
+    ``device``), then, with ``polish``, one P2 solve for the best point's psi (:func:`polish_transmit`), so R_s
+    is certified optimal for psi (``options["p2_certified"]``). Returns a
     :class:`irs_torch.solvers.SolveResult` with ``options["method"] = "learned"`` and per-stage
     ``times`` (``load``, ``predict``, ``refine``, ``total`` seconds).
     """
@@ -264,6 +378,18 @@ def solve_learned(scenario: Scenario, checkpoint=None, refine: str = "ao", optio
                 print(f"using shipped checkpoint {checkpoint}", file=sys.stderr)
         net = load_model(checkpoint, scenario)
     t1 = time.perf_counter()
+    if refine == "fo":
+        k = FO_HYPOTHESES if hypotheses is None else hypotheses
+        R0, p0 = network_starts(net, Scenario.stack([scenario]), k)
+        t2 = time.perf_counter()
+        res = refine_fo(Scenario.stack([scenario]), R0, p0, options=options, steps=fo_steps, polish=polish,
+                        extra_starts=extra_starts, device=device).item_result(0)
+        t3 = time.perf_counter()
+        res.times.update({"load": t1 - t0, "predict": t2 - t1, "refine": t3 - t2, "total": t3 - t0})
+        res.options.update({"method": "learned", "refine": "fo", "hypotheses": int(k),
+                            "checkpoint": str(getattr(net, "source", checkpoint))})
+        return res
+    hypotheses = 1 if hypotheses is None else hypotheses
     starts = network_hypotheses(net, scenario, hypotheses if refine == "ao" else 1)
     t2 = time.perf_counter()
     runs = None
@@ -281,6 +407,126 @@ def solve_learned(scenario: Scenario, checkpoint=None, refine: str = "ao", optio
     if runs is not None and len(runs) > 1:
         res.options["portfolio"] = runs
     return res
+
+
+@dataclass
+class FirstOrderBatch:
+    """Designs of :func:`refine_fo` for B scenarios: R_s ``(B, L, M, M)`` [W], psi ``(B, L, N)`` complex128;
+    crb ``(B, L)`` [rad^2]; max_crb, start_max_crb (the best start's, before refinement) ``(B,)``; success
+    ``(B,)`` bool (feasible with finite CRBs; a failed P2 polish keeps the first-order point and says so in
+    ``status``, ``history`` and ``item_result(i).message``); status, history (one list of entries per item: the P2
+    polish), certified ``(B,)`` bool;
+    init_R_s, init_psi: the winning start of each item (``(B, ...)``);
+    steps ``(B,)`` first-order steps; found_by: the winning start's name per item; times [s] and settings."""
+
+    scenarios: Scenario
+    R_s: torch.Tensor
+    psi: torch.Tensor
+    crb: torch.Tensor
+    max_crb: torch.Tensor
+    start_max_crb: torch.Tensor
+    success: torch.Tensor
+    status: list
+    history: list
+    certified: torch.Tensor
+    steps: torch.Tensor
+    found_by: list
+    times: dict
+    settings: dict
+    init_R_s: torch.Tensor | None = None
+    init_psi: torch.Tensor | None = None
+
+    def item_result(self, i: int, options=None):
+        """Item ``i`` as a :class:`~irs_torch.solvers.SolveResult` (``nit``: 1 with the P2 polish, else 0; the
+        network's/best start's design as ``init_*``; failure counts from the polish's history entry)."""
+        from irs_torch.solvers.result import SolveResult, SolverOptions, failure_counts
+
+        opts = options or SolverOptions()
+        scn = self.scenarios[i]
+        R, psi = self.R_s[i], self.psi[i]
+        c = scn.crb(R, psi, validate=False)
+        hist = list(self.history[i])
+        fails = failure_counts(hist)
+        init = (None, None) if self.init_R_s is None else (self.init_R_s[i], self.init_psi[i])
+        c0 = None if init[0] is None else scn.crb(init[0], init[1], validate=False).total
+        msg = ""
+        if fails["p2_failed"]:
+            msg = ("warning: the P2 polish failed (" + str(hist[-1].get("p2_status", ""))[:120] + "): the design is "
+                   "the first-order point, feasible but R_s not certified optimal for psi")
+        return SolveResult(R_s=R, psi=psi, crb=c.total, max_crb=float(c.total.max()),
+                           margins={k: v for k, v in scn.constraint_margins(R, psi).items()}, history=hist,
+                           status=self.status[i], success=bool(self.success[i]), nit=len(hist),
+                           times={"p2": float(sum(h.get("t_p2", 0.0) for h in hist)), "p3": 0.0,
+                                  "first_order": float(self.times.get("first_order", 0.0))},
+                           options={**opts.to_dict(), **self.settings, "found_by": self.found_by[i],
+                                    "p2_certified": bool(self.certified[i]), "fo_steps": int(self.steps[i])},
+                           init_R_s=init[0], init_psi=init[1], init_crb=None if init[0] is None else c0,
+                           init_max_crb=float(self.start_max_crb[i]), crb_theta=c.theta, crb_phi=c.phi,
+                           message=msg, failures=fails)
+
+
+def refine_fo(scenarios: Scenario, R0: torch.Tensor, psi0: torch.Tensor, *, options=None, steps: int = FO_STEPS,
+              patience: int = FO_PATIENCE, polish: bool = True, extra_starts: int = 0, device=None,
+              progress: bool = False, start_names=None) -> FirstOrderBatch:
+    """The first-order refinement stage for B scenarios (batch ``(B,)``) from K starts each (R0 ``(K, B, L, M,
+    M)``, psi0 ``(K, B, L, N)``, e.g. :func:`network_starts`), plus ``extra_starts`` diverse heuristic starts per
+    instance: :func:`irs_torch.solvers.first_order.refine_batch` (all instances together, feasible at every
+    iterate, per-instance early stopping), then with ``polish`` one P2 solve per instance
+    (:func:`polish_transmit`; item by item: a conic solve). ``success``: feasible with finite CRBs. Status:
+    ``"first-order+p2"``, ``"first-order"`` (no polish) or ``"first-order (P2 polish failed)"`` (the conic solver
+    failed or returned an inexact point: the first-order point is kept; counted in the failures as the AO counts
+    its P2 steps)."""
+    from irs_torch.solvers import SolverOptions
+    from irs_torch.solvers.first_order import refine_batch
+    from irs_torch.solvers.strategy import diverse_starts
+
+    opts = options or SolverOptions()
+    t0 = time.perf_counter()
+    scn = scenarios.to(torch.complex128)
+    B = int(scn.batch_shape[0])
+    K = int(R0.shape[0])
+    names = list(start_names) if start_names is not None else [f"network#{j}" for j in range(K)]
+    if extra_starts:
+        ds = [diverse_starts(scn[i], int(extra_starts), seed=opts.seed) for i in range(B)]
+        R0 = torch.cat([R0.to(torch.complex128), torch.stack([torch.stack([d[1] for d in di]) for di in ds], 1)])
+        psi0 = torch.cat([psi0.to(torch.complex128), torch.stack([torch.stack([d[2] for d in di]) for di in ds], 1)])
+        names += [f"heuristic#{j}" for j in range(int(extra_starts))]
+    fo = refine_batch(scn, R0, psi0, steps=steps, patience=patience, device=device, progress=progress)
+    t1 = time.perf_counter()
+    R, psi = fo.R_s, fo.psi
+    history = [[] for _ in range(B)]
+    certified = torch.zeros(B, dtype=torch.bool)
+    if polish:
+        Rp = []
+        items = range(B)
+        if progress:
+            from tqdm.auto import tqdm
+
+            items = tqdm(items, desc="P2 polish", unit="scenario")
+        for i in items:
+            Ri, rec, cert = polish_transmit(scn[i], R[i], psi[i], opts)
+            Rp.append(Ri)
+            history[i].append(rec)
+            certified[i] = cert
+        R = torch.stack(Rp)
+    t2 = time.perf_counter()
+    c = scn.crb(R, psi, validate=False).total
+    feas = scn.is_feasible(R, psi, rtol=opts.feas_rtol) & torch.isfinite(c).all(-1)
+    failed = [bool(h and h[-1].get("p2_failed")) for h in history]
+    success = feas.clone()  # a failed polish keeps the first-order point: a feasible design, not certified
+    status = [("first-order (P2 polish failed)" if failed[i] else "first-order+p2" if polish else "first-order")
+              if bool(feas[i]) else "infeasible" for i in range(B)]
+    ar = torch.arange(B)
+    start_c = fo.start_max_crb[fo.start, ar]  # the winning start's own max-CRB
+    R_init = R0[fo.start, ar].to(torch.complex128)
+    psi_init = scn.scale_psi_to_feasible(R_init, psi0[fo.start, ar].to(torch.complex128))
+    return FirstOrderBatch(init_R_s=R_init, init_psi=psi_init, scenarios=scn, R_s=R, psi=psi, crb=c,
+                           max_crb=c.amax(-1), start_max_crb=start_c,
+                           success=success, status=status, history=history, certified=certified, steps=fo.steps,
+                           found_by=[names[int(j)] for j in fo.start], times={"first_order": t1 - t0,
+                                                                             "polish": t2 - t1},
+                           settings={"refine": "fo", "fo": fo.settings, "polish": bool(polish),
+                                     "extra_starts": int(extra_starts)})
 
 
 def predict_batch(scenario: Scenario, checkpoint=None, net=None):
@@ -367,14 +613,17 @@ class BatchResult:
                                              "nit": torch.tensor(self.nit, dtype=torch.int64)})
 
 
-def solve_batch(scenarios: Scenario, method: str = "learned", *, checkpoint=None, refine: str = "ao",
-                options=None, refine_iter: int | None = REFINE_ITER, hypotheses: int = 1, init=None,
+def solve_batch(scenarios: Scenario, method: str = "learned", *, checkpoint=None, refine: str = DEFAULT_REFINE,
+                options=None, refine_iter: int | None = REFINE_ITER, hypotheses: int | None = None, init=None,
+                fo_steps: int = FO_STEPS, polish: bool = True, extra_starts: int = 0, device=None,
                 progress: bool = False, verbose: bool = True) -> BatchResult:
     """Solve a batch of scenarios (batch shape ``(B,)``) in one call.
 
     ``method="learned"``: one batched network pass over the whole batch (:func:`predict_batch`), then,
     with ``refine="ao"``, the refinement of :func:`solve_learned` item by item (``hypotheses`` as
-    there); ``refine="none"`` runs no solver and imports no conic solver. Other methods
+    there); ``refine="fo"`` (the default) refines all instances together (:func:`refine_fo`: the network's
+    ``hypotheses`` best designs each, default :data:`FO_HYPOTHESES`, batched first-order steps, then one P2 solve per
+    instance unless ``polish=False``); ``refine="none"`` runs no solver and imports no conic solver. Other methods
     (:func:`irs_torch.solvers.solve`: "ao", "transmit-only", ...) run item by item with ``options``
     and ``init``. The model is loaded once (default: the shipped one for the sizes). Results equal a
     loop of single solves (:func:`solve_learned` / ``solve``) with the same settings.
@@ -406,10 +655,24 @@ def solve_batch(scenarios: Scenario, method: str = "learned", *, checkpoint=None
         net = load_model(checkpoint, s0)
         t1 = time.perf_counter()
         scn = scenarios.to(torch.complex128)
+        opt_d = {**opts.to_dict(), "method": "learned", "refine": refine,
+                 "checkpoint": str(getattr(net, "source", checkpoint))}
+        if refine == "fo":
+            k = FO_HYPOTHESES if hypotheses is None else hypotheses
+            R0, p0 = network_starts(net, scn, k)
+            t2 = time.perf_counter()
+            fo = refine_fo(scn, R0, p0, options=opts, steps=fo_steps, polish=polish, extra_starts=extra_starts,
+                           device=device, progress=progress)
+            t3 = time.perf_counter()
+            opt_d.update(fo.settings, hypotheses=int(k))
+            return BatchResult(R_s=fo.R_s, psi=fo.psi, crb=fo.crb, max_crb=fo.max_crb, success=fo.success,
+                               status=fo.status, nit=[len(h) for h in fo.history],
+                               times={"load": t1 - t0, "predict": t2 - t1, "solve": t3 - t2, "total": t3 - t0,
+                                      **{f"solve_{k}": v for k, v in fo.times.items()}}, options=opt_d)
+        hypotheses = 1 if hypotheses is None else hypotheses
+        opt_d["hypotheses"] = int(hypotheses)
         R, psi, _ = predict_batch(scn, net=net)
         t2 = time.perf_counter()
-        opt_d = {**opts.to_dict(), "method": "learned", "refine": refine, "hypotheses": int(hypotheses),
-                 "checkpoint": str(getattr(net, "source", checkpoint))}
         if refine == "none":
             c = scn.crb(R, psi, validate=False)
             feas = scn.is_feasible(R, psi, rtol=opts.feas_rtol) & torch.isfinite(c.total).all(-1)

@@ -7,13 +7,18 @@ in float64 / complex128 on CPU. The naive reference builds C_theta, C_phi, H as 
 inverts R_w explicitly, forms the 4 x 4 FIM from M x M traces and inverts it; it is run in the same
 process on the same data, and the two CRBs are compared.
 
-Targets (issue 2): >= 100,000 evaluations/s forward and >= 30,000/s forward + backward at batch 4096,
-M = N = 16 (N_h = N_v = 4).
+Targets: >= 20x (forward) and >= 25x (forward + backward) the naive dense version in the same run, and
+>= 100,000 evaluations/s forward, >= 30,000/s forward + backward, at batch 4096, M = N = 16 (N_h = N_v = 4).
+
+The low-rank transmit path (irs_torch.crb.crb_factored, R_s = B B^H with B of M x r) is timed at the ranks of
+``--ranks`` in the same interleaved rounds; ``--shared-G`` gives the whole batch one G (many candidate
+designs for one scenario, as in the solvers' screens) instead of one random G per problem.
 
     python scripts/bench_crb.py                      # defaults: batch 4096, M=16, 4x4 IRS
     python scripts/bench_crb.py --threads 1 --profile
 
     python scripts/bench_crb.py --compare /tmp/crb_before.py   # time another crb.py in the same run
+    python scripts/bench_crb.py --threads 1 --M 128 --shared-G --no-naive   # a large array, one scenario
 
 Timings on a shared machine are noisy: irs_torch.crb and the ``--compare`` versions are timed in
 interleaved rounds (so a change of load hits them alike; the naive reference runs on its own after
@@ -40,9 +45,10 @@ from irs_torch import crb as crbmod
 from irs_torch.physics.steering import upa_steering_derivatives  # noqa: E402
 
 
-def make_problem(batch, M, N_h, N_v, seed, dtype=torch.complex128):
-    """Random unit-scale problems (L = 1 per evaluation): G (B,N,M), psi (B,N), R_s (B,M,M) PSD
-    with trace 1, theta/phi (B,) rad, beta (B,) complex; sigma_r2 = 0.1, sigma_b2 = 1, T_L = 50."""
+def make_problem(batch, M, N_h, N_v, seed, dtype=torch.complex128, shared_G=False):
+    """Random unit-scale problems (L = 1 per evaluation): G (B,N,M) (``shared_G``: (1,N,M), one G for the
+    batch), psi (B,N), R_s (B,M,M) PSD with trace 1, theta/phi (B,) rad, beta (B,) complex; sigma_r2 = 0.1,
+    sigma_b2 = 1, T_L = 50."""
     g = torch.Generator().manual_seed(seed)
     N = N_h * N_v
     rdt = torch.float64 if dtype == torch.complex128 else torch.float32
@@ -51,7 +57,7 @@ def make_problem(batch, M, N_h, N_v, seed, dtype=torch.complex128):
         return torch.complex(torch.randn(*shape, generator=g, dtype=rdt),
                              torch.randn(*shape, generator=g, dtype=rdt)) / math.sqrt(2)
 
-    G = cr(batch, N, M) / math.sqrt(N * M)
+    G = cr(1 if shared_G else batch, N, M) / math.sqrt(N * M)
     psi = cr(batch, N)
     A = cr(batch, M, M)
     R = A @ A.conj().transpose(-1, -2)
@@ -74,6 +80,27 @@ def crb_with(module):
 
 
 crb_fast = crb_with(crbmod)
+
+
+def make_factor(p, rank, seed):
+    """A random transmit factor B (batch, M, rank) with tr(B B^H) = 1, same dtype as p["R_s"]."""
+    g = torch.Generator().manual_seed(seed + 1000 * rank)
+    batch, M = p["R_s"].shape[:2]
+    rdt = p["R_s"].real.dtype
+    B = torch.complex(torch.randn(batch, M, rank, generator=g, dtype=rdt), torch.randn(batch, M, rank, generator=g,
+                                                                                        dtype=rdt))
+    return B / B.abs().pow(2).sum((-1, -2), keepdim=True).sqrt()
+
+
+def crb_factored_with(B):
+    """The per-IRS CRB through irs_torch.crb.crb_factored with the factor B (the ``R_s`` argument of the
+    returned function is ignored; the gradient is taken w.r.t. a copy of B)."""
+
+    def crb_total(p, R_s, psi):
+        F = B.clone().requires_grad_(R_s.requires_grad)
+        return crbmod.crb_factored(p["G"], psi, F, p["theta"], p["phi"], p["beta"], p["sigma_r2"], p["sigma_b2"],
+                                   p["T_L"], p["N_h"], p["N_v"]).total
+    return crb_total
 
 
 def load_module(path):
@@ -180,16 +207,20 @@ def main(argv=None):
     ap.add_argument("--compare", nargs="+", default=[], metavar="CRB_PY",
                     help="also time these crb.py files (e.g. an earlier version), interleaved in the same run")
     ap.add_argument("--no-naive", action="store_true", help="skip the naive dense reference")
+    ap.add_argument("--ranks", type=int, nargs="*", default=[1, 2, 3, 4],
+                    help="also time irs_torch.crb.crb_factored (R_s = B B^H, B of M x r) at these ranks r")
+    ap.add_argument("--shared-G", dest="shared_G", action="store_true",
+                    help="one G for the whole batch (one scenario, many candidate designs)")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     dtype = torch.complex64 if args.complex64 else torch.complex128
-    p = make_problem(args.batch, args.M, args.N_h, args.N_v, args.seed, dtype)
+    p = make_problem(args.batch, args.M, args.N_h, args.N_v, args.seed, dtype, args.shared_G)
     B = args.batch
     print(f"load average before the run: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     print(f"irs-torch CRB benchmark: batch {B}, M={args.M}, N={args.N_h}x{args.N_v}, {dtype}, "
           f"torch {torch.__version__}, threads {torch.get_num_threads()}, seed {args.seed}, "
-          f"median of {args.repeats}")
+          f"median of {args.repeats}, {'one G for the batch' if args.shared_G else 'one random G per problem'}")
     if (args.threads > 1 and os.getloadavg()[0] > os.cpu_count() - 1
             and os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE"):
         print("note: the machine is busy; with several torch threads each OpenMP parallel region can wait for "
@@ -199,7 +230,15 @@ def main(argv=None):
     impls = {"fast (irs_torch.crb)": crb_fast}
     for path in args.compare:
         impls[f"compare {os.path.basename(path)}"] = crb_with(load_module(path))
-    others = dict(list(impls.items())[1:])
+    factors = {r: make_factor(p, r, args.seed) for r in args.ranks}
+    with torch.no_grad():
+        for r, F in factors.items():
+            dense = crb_fast(p, F @ F.mH, p["psi"])
+            rel = ((crb_factored_with(F)(p, F, p["psi"]) - dense).abs() / dense.abs()).max().item()
+            print(f"agreement factored r={r} vs dense R = B B^H: max relative difference of the CRB {rel:.2e}")
+    for r, F in factors.items():
+        impls[f"factored r={r}"] = crb_factored_with(F)
+    others = {k: v for k, v in list(impls.items())[1:] if k.startswith("compare")}
     if not args.no_naive:
         others["naive dense"] = crb_naive
     with torch.no_grad():
@@ -223,12 +262,16 @@ def main(argv=None):
             print(f"{name:<28} {mode:<17} {B / w_med:>15,.0f} {B / w_min:>13,.0f} {c_med / B * 1e6:>12.2f}")
     fast = "fast (irs_torch.crb)"
     for name in impls:
-        if name != fast:
+        if name != fast and not name.startswith("factored"):
             print(f"speed-up over {name} (median wall): forward x{fwd[name][0] / fwd[fast][0]:.2f}, "
                   f"forward+backward x{fb[name][0] / fb[fast][0]:.2f}")
     ff, fbr = B / fwd[fast][0], B / fb[fast][0]
     print(f"targets (median wall): forward >= 100,000/s {'MET' if ff >= 1e5 else 'MISSED'} ({ff:,.0f}); "
           f"forward+backward >= 30,000/s {'MET' if fbr >= 3e4 else 'MISSED'} ({fbr:,.0f})")
+    if not args.no_naive:
+        rf, rb = fwd["naive dense"][0] / fwd[fast][0], fb["naive dense"][0] / fb[fast][0]
+        print(f"targets over the naive dense version (median wall): forward >= 20x {'MET' if rf >= 20 else 'MISSED'} "
+              f"(x{rf:.2f}); forward+backward >= 25x {'MET' if rb >= 25 else 'MISSED'} (x{rb:.2f})")
     print(f"load average after the run: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores "
           f"(other jobs on the machine make wall-clock rates pessimistic)")
 

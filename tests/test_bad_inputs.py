@@ -11,6 +11,7 @@ import json
 import math
 import os
 import stat
+import subprocess
 
 import numpy as np
 import pytest
@@ -332,20 +333,44 @@ def test_unwritable_output_is_refused_before_any_work(files, capsys, tmp_path, c
     assert out == ""
 
 
-def test_output_that_is_a_directory_and_a_read_only_directory(files, capsys, tmp_path):
+def test_output_that_is_a_directory(files, capsys, tmp_path):
     (tmp_path / "d.npz").mkdir()
     rc, _, err = run_cli(capsys, "solve", "--scenario", files["good"], "-o", tmp_path / "d.npz")
     _assert_user_error(rc, err, "-o/--output", "is a directory")
-    if os.geteuid() == 0:
-        return  # root may write anywhere: the permission case cannot be provoked
+
+
+def _chattr(flag, path):
+    try:
+        return subprocess.run(["chattr", flag, str(path)], capture_output=True).returncode == 0
+    except OSError:  # no chattr
+        return False
+
+
+def test_output_in_a_read_only_directory(files, capsys, tmp_path):
+    """A directory its user may not write in: mode 0555 for a normal user; as root (who ignores mode
+    bits, and CI runs as root) the same directory made immutable with ``chattr +i``, which binds root
+    too. Skipped only where root has no immutable flag (no chattr, a file system without it, or no
+    CAP_LINUX_IMMUTABLE, e.g. some containers): then nothing on the machine is read-only to root."""
     ro = tmp_path / "ro"
     ro.mkdir()
-    ro.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    root = os.geteuid() == 0
+    if root:
+        if not _chattr("+i", ro):
+            pytest.skip("running as root without `chattr +i` here: no directory is read-only to root")
+    else:
+        ro.chmod(stat.S_IRUSR | stat.S_IXUSR)
     try:
-        rc, _, err = run_cli(capsys, "solve", "--scenario", files["good"], "-o", ro / "x.npz")
+        assert not os.access(ro, os.W_OK)  # the probe is real: the directory cannot be written
+        rc, out, err = run_cli(capsys, "solve", "--scenario", files["good"], "-o", ro / "x.npz")
         _assert_user_error(rc, err, "-o/--output", "is not writable")
+        assert out == "" and not (ro / "x.npz").exists()
+        rc, _, err = run_cli(capsys, "reproduce", "fig2", "--out", ro / "r")  # a directory output inside it
+        _assert_user_error(rc, err, "--out", "is not writable")
     finally:
-        ro.chmod(stat.S_IRWXU)
+        if root:
+            _chattr("-i", ro)
+        else:
+            ro.chmod(stat.S_IRWXU)
 
 
 def test_check_output_path_compares_real_paths(tmp_path):

@@ -1,13 +1,14 @@
 """Monte Carlo study and the montecarlo / montecarlo-sweep commands.
 
 The two physics claims of issue 8 are checked here: at high SNR the ML estimator reaches the CRB
-(every angle within 1.5x over 500 trials, and not below it), and on the paper scenario the
-optimised design localises better than the isotropic ones."""
+(each angle's MSE/CRB within [0.8, 1.25] over 500 trials and their mean within [0.88, 1.12]), and on
+the paper scenario the optimised design localises better than the isotropic ones."""
 from __future__ import annotations
 
 import csv
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -50,12 +51,17 @@ def test_ml_reaches_the_crb_at_high_snr():
     crbs = r["crb_theta"] + r["crb_phi"]
     assert max(crbs) < 1e-5
     ratios = r["mse_over_crb_theta"] + r["mse_over_crb_phi"]
-    # 500 trials: the MSE/CRB ratio of an efficient estimator has a relative spread of ~6%
-    assert all(0.75 < x < 1.5 for x in ratios), ratios
+    # Windows from the spread over seeds 0-19 of this exact setting (500 trials each; measured): each
+    # MSE/CRB ratio has mean 0.99 and std 0.06 (sqrt(2/500) for an efficient estimator), their mean
+    # over the four angles std 0.039, position RMSE / PEB std 0.027. Each window is >= 3 std wide on
+    # either side of 1, so any seed passes with high probability, while an estimator that loses 20%
+    # efficiency (MSE 1.2x the CRB) fails the pooled window. The seed is fixed: the test is deterministic.
+    assert all(0.8 < x < 1.25 for x in ratios), ratios
+    assert 0.88 < float(np.mean(ratios)) < 1.12, ratios
     assert max(r["outlier_fraction"]) <= 0.01  # > 4 root-CRB errors: ~1e-4 per angle if Gaussian
     assert r["search_failure_fraction"] == [0.0, 0.0]
     # position: Stansfield with CRB weights is efficient at high SNR too
-    assert 0.85 < r["position_rmse"] / r["peb"] < 1.15, (r["position_rmse"], r["peb"])
+    assert 0.92 < r["position_rmse"] / r["peb"] < 1.08, (r["position_rmse"], r["peb"])
 
 
 def test_music_does_not_beat_the_bound():
@@ -111,8 +117,12 @@ def test_cli_text_report_and_errors(paper_file, tmp_path, capsys):
                  "--design", "isotropic-aligned", "--estimator", "music"]) == 0
     out = capsys.readouterr().out
     assert "position RMSE" in out and "PEB" in out and "music" in out
-    assert main(["montecarlo", "--scenario", paper_file, "--trials", "0"]) == 2
-    assert "--trials must be >= 1, got 0" in capsys.readouterr().err
+    try:  # a bad flag value: exit status 2, returned or raised by argparse
+        rc = main(["montecarlo", "--scenario", paper_file, "--trials", "0"])
+    except SystemExit as e:
+        rc = e.code
+    assert rc == 2
+    assert re.search(r"--trials must be .*got 0", capsys.readouterr().err)
     other = Scenario.paper(0, M=8).save(tmp_path / "m8.npz")
     s8 = Scenario.load(other)
     Solution.evaluate(s8, s8.isotropic_design(), s8.random_phase_design()).save(tmp_path / "s8.npz")

@@ -44,8 +44,35 @@ def _fit(args, root, tmp, extra=()):
                  *extra])
 
 
-def test_fast_dev_run(tiny_data, tmp_path):
+def test_fast_dev_run(tiny_data, tmp_path, monkeypatch):
+    """fast_dev_run: exactly one training and one validation batch run, and the training step's loss is
+    finite and moves the weights."""
+    from irs_torch.learn.module import WarmStartModule
+
+    calls = {"train": [], "val": 0, "end": []}
+    train_step, val_step = WarmStartModule.training_step, WarmStartModule.validation_step
+
+    def training_step(self, batch, batch_idx):
+        if not calls["train"]:
+            calls["start"] = [p.detach().clone() for p in self.parameters()]
+        out = train_step(self, batch, batch_idx)
+        calls["train"].append(float((out["loss"] if isinstance(out, dict) else out).detach()))
+        return out
+
+    def validation_step(self, *a, **kw):
+        calls["val"] += 1
+        return val_step(self, *a, **kw)
+
+    def on_train_end(self):
+        calls["end"] = [p.detach().clone() for p in self.parameters()]
+
+    monkeypatch.setattr(WarmStartModule, "training_step", training_step)
+    monkeypatch.setattr(WarmStartModule, "validation_step", validation_step)
+    monkeypatch.setattr(WarmStartModule, "on_train_end", on_train_end, raising=False)
     assert _fit(["fit"], tiny_data, tmp_path, ["--trainer.fast_dev_run=true"]) == 0
+    assert len(calls["train"]) == 1 and math.isfinite(calls["train"][0]), calls
+    assert calls["val"] == 1, calls
+    assert any(not torch.equal(a, b) for a, b in zip(calls["start"], calls["end"]))  # one optimizer step
 
 
 def test_fit_logs_checkpoints_and_resumes(tiny_data, tmp_path):
@@ -183,11 +210,11 @@ def test_tiny_model_overfits_a_handful_of_instances(tiny_data):
     assert float(m._compute(batch)["loss"]) < first / 10, (first, float(loss))
 
 
-def test_crb_loss_lowers_the_max_crb_tenfold_on_a_handful(tiny_data):
-    """Unsupervised (CRB-only) training on 4 instances cuts each one's max-CRB at least 3x.
-
-    (Measured: 4.9-9.8x after 300 steps; the order-of-magnitude overfit check is
-    test_tiny_model_overfits_a_handful_of_instances.)"""
+def test_crb_loss_lowers_the_max_crb_severalfold_on_a_handful(tiny_data):
+    """Unsupervised (CRB-only) training on 4 instances for 300 steps cuts each one's max-CRB at least
+    3x and their geometric mean at least 4x (fixed seed; measured 4.8-9.8x each, geometric mean 6.0;
+    an untrained or wrongly signed CRB loss gives <= 1x; the order-of-magnitude overfit check is
+    test_tiny_model_overfits_a_handful_of_instances)."""
     from irs_torch.data.datamodule import ShardDataModule, collate_instances
     from irs_torch.learn.module import WarmStartModule
 
@@ -203,7 +230,8 @@ def test_crb_loss_lowers_the_max_crb_tenfold_on_a_handful(tiny_data):
         loss.backward()
         opt.step()
     c1 = m._compute(batch)["crb"].amax(-1).detach()
-    assert (c1 < c0 / 3).all(), (c0, c1)
+    assert (c1 < c0 / 3).all(), (c0, c1, c0 / c1)
+    assert float(torch.exp(torch.log(c0 / c1).mean())) > 4, (c0 / c1)
 
 
 def test_size_mismatch_is_a_clear_error(tiny_data, tmp_path, capsys):
@@ -255,7 +283,30 @@ def test_evaluate_command(tiny_data, tmp_path, capsys):
     from irs_torch.data import ShardDataset
 
     assert res["n"] == len(ShardDataset(tiny_data, split="test", require_success=True)) > 0
-    assert res["feasible_frac"] == 1.0 and res["ratio_median"] > 0 and res["ratio_p90"] >= res["ratio_median"]
+    assert res["feasible_frac"] == 1.0 and res["ratio_p90"] >= res["ratio_median"]
+    # the reported ratios recomputed here: predict, the dense CRB of tests/reference.py, / the stored label
+    import numpy as np
+
+    from irs_torch.data import ShardDataset, scenario_from_batch
+    from irs_torch.data.datamodule import collate_instances
+    from irs_torch.learn import predict
+
+    import reference as ref
+
+    ds = ShardDataset(tiny_data, split="test", require_success=True)
+    b = collate_instances([ds[i] for i in range(len(ds))])
+    scen = scenario_from_batch(b, ds.attrs).to(torch.complex128)
+    R, psi = predict(ckpt, scen)
+    ratios = []
+    for i in range(len(ds)):
+        s, Ri, pi = scen[i], R[i].numpy(), psi[i].numpy()
+        crb = [ref.trace_inverse(ref.closed_form_fim(
+            s.G[l].numpy(), pi[l], Ri[l], float(s.theta[l]), float(s.phi[l]), complex(s.beta[l]), float(s.sigma_r2),
+            float(s.sigma_b2), s.T_L, s.N_h, s.N_v, s.d_h, s.d_v)).sum() for l in range(s.L)]
+        ratios.append(max(crb) / float(b["max_crb"][i]))
+    assert res["ratio_median"] == pytest.approx(float(np.median(ratios)), rel=1e-5)
+    assert res["ratio_max"] == pytest.approx(max(ratios), rel=1e-5)
+    assert res["ratio_p90"] == pytest.approx(float(np.quantile(ratios, 0.9)), rel=1e-5)
     assert evaluate(["--checkpoint", str(tmp_path / "missing.pt"), "--data", str(tiny_data)]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
 
@@ -381,5 +432,14 @@ def test_wallclock_schedule_stops_training_at_its_time_budget(tiny_data, tmp_pat
     ckpt = torch.load(tmp_path / "warm-start" / "version_0" / "checkpoints" / "last.ckpt", weights_only=True)
     wc = ckpt["irs_torch_wallclock"]
     # last.ckpt is the end of the last validated epoch before the stop (mid-epoch)
-    assert wc["budget_s"] == pytest.approx(3.0) and 0 < wc["elapsed_s"] <= 3.0 + 60 and wc["steps"] >= 1
+    assert wc["budget_s"] == pytest.approx(3.0) and 0 < wc["elapsed_s"] and wc["steps"] >= 1
     assert ckpt["epoch"] < 999
+    # the stop fires at the first step past the budget (every step logs its elapsed seconds): however
+    # slow the machine, no step ends past 3 s but the last
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ea = EventAccumulator(glob.glob(str(tmp_path / "warm-start" / "version_0" / "events.out.tfevents.*"))[0])
+    ea.Reload()
+    el = [e.value for e in ea.Scalars("train/elapsed_s")]
+    assert len(el) >= 2 and el[-1] >= 3.0 and max(el[:-1]) < 3.0, el
+    assert wc["elapsed_s"] <= el[-1] + 1e-6

@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import statistics
 import sys
 from pathlib import Path
 
@@ -246,7 +247,17 @@ def test_search_and_bench_resumable(tmp_path):
     assert (out / "summary.json").exists() and (out / "quality.png").stat().st_size > 0
     summ = json.loads((out / "summary.json").read_text())
     assert summ["methods"]["legacy"]["all"]["n"] == 2
-    assert summ["methods"]["fast"]["all"]["ratio_median"] >= 1.0
+    # the summary is what the rows say: ratio = max-CRB / best-known (after the update), per method
+    for m in ("legacy", "fast"):
+        ratios = []
+        for r in rows:
+            if r["method"] == m:
+                _, best = Q.load_best(suite, Q.load_suite(suite, ids=[r["id"]])[0])
+                ratios.append(r["max_crb"] / best)
+        got = summ["methods"][m]["all"]
+        assert got["n"] == len(ratios) == 2
+        assert got["ratio_median"] == pytest.approx(statistics.median(ratios), rel=1e-12), (m, ratios, got)
+        assert got["ratio_max"] == pytest.approx(max(ratios), rel=1e-12), (m, ratios, got)
     b2 = Q.bench_quality(out, suite_dir=suite, ids=ids, methods=("legacy", "fast"), log=logs.append)
     assert b2["new_runs"] == 0
     assert len(Q.read_jsonl(out / "runs.jsonl")) == 4

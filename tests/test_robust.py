@@ -70,14 +70,28 @@ def test_bad_inputs_name_the_field(make, field):
 
 # ----------------------------------------------------------------------------- reduction to the point design
 def test_one_point_region_equals_point_design():
+    """K = 1 is the point problem. At a candidate p that is not the region's centre the robust solver runs
+    its own machinery (robust screen, robust P2 and P3 with one LMI / C1 row per slot) from the point
+    design at the centre, which is 3.8x worse than the point design at p (measured), and must reach the
+    point solver's design at p (measured: 0.99996 of it). A one-point region at its centre is short-cut
+    to the point solver and returns exactly its result."""
     s = _tiny(seed=1)
-    centre = [6.0, 14.0, 0.0]
-    point = solve(move_target(s, centre), "ao", None, OPTS)
-    for reg in (Region.box(centre, [0.0, 0.0]), Region.ellipse(centre, [[0.4, 0.0], [0.0, 0.4]])):
-        r = solve_robust(s, reg, K=1, options=OPTS)
-        assert r.success
-        assert r.max_crb == pytest.approx(point.max_crb, rel=1e-12)
-        torch.testing.assert_close(r.R_s, point.R_s, rtol=1e-10, atol=1e-12)
+    centre, p = [6.0, 14.0, 0.0], torch.tensor([[4.0, 17.0, 0.0]], dtype=torch.float64)
+    at_p = solve(move_target(s, p[0]), "ao", None, OPTS)
+    start = solve(move_target(s, centre), "ao", None, OPTS)
+    start_at_p = float(region_crb(s, start.R_s, start.psi, p).total.amax())
+    assert start_at_p > 2 * at_p.max_crb  # the centre design is a poor answer at p
+    r = solve_robust(s, Region.box(centre, [1.0, 1.0]), K=1, points=p, options=OPTS)
+    assert r.success, r.message
+    assert not r.options["robust"].get("reduced_to_point")
+    assert r.max_crb == pytest.approx(float(region_crb(s, r.R_s, r.psi, p).total.amax()), rel=1e-10)
+    # within 1% of the point AO's design (a local method: it may also land slightly below it)
+    assert 0.97 * at_p.max_crb <= r.max_crb <= 1.01 * at_p.max_crb, (r.max_crb, at_p.max_crb, start_at_p)
+    # the short cut at the centre (K = 1 is the centre for every region kind: test_region_points)
+    r = solve_robust(s, Region.ellipse(centre, [[0.4, 0.0], [0.0, 0.4]]), K=1, options=OPTS)
+    assert r.success and r.options["robust"]["reduced_to_point"]
+    assert r.max_crb == pytest.approx(start.max_crb, rel=1e-12)
+    torch.testing.assert_close(r.R_s, start.R_s, rtol=1e-10, atol=1e-12)
 
 
 def test_robust_p2_with_one_point_is_the_point_p2():
@@ -102,8 +116,11 @@ def test_robust_p2_with_one_point_is_the_point_p2():
 # ----------------------------------------------------------------------------- robustness
 @pytest.mark.parametrize("objective", ["worst", "average"])
 def test_robust_beats_centre_design_on_its_points(objective):
-    s = _tiny(seed=3)
-    reg = Region.box([5.0, 15.0, 0.0], [2.0, 2.0])
+    """A 6 m x 6 m box: the robust design's objective over the 5 candidates is at least 1% below the
+    centre design's (measured: 2.7% worst case, 3.2% average); returning the centre design (which the
+    solver's never-worse acceptance allows) fails this."""
+    s = _tiny(seed=0)
+    reg = Region.box([5.0, 15.0, 0.0], [3.0, 3.0])
     r = solve_robust(s, reg, K=5, objective=objective, options=OPTS)
     assert r.success, r.message
     centre = solve(move_target(s, reg.centre), "ao", None, OPTS)  # the same start, solved independently
@@ -115,7 +132,7 @@ def test_robust_beats_centre_design_on_its_points(objective):
     else:
         rob, cen = float(c_rob.mean(0).amax()), float(c_cen.mean(0).amax())
     assert rob == pytest.approx(r.max_crb, rel=1e-10)
-    assert rob <= cen * (1 + 1e-9)
+    assert rob <= 0.99 * cen, (rob, cen)
     # exact constraints at every candidate: BS budget, a_max, C1 at each point
     scnK = move_target(s, pts)
     assert float(s.bs_power(r.R_s)) <= float(s.P_t) * (1 + 1e-6)

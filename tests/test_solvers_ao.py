@@ -80,7 +80,25 @@ def test_paper_scenario_ao_beats_benchmarks_and_passive():
         _check_feasible(s, x)
     assert ao.max_crb <= t.max_crb and ao.max_crb <= r.max_crb
     assert p.max_crb > 100 * ao.max_crb
-    assert 1e-3 < ao.max_crb < 1e-1  # docs/assumptions.md "Numerical experience": ~1e-2 rad^2 at P_t = 20 W, a_max = 8
+    # The committed Fig. 2 record of this very instance (seed 0, P_t = 20 W, a_max = 8; the AO of its
+    # day, now effort "legacy"): today's default reproduces it within 3% (measured: 0.99942 of it). On the
+    # quality suite the default's worst ratio to best-known is 1.14 and its median 1.01, so a 3% rise here
+    # is a regression; more than 5% below it would be a new best for this instance (update the record)
+    # or a broken CRB.
+    rec = _fig2_record(seed=0, P_t=20.0, a_max=8.0)
+    assert 0.95 * rec <= ao.max_crb <= 1.03 * rec, (ao.max_crb, rec)
+
+
+def _fig2_record(seed, P_t, a_max):
+    """max-CRB of the AO point of results/fig2/points.jsonl (`irs-torch reproduce fig2`) with these values."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "results" / "fig2" / "points.jsonl"
+    for line in path.read_text().splitlines():
+        d = json.loads(line)
+        if (d["method"], d["seed"], d["params"]["P_t"], d["params"]["a_max"]) == ("ao", seed, P_t, a_max):
+            return d["max_crb"]
+    raise AssertionError(f"no AO point with seed {seed}, P_t {P_t}, a_max {a_max} in {path}")
 
 
 def test_fair_passive_gets_more_bs_power(small):

@@ -205,22 +205,30 @@ def test_checkpoint_loads_and_predicts_feasible_designs_across_budgets(ckpt):
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="not reproduced: on these six geometries (default refinement, 3 AO "
+                   "iterations) the budget model's network + refinement is 1.6% above the best heuristic start "
+                   "(per instance 1.000, 1.088, 1.000, 0.998, 1.016, 1.000; measured 2026-12-07); its card's "
+                   "gain over the heuristics is a median over 24 suite / data instances")
 @pytest.mark.parametrize("ckpt", _checkpoints(), ids=lambda p: getattr(p, "name", "none"))
 def test_learned_refine_beats_the_heuristic_start_on_a_fixed_set(ckpt):
     """Six random geometries at budgets drawn (fixed seed) inside the checkpoint's training ranges:
-    the geometric mean of max-CRB(network + refinement) / max-CRB(aligned start + the same refinement)
-    is below 1. A single-budget checkpoint is skipped (issue #14 measured that its refined design does
-    not beat the heuristic start, which is why the budget-conditioned model exists)."""
+    the geometric mean of max-CRB(network + refinement) / max-CRB(best heuristic start + the same
+    refinement), the better of the aligned and co-phased starts as in `irs-torch bench warmstart`, is
+    below 1. A single-budget checkpoint is skipped: its card makes no such claim (the warm-start
+    bench measured its refined design level with the aligned start, 0.999x; the default-suite
+    tests/test_model_quality.py records it 2% above the best heuristic on its handful)."""
     from irs_torch.learn import load_model
     from irs_torch.runtime import network_hypotheses, refine_starts
     from irs_torch.scenario import Scenario
     from irs_torch.solvers import SolverOptions
+    from irs_torch.solvers.strategy import cophased_start
     from irs_torch.warmstart_bench import heuristic_starts
 
     net = load_model(ckpt)
     rng_ = _budget_ranges(net)
     if not rng_ or all(lo == hi for lo, hi in rng_.values()):
-        pytest.skip(f"{ckpt.name} was trained at a single budget point {rng_}: not budget-conditioned")
+        pytest.skip(f"{ckpt.name} was trained at a single budget point {rng_}: its card claims no gain over "
+                    f"the heuristic starts")
     rng = np.random.default_rng(7)
     lu = lambda lo, hi: float(np.exp(rng.uniform(np.log(lo), np.log(hi))))  # noqa: E731
     opts = SolverOptions()
@@ -229,8 +237,9 @@ def test_learned_refine_beats_the_heuristic_start_on_a_fixed_set(ckpt):
     for i in range(6):
         s = Scenario.random(seed=2000 + i, **{k: lu(*v) for k, v in rng_.items()}).to(torch.complex128)
         learned, _ = refine_starts(s, network_hypotheses(net, s, 1), opts)
-        heur, _ = refine_starts(s, heuristic_starts(s, 1), opts)
-        assert learned.success and heur.success
-        logs.append(math.log(learned.max_crb / heur.max_crb))
+        heur = [refine_starts(s, st, opts)[0] for st in (heuristic_starts(s, 1), [cophased_start(s)])]
+        assert learned.success and all(h.success for h in heur)
+        logs.append(math.log(learned.max_crb / min(h.max_crb for h in heur)))
     gm = math.exp(float(np.mean(logs)))
-    assert gm < 1.0, f"geometric mean ratio learned/heuristic {gm:.4f} (per instance {np.exp(logs).round(4).tolist()})"
+    per = np.exp(logs).round(4).tolist()
+    assert gm < 1.0, f"learned / best heuristic: geometric mean {gm:.4f}, per instance {per}"

@@ -44,6 +44,18 @@ def register(sub):
     w.add_argument("--threads", type=int, default=1, help="torch threads (default 1: comparable times)")
     w.add_argument("--json", action="store_true", help="print the summary as JSON")
     w.add_argument("--no-progress", action="store_true", help="no progress bar")
+    w.add_argument("--batch", type=int, default=None, metavar="N",
+                   help="batch mode: N draws of the model's budget distribution plus the suite's instances of its "
+                        "sizes, every method batched where it can be (network alone; network / heuristic starts + "
+                        "K first-order steps, with and without the P2 polish; network + 3 AO iterations; the cold "
+                        "default): ratios and instances/s side by side (irs_torch/bench/batch_warmstart.py)")
+    w.add_argument("--n-label", type=int, default=50,
+                   help="batch mode: the item-by-item methods (P2 polish, AO, cold default) run on this many draws "
+                        "and suite instances (default 50)")
+    w.add_argument("--steps", type=int, nargs="+", default=[10, 50, 200], metavar="K",
+                   help="batch mode: first-order step caps K (default 10 50 200)")
+    w.add_argument("--data-config", default=None,
+                   help="batch mode: the data-set config to draw from (default training/budget-data.yaml)")
     w.set_defaults(func=run)
     _register_quality(sp)
 
@@ -94,9 +106,17 @@ def run_quality(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
     log = (lambda *a, **k: None) if args.json else print
-    s = bench_quality(args.out, suite_dir=args.suite or SUITE_DIR, quick=args.quick, ids=args.ids,
-                      methods=tuple(dict.fromkeys(args.methods)), seed=args.seed, workers=args.workers,
-                      backend=args.backend, address=args.address, update_best=not args.no_update_best, log=log)
+    from contextlib import ExitStack
+
+    from irs_torch.outputs import DirLock
+
+    with ExitStack() as locks:  # runs.jsonl of --out, and the suite's best/ and records.jsonl, are appended to
+        locks.enter_context(DirLock(args.out, "--out"))
+        if not args.no_update_best:
+            locks.enter_context(DirLock(args.suite or SUITE_DIR, "--suite"))
+        s = bench_quality(args.out, suite_dir=args.suite or SUITE_DIR, quick=args.quick, ids=args.ids,
+                          methods=tuple(dict.fromkeys(args.methods)), seed=args.seed, workers=args.workers,
+                          backend=args.backend, address=args.address, update_best=not args.no_update_best, log=log)
     if args.json:
         print(json.dumps(s))
     else:
@@ -111,12 +131,45 @@ def run_quality_search(args: argparse.Namespace) -> int:
         raise ValueError(f"--time-limit must be > 0 s, got {args.time_limit}")
     if args.passes < 0:
         raise ValueError(f"--passes must be >= 0, got {args.passes}")
-    s = search_best_known(args.suite or SUITE_DIR, quick=args.quick, ids=args.ids, time_limit=args.time_limit,
-                          passes=args.passes, workers=args.workers, backend=args.backend, address=args.address,
-                          seed=args.seed, log=lambda m: print(m, flush=True))
+    from irs_torch.outputs import DirLock
+
+    with DirLock(args.suite or SUITE_DIR, "--suite"):  # records.jsonl and best/ are appended to
+        s = search_best_known(args.suite or SUITE_DIR, quick=args.quick, ids=args.ids, time_limit=args.time_limit,
+                              passes=args.passes, workers=args.workers, backend=args.backend, address=args.address,
+                              seed=args.seed, log=lambda m: print(m, flush=True))
     print(f"search: {s['run']} task(s) run, {s['skipped']} already done, {s['improved']} improvement(s), "
           f"{s['seconds']:.0f} s; {s['monotonicity_violations']} monotonicity violation(s) "
           f"among the best-known designs")
+    return 0
+
+
+def _run_batch(args: argparse.Namespace) -> int:
+    from irs_torch.bench import batch_warmstart as bb
+    from irs_torch.errors import InputError
+    from irs_torch.outputs import DirLock, check_output_dir
+
+    for flag in ("source", "data", "ids", "methods", "limit"):
+        if getattr(args, flag):
+            raise InputError(f"--{flag} does not apply to --batch (the batch mode has its own instances and methods)")
+    if not 1 <= args.batch <= 100_000:
+        raise InputError(f"--batch must be in [1, 100000], got {args.batch}")
+    if not 0 <= args.n_label <= args.batch:
+        raise InputError(f"--n-label must be in [0, --batch={args.batch}], got {args.n_label}")
+    if any(k < 1 or k > 100_000 for k in args.steps):
+        raise InputError(f"--steps must be in [1, 100000], got {args.steps}")
+    check_output_dir(args.out, {"--checkpoint": args.checkpoint, "--suite": args.suite,
+                                "--data-config": args.data_config}, "--out")
+    with DirLock(args.out, "--out"):
+        s = bb.bench_batch(args.out, checkpoint=args.checkpoint, n=args.batch, n_label=args.n_label,
+                           ks=tuple(args.steps), threads=args.threads, suite_dir=args.suite,
+                           data_config=args.data_config or bb.DATA_CONFIG, progress=not args.json)
+    if args.json:
+        from irs_torch.outputs import dumps
+
+        print(dumps(s))
+    else:
+        print(bb.format_table(s))
+        print(f"wrote {args.out}/batch.json, batch.png, rows.jsonl")
     return 0
 
 
@@ -126,6 +179,8 @@ def run(args: argparse.Namespace) -> int:
     from irs_torch.outputs import check_output_dir
     from irs_torch.warmstart_bench import bench_warmstart, format_table, is_method
 
+    if args.batch is not None:
+        return _run_batch(args)
     sources = args.source or (["suite", "data"] if args.data else ["suite"])
     if "data" in sources:
         if not args.data:
@@ -151,11 +206,14 @@ def run(args: argparse.Namespace) -> int:
     if args.max_iter is not None:
         kw["max_iter"] = args.max_iter
     quiet = args.no_progress or args.json
-    s = bench_warmstart(args.out, checkpoint=args.checkpoint, sources=sources, data=args.data, split=args.split,
-                        suite_dir=args.suite, quick=args.quick, ids=args.ids, limit=args.limit, methods=args.methods,
-                        hypotheses=args.hypotheses, options=SolverOptions(**kw), refine_iter=args.refine_iter,
-                        seed=args.seed, threads=args.threads, progress=not quiet,
-                        log=(lambda m: None) if args.json else print)
+    from irs_torch.outputs import DirLock
+
+    with DirLock(args.out, "--out"):  # rows.jsonl is appended to
+        s = bench_warmstart(args.out, checkpoint=args.checkpoint, sources=sources, data=args.data, split=args.split,
+                            suite_dir=args.suite, quick=args.quick, ids=args.ids, limit=args.limit,
+                            methods=args.methods, hypotheses=args.hypotheses, options=SolverOptions(**kw),
+                            refine_iter=args.refine_iter, seed=args.seed, threads=args.threads, progress=not quiet,
+                            log=(lambda m: None) if args.json else print)
     s.pop("rows", None)
     if args.json:
         from irs_torch.outputs import dumps

@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from irs_torch.solvers.baselines import aligned_psi
 
     s = Scenario.load(args.scenario)
+    item = None  # the item of a batched scenario file
     if s.batch_shape:
         n = int(s.batch_shape[0])
         if args.index is None:
@@ -65,10 +66,15 @@ def run(args: argparse.Namespace) -> int:
         if not -n <= args.index < n:
             raise ValueError(f"--index must be in [0, {n}), got {args.index}")
         s = s[args.index]
+        item = args.index % n
     elif args.index not in (None, 0):
         raise ValueError(f"--index {args.index} given but {args.scenario} is not batched")
     if args.solution:
         sol = Solution.load(args.solution)
+        made_for = sol.metadata.get("scenario_index") if isinstance(sol.metadata, dict) else None
+        if made_for is not None and item is not None and item != made_for:
+            raise ValueError(f"{args.solution} was made for item {made_for} of its scenario file "
+                             f"(metadata scenario_index), not for --index {args.index}")
         sol.check_compatible(s, source=args.solution)
         R, psi, label = sol.R_s, sol.psi, f"{args.solution} ({sol.method})"
         if R.dim() == 4:  # a batched solutions file (irs-torch solve on a batch): its item --index
@@ -80,7 +86,12 @@ def run(args: argparse.Namespace) -> int:
         R = s.isotropic_design()
         psi = s.random_phase_design(R, seed=args.seed) if args.design == "isotropic-random" else aligned_psi(s, R)
         label = f"{args.design} (seed {args.seed})" if args.design == "isotropic-random" else args.design
-    rep = evaluate(s, R, psi)
+    try:
+        rep = evaluate(s, R, psi)
+    except ValueError as e:  # e.g. a design so large that the model overflows: name where it came from
+        msg = " ".join(str(e).split())
+        where = label if args.solution else f"{args.scenario} (design {label})"
+        raise ValueError(msg if msg.startswith(str(args.scenario)) else f"{where}: {msg}") from None
     rep["design"] = label
     if args.json:
         from irs_torch.outputs import dumps

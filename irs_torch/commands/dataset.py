@@ -37,7 +37,9 @@ def register(sub):
     g.add_argument("--retry-failed", action="store_true", help="solve the failed instances of DIR again")
     g.add_argument("--force", action="store_true",
                    help="proceed although DIR/shards holds files and DIR/manifest.json is missing: shards "
-                        "of the same config are reused, other shard files are deleted (each is listed)")
+                        "of the same config are reused, other shard files are deleted (each is listed); or "
+                        "although the manifest's config was edited after its shards were written: the shards "
+                        "of another config are recomputed")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.set_defaults(func=run_generate)
 
@@ -51,6 +53,8 @@ def register(sub):
     c = dsub.add_parser("config", help="write a data set config template",
                         description="Write the config of a preset as YAML (edit it, then pass it to --config).")
     c.add_argument("--preset", default="paper", help="paper (default), paper-budgets or tiny")
+    c.add_argument("--L", type=int, default=None, help="number of IRSs (default: the preset's 2), their boxes "
+                                                        "spread along the paper's IRS wall")
     c.add_argument("-o", "--output", help="output file (.yaml/.yml or .json); default: print YAML")
     c.set_defaults(func=run_config)
 
@@ -88,6 +92,11 @@ def run_generate(args: argparse.Namespace) -> int:
           f"N={m['sizes']['N_h']}x{m['sizes']['N_v']}, L={m['sizes']['L']})")
     if c["failed"]:
         print(f"failed instances are listed in {args.out}/manifest.json; rerun with --retry-failed to retry them")
+    if c["failed"] and not c["stored"]:  # nothing usable: an error, not a success
+        first = (m.get("failures") or [{}])[0].get("error", "?")
+        print(f"irs-torch: error: {args.out}: every one of the {c['failed']} instances failed (first error: "
+              f"{' '.join(str(first).split())[:300]})", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -132,6 +141,9 @@ def run_info(args: argparse.Namespace) -> int:
     print(f"  initial point max-CRB:            {_fmt_stats(d['init_max_crb'])}")
     print(f"  max-CRB / initial:                {_fmt_stats(d['max_crb_over_init'])}")
     print(f"  worst-IRS root-CRB(theta+phi):    {_fmt_stats(d['worst_root_crb_angles_deg'], ' deg')}")
+    if (d["worst_root_crb_angles_deg"] or {}).get("median", 0.0) > 90.0:
+        print("    (a root-CRB above 90 deg means the echoes carry almost no direction information: expected for "
+              "tiny arrays at low budgets, as in the smoke-test data sets, not for a realistic design)")
     print(f"  AO iterations:                    {_fmt_stats(d['nit'])}")
     print(f"  solve time per instance:          {_fmt_stats(d['solve_time_s'], ' s')}; "
           f"total {d['total_solve_time_s']:.1f} s")
@@ -159,6 +171,12 @@ def run_config(args: argparse.Namespace) -> int:
     if args.preset not in PRESETS:
         raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, got {args.preset!r}")
     cfg = PRESETS[args.preset]()
+    if args.L is not None:
+        from irs_torch.data.distribution import irs_boxes
+
+        if args.L < 1:
+            raise ValueError(f"--L must be >= 1, got {args.L}")
+        cfg = cfg.replace(irs=irs_boxes(args.L))
     if args.output:
         from irs_torch.outputs import check_output_path
 

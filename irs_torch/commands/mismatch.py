@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from irs_torch.commands import seed_arg
+from irs_torch.limits import MAX_GRID
 
 
 def register(sub):
@@ -42,6 +43,9 @@ def run(args: argparse.Namespace) -> int:
     from irs_torch.solvers import SolverOptions
 
     extent, n = _pair("--extent", args.extent), _pair("--grid", args.grid)
+    for v in n:  # bounded before any solve: the map costs one CRB evaluation per grid point
+        if v > MAX_GRID:
+            raise ValueError(f"--grid must be at most {MAX_GRID} points per axis, got {v}")
     s = Scenario.load(args.scenario)
     if s.batch_shape:
         raise ValueError(f"{args.scenario}: batched scenario files are not supported by 'mismatch'")

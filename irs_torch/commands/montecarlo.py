@@ -15,7 +15,8 @@ import math
 import sys
 from pathlib import Path
 
-from irs_torch.commands import seed_arg
+from irs_torch.commands import positive_int_arg, seed_arg
+from irs_torch.limits import MAX_TRIALS
 
 DEFAULT_PT = "2,20,200,2000,20000"
 DEFAULT_DESIGNS = "optimised,isotropic-random,isotropic-aligned"
@@ -31,13 +32,14 @@ def register(sub):
                     "position RMSE beside the position error bound (PEB) [m].")
     p.add_argument("--scenario", required=True, help="scenario .npz (with geometry)")
     p.add_argument("--solution", help="solution .npz (R_s, psi); without it --design is used")
-    p.add_argument("--design", default="isotropic-random",
+    p.add_argument("--design", default=None,
                    choices=["isotropic-random", "isotropic-aligned", "optimised"],
                    help="design without --solution (default isotropic-random); 'optimised' runs the "
                         "optimiser chosen by --optimiser")
-    p.add_argument("--optimiser", choices=["auto", "adam", "ao"], default="auto",
-                   help="for --design optimised: adam, the AO solver, or auto (both, keep the best)")
-    p.add_argument("--trials", type=int, default=1000, help="Monte Carlo trials K (default 1000)")
+    p.add_argument("--optimiser", choices=["auto", "adam", "ao"], default=None,
+                   help="for --design optimised: adam, the AO solver, or auto (both, keep the best; default)")
+    p.add_argument("--trials", type=positive_int_arg("--trials", MAX_TRIALS), default=1000,
+                   help="Monte Carlo trials K (default 1000)")
     p.add_argument("--seed", type=seed_arg, default=0,
                    help="seed of the waveform and noise draws (and of the random phases); default 0")
     p.add_argument("--estimator", choices=["ml", "music"], default="ml", help="direction estimator")
@@ -99,6 +101,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.trials < 1:
         raise ValueError(f"--trials must be >= 1, got {args.trials}")
+    if args.solution and args.design is not None:  # refuse flags that would be ignored
+        raise InputError(f"--design {args.design} is not used with --solution (the solution is the design)")
+    if args.optimiser is not None and (args.solution or args.design != "optimised"):
+        raise InputError(f"--optimiser {args.optimiser} applies to --design optimised only")
+    args.design = args.design or "isotropic-random"
+    args.optimiser = args.optimiser or "auto"
     if args.chunk < 1:
         raise ValueError(f"--chunk must be >= 1, got {args.chunk}")
     if args.save:  # before the simulation: never overwrite an input, fail early if it cannot be written
@@ -113,12 +121,22 @@ def run(args: argparse.Namespace) -> int:
         R, psi, label = sol.R_s, sol.psi, f"{args.solution} ({sol.method})"
     else:
         R, psi, label = make_design(s, args.design, seed=args.seed, optimiser=args.optimiser)
+    zero = [i + 1 for i in range(s.L) if not bool((s.G[..., i, :, :] != 0).any())]
+    if zero:  # no path BS -> IRS: no echo, nothing to estimate (the estimators would fail on a singular system)
+        raise InputError(f"{args.scenario}: G of IRS {zero[0]} is zero (no BS -> IRS channel), so its angles cannot "
+                         f"be estimated")
+    import torch
+
     try:
         res = run_monte_carlo(s, R, psi, args.trials, seed=args.seed, estimator=args.estimator,
                               include_z1=args.include_z1, chunk=args.chunk, progress=args.progress,
                               allow_infeasible=args.allow_infeasible)
     except InputError as e:  # name the design in the message
         raise InputError(f"{args.solution or 'design ' + label}: {e}") from None
+    except torch.linalg.LinAlgError as e:  # a singular estimation problem: the design gives no information
+        raise InputError(f"{args.solution or 'design ' + label}: the echoes of this design give a singular "
+                         f"estimation problem ({' '.join(str(e).split())[:160]}); check the scenario's G and "
+                         f"the design") from None
     rep = dict(res.summary)
     rep.update({"design": label, "scenario": str(args.scenario), "scenario_seed": s.seed,
                 "P_t": float(s.P_t), "P_s": float(s.P_s), "version": __version__})

@@ -1,10 +1,18 @@
-"""``irs-torch reproduce fig2|fig3|fig4|all``: the paper's figures as CSV + PNG."""
+"""``irs-torch reproduce fig2|fig3|fig4|all``: the paper's figures as CSV + PNG.
+
+By default the files go to ``./irs-torch-results/`` (git-ignored), never over the committed figures
+in ``results/``: a quick run must not replace the full run a reader sees. ``--out DIR`` names another
+folder; ``--refresh-results`` writes to ``results/`` on purpose (to update the committed figures).
+"""
 from __future__ import annotations
 
 import argparse
 import json
 
 from irs_torch.commands import seed_arg
+
+DEFAULT_OUT = "irs-torch-results"  # listed in .gitignore
+COMMITTED_OUT = "results"
 
 
 def register(sub):
@@ -15,9 +23,14 @@ def register(sub):
                     "neighbours' designs, keeping the best: non-increasing in every budget); other curves "
                     "point by point. Each finished task is appended at once to OUT/<fig>/points.jsonl, so an "
                     "interrupted run resumes where it stopped. "
-                    "Default: a quick grid with 3 realisations (minutes); --full: the paper-quality run.")
+                    "Default: a quick grid with 3 realisations (minutes); --full: the paper-quality run. "
+                    f"Files go to ./{DEFAULT_OUT}/ unless --out names a folder; the committed figures in "
+                    f"{COMMITTED_OUT}/ are only written with --refresh-results.")
     p.add_argument("figure", choices=["fig2", "fig3", "fig4", "all"])
-    p.add_argument("--out", default="results", help="output directory (default: results)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--out", help=f"output directory (default: ./{DEFAULT_OUT}, git-ignored; resumable)")
+    where.add_argument("--refresh-results", action="store_true",
+                       help=f"write to {COMMITTED_OUT}/, the committed figures (resumes from their stored points)")
     p.add_argument("--full", action="store_true", help="paper-quality grid and 20 realisations")
     p.add_argument("--realisations", type=int, help="channel realisations per point (overrides the default)")
     p.add_argument("--grid", type=float, nargs="+", help="values of the swept parameter (overrides the default)")
@@ -44,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from irs_torch.reproduce import FIGURES, check_claims, migrate_points, run_figure
 
     figs = FIGURES if args.figure == "all" else (args.figure,)
+    args.out = COMMITTED_OUT if args.refresh_results else (args.out or DEFAULT_OUT)
     from irs_torch.outputs import check_output_dir
 
     check_output_dir(args.out, None, "--out")  # before any solve
@@ -99,6 +113,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"  monotone sweep: {sum(s['monotone'] for s in sw)} of {len(sw)} channel draws non-increasing in "
                   f"every budget; {better} of {n_pts} points below their cold start; mean "
                   f"{sum(s['time'] for s in sw) / len(sw):.0f} s per draw -> {res['sweep_csv']}")
+        if not res["rows"]:
+            print(f"  no finished points in {args.out}/{fig}/points.jsonl yet: nothing to tabulate or check")
+            continue
         xs = sorted({r["x"] for r in res["rows"]})
         curves = sorted({r["curve"] for r in res["rows"]})
         name = res["rows"][0]["x_name"] if res["rows"] else "x"
@@ -110,5 +127,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"  claim: {c['claim']:<45} {'HOLDS' if c['holds'] else 'DOES NOT HOLD'}  ({c['evidence']})")
         failed = sum(r["failed"] for r in res["rows"])
         if failed:
-            print(f"  WARNING: {failed} solves failed (see the 'status' field in {args.out}/{fig}/points.jsonl)")
+            print(f"  WARNING: {failed} solve{'s' * (failed != 1)} failed (see the 'status' field in "
+                  f"{args.out}/{fig}/points.jsonl)")
     return 0

@@ -21,6 +21,8 @@ def register(sub):
     p.add_argument("--M", type=int, help="BS antennas")
     p.add_argument("--N-h", dest="N_h", type=int, help="IRS elements, horizontal")
     p.add_argument("--N-v", dest="N_v", type=int, help="IRS elements, vertical")
+    p.add_argument("--L", type=int, help="number of IRSs (default 2; placed along the paper's IRS wall, "
+                                         "checked by the geometry accept rule)")
     p.add_argument("--P-t", dest="P_t", type=float, help="BS power budget [W]")
     p.add_argument("--P-s", dest="P_s", type=float, help="IRS power budget [W]")
     p.add_argument("--a-max", dest="a_max", type=float, help="IRS amplitude limit (linear)")
@@ -40,13 +42,38 @@ def run(args: argparse.Namespace) -> int:
     check_output_path(npz_path(args.output), None, "-o/--output")
     if args.mat:
         check_output_path(npz_path(args.output).with_suffix(".mat"), None, "-o/--output (.mat)")
-    over = {k: getattr(args, k) for k in ("M", "N_h", "N_v", "P_t", "P_s", "a_max", "sigma_r2",
+    over = {k: getattr(args, k) for k in ("M", "N_h", "N_v", "L", "P_t", "P_s", "a_max", "sigma_r2",
                                           "sigma_b2", "T_c", "K_db", "beta_model")
             if getattr(args, k) is not None}
+    import math
+
+    from irs_torch.errors import InputError
+    from irs_torch.limits import MAX_BATCH, check_int, check_scenario_sizes
+
+    for k, v in over.items():  # argparse's float() takes "nan" and "inf"
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError(f"--{k.replace('_', '-')} must be a finite number, got {v}")
+    if args.count is not None:
+        check_int("--count", args.count, 1, MAX_BATCH)
+    sizes = {"M": 16, "N_h": 4, "N_v": 4, "L": 2, **{k: over[k] for k in ("M", "N_h", "N_v", "L") if k in over}}
+    check_scenario_sizes(**sizes, names={"M": "--M", "N_h": "--N-h", "N_v": "--N-v", "L": "--L"})
+    check_scenario_sizes(**sizes, batch=args.count or 1, stored_only=True,
+                         names={"M": "--M", "N_h": "--N-h", "N_v": "--N-v", "L": "--L", "batch": "--count"})
     if args.passive:
         over["active"] = False
         over["sigma_r2"] = 0.0
-    make = Scenario.paper if args.preset == "paper" else Scenario.random
+    base = Scenario.paper if args.preset == "paper" else Scenario.random
+
+    def make(**kw):
+        """The preset with the flags; an invalid value is reported under its flag's name."""
+        try:
+            return base(**kw)
+        except (ValueError, TypeError) as e:
+            msg = " ".join(str(e).split())
+            field = next((k for k in over if msg.startswith((f"{k} ", f"{k}:"))), None)
+            if field is None:
+                raise
+            raise InputError(f"--{field.replace('_', '-')} {over[field]}: {msg}") from None
     if args.count is not None:  # a batch (issue #14)
         if args.count < 1:
             raise ValueError(f"--count must be >= 1, got {args.count}")
@@ -58,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
                              f"{args.seed} + i)")
         path = b.save(args.output)
         print(
-            f"wrote {path}: {args.count} scenarios, preset={args.preset} "
+            f"wrote {path}: {args.count} scenario{'s' * (args.count != 1)}, preset={args.preset} "
             f"seeds {args.seed}..{args.seed + args.count - 1} M={b.M} N={b.N_h}x{b.N_v} L={b.L}"
         )
         return 0

@@ -5,7 +5,8 @@ import argparse
 import math
 import sys
 
-from irs_torch.commands import seed_arg
+from irs_torch.commands import positive_int_arg, seed_arg
+from irs_torch.limits import MAX_STARTS
 
 
 def register(sub):
@@ -24,13 +25,25 @@ def register(sub):
                    help="ao (cold exact solve, default), a benchmark, or learned (network warm start, then "
                         "--refine)")
     p.add_argument("--checkpoint", help="learned: model file (default: the shipped one for these array sizes)")
-    p.add_argument("--refine", choices=["ao", "none"], default="ao",
-                   help="learned: refine the network's design with the AO (default) or not")
+    p.add_argument("--refine", choices=["fo", "ao", "none"], default="fo",
+                   help="learned: 'fo' (default): the network's designs refined together by the batched first-order "
+                        "method, then one P2 (transmit SDP) solve per scenario; 'ao': a few AO iterations per "
+                        "scenario; 'none': the network's design alone")
     p.add_argument("--refine-iter", type=int, default=None,
-                   help="learned: AO iterations of the refinement (default 3; capped by --max-iter)")
+                   help="learned with --refine ao: AO iterations of the refinement (default 3; capped by --max-iter)")
     p.add_argument("--hypotheses", type=int, default=None, metavar="K",
-                   help="learned with --refine ao: refine the network's K best designs and keep the best "
-                        "(default 1; at most the model's hypotheses + 1, 17 for the shipped models)")
+                   help="learned with --refine fo or ao: refine the network's K best designs and keep the best "
+                        "(default 4 with fo, 1 with ao; at most the model's hypotheses + 1)")
+    p.add_argument("--fo-steps", type=positive_int_arg("--fo-steps", 100000), default=None,
+                   help="learned with --refine fo: at most this many first-order steps (default 200; each scenario "
+                        "stops earlier once it gains < 0.1%% in 25 steps)")
+    p.add_argument("--extra-starts", type=int, default=None, metavar="K",
+                   help="learned with --refine fo: also refine K diverse heuristic starts per scenario (default 0)")
+    p.add_argument("--no-polish", action="store_true",
+                   help="learned with --refine fo: skip the P2 solve of the best point (faster; R_s then not "
+                        "certified optimal for psi)")
+    p.add_argument("--device", default=None,
+                   help="learned with --refine fo: where the first-order refinement runs, e.g. 'cuda' (default: CPU)")
     p.add_argument("--p3", choices=["first-order", "sca-sdr"], default=None,
                    help="reflective step (default: first-order, the lower max-CRB in our measurements)")
     p.add_argument("--init", default="random",
@@ -40,11 +53,12 @@ def register(sub):
     p.add_argument("--rtol", type=float, default=None, help="AO stop: relative improvement (default 1e-3)")
     p.add_argument("--p2-solver", choices=["CLARABEL", "SCS", "clarabel", "scs"], default=None,
                    help="conic solver of the SDPs (default CLARABEL)")
-    p.add_argument("--effort", choices=["fast", "default", "thorough", "legacy"], default=None,
+    p.add_argument("--effort", choices=["fast", "default", "thorough", "legacy", "portfolio"], default=None,
                    help="ao with --init random: how hard to search (default: 'default', a batched joint first-order "
                         "screen of 8 diverse starts then the AO; 'fast'; 'thorough', the best-known search, minutes; "
                         "'legacy', one random start as before issue #13). See README 'Solution quality'")
-    p.add_argument("--n-starts", type=int, default=None, help="AO starts for --init random (default 1)")
+    p.add_argument("--n-starts", type=positive_int_arg("--n-starts", MAX_STARTS), default=None,
+                   help=f"AO starts for --init random (default 1, at most {MAX_STARTS})")
     p.add_argument("--n-randomizations", type=int, default=None, help="Gaussian randomisations (sca-sdr)")
     p.add_argument("--seed", type=seed_arg, default=0, help="seed of all randomness (default 0)")
     p.add_argument("--fair", action="store_true", help="passive: power-fair comparison (BS gets P_t + P_s)")
@@ -59,13 +73,42 @@ def _check_flags(args):
     """Refuse flags that would be silently ignored, name the flag in range errors, then fill defaults."""
     from irs_torch.errors import InputError
 
-    learned_refine = args.method == "learned" and args.refine == "ao"
+    if args.output is not None and not str(args.output).strip():
+        raise InputError(f"-o/--output must be a path, got {args.output!r}")
+    if args.fair and args.method != "passive":
+        raise InputError(f"--fair applies to --method passive only (a power-fair passive IRS), got --method "
+                         f"{args.method}")
+    if args.effort is not None and (args.method != "ao" or args.init != "random"):
+        raise InputError(f"--effort {args.effort} applies to --method ao with --init random (the effort chooses the "
+                         f"starts), got --method {args.method} --init {args.init}")
+    learned_refine = args.method == "learned" and args.refine in ("ao", "fo")
     for flag, value in (("--refine-iter", args.refine_iter), ("--hypotheses", args.hypotheses)):
         if value is not None and value < 1:
             raise InputError(f"{flag} must be >= 1, got {value}")
-        if value is not None and not learned_refine:
-            raise InputError(f"{flag} {value} applies to --method learned with --refine ao only (got --method "
+        ok = learned_refine and (flag != "--refine-iter" or args.refine == "ao")
+        if value is not None and not ok:
+            which = "--refine ao" if flag == "--refine-iter" else "--refine fo or ao"
+            raise InputError(f"{flag} {value} applies to --method learned with {which} only (got --method "
                              f"{args.method}" + (f", --refine {args.refine})" if args.method == "learned" else ")"))
+    fo = args.method == "learned" and args.refine == "fo"
+    for flag, value in (("--fo-steps", args.fo_steps), ("--extra-starts", args.extra_starts),
+                        ("--no-polish", args.no_polish or None), ("--device", args.device)):
+        if value is not None and not fo:
+            raise InputError(f"{flag} applies to --method learned with --refine fo only (got --method {args.method}"
+                             + (f", --refine {args.refine})" if args.method == "learned" else ")"))
+    if args.extra_starts is not None and not 0 <= args.extra_starts <= 64:
+        raise InputError(f"--extra-starts must be in [0, 64], got {args.extra_starts}")
+    if args.device is not None:
+        import torch
+
+        try:
+            dev = torch.device(args.device)
+        except RuntimeError as e:
+            raise InputError(f"--device: {e}") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise InputError(f"--device {args.device}: no CUDA device is available on this machine")
+    args.fo_steps = 200 if args.fo_steps is None else args.fo_steps
+    args.extra_starts = 0 if args.extra_starts is None else args.extra_starts
     if args.region is None:
         for flag, value in (("--region-points", args.region_points), ("--robust-objective", args.robust_objective)):
             if value is not None:
@@ -73,7 +116,7 @@ def _check_flags(args):
     elif args.region_points is not None and args.region_points < 1:
         raise InputError(f"--region-points must be >= 1, got {args.region_points}")
     args.refine_iter = 3 if args.refine_iter is None else args.refine_iter
-    args.hypotheses = 1 if args.hypotheses is None else args.hypotheses
+    args.hypotheses = (4 if args.refine == "fo" else 1) if args.hypotheses is None else args.hypotheses
     args.region_points = 9 if args.region_points is None else args.region_points
     args.robust_objective = args.robust_objective or "worst"
 
@@ -100,15 +143,16 @@ def run(args: argparse.Namespace) -> int:
     from irs_torch.outputs import check_output_path, dumps, npz_path
     from irs_torch.scenario import Scenario
 
+    _check_flags(args)
     if args.output:  # before the solve: never overwrite an input, fail early if it cannot be written
         init_file = None if args.init in ("random", "aligned") else \
             args.init.removesuffix(":psi").removesuffix(":R_s")
         check_output_path(npz_path(args.output), {"--scenario": args.scenario, "--init": init_file,
                                                   "--checkpoint": args.checkpoint}, "-o/--output")
-    _check_flags(args)
     if Path(args.scenario).is_dir():
         return _solve_many(args)  # batch inference (issue #14)
     s = Scenario.load(args.scenario)
+    item = None  # the item of a batched scenario file
     if s.batch_shape:
         if args.index is None:
             return _solve_many(args, s)
@@ -116,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
         if not -n <= args.index < n:
             raise ValueError(f"--index must be in [0, {n}), got {args.index}")
         s = s[args.index]
+        item = args.index % n
     elif args.index not in (None, 0):
         raise ValueError(f"--index {args.index} given but {args.scenario} is not batched")
     opts = _options(args)
@@ -127,7 +172,8 @@ def run(args: argparse.Namespace) -> int:
         if args.init != "random":
             raise ValueError(f"--init {args.init!r} is not used with --method learned (the network gives the start)")
         res = solve_learned(s, checkpoint=args.checkpoint, refine=args.refine, options=opts,
-                            refine_iter=args.refine_iter, hypotheses=args.hypotheses)
+                            refine_iter=args.refine_iter, hypotheses=args.hypotheses, fo_steps=args.fo_steps,
+                            polish=not args.no_polish, extra_starts=args.extra_starts, device=args.device)
     else:
         from irs_torch.solvers import solve
 
@@ -139,6 +185,8 @@ def run(args: argparse.Namespace) -> int:
         res = solve(s, args.method, init=init, options=opts, progress=not args.no_progress and not args.json)
     sol = res.to_solution(s)
     sol.metadata["scenario_file"] = str(args.scenario)
+    if item is not None:  # the item of a batched file it was made for (crb --index checks it)
+        sol.metadata["scenario_index"] = item
     out = str(sol.save(args.output)) if args.output else None
     deg = 180.0 / math.pi
     th, ph = res.crb_theta.tolist(), res.crb_phi.tolist()
@@ -155,7 +203,9 @@ def run(args: argparse.Namespace) -> int:
     robust = res.options.get("robust") if getattr(args, "region", None) else None
     method = (f"robust-{args.robust_objective} over {args.region_points} points of {args.region}" if robust
               else args.method)
-    print(f"method: {method}   p3: {p3}   P2 solver: {opts.p2_solver}   seed: {args.seed}   "
+    effort = res.options.get("effort") if args.method != "learned" else None
+    print(f"method: {method}{'   effort: ' + effort if effort else ''}   p3: {p3}   P2 solver: {opts.p2_solver}   "
+          f"seed: {args.seed}   "
           f"status: {res.status} ({res.nit} it)   success: {'yes' if res.success else 'NO'}   "
           f"feasible: {'NO' if res.status == 'infeasible' else 'yes'}")
     if robust:
@@ -163,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
                 "bayesian": "the posterior (Bayesian) CRB"}[args.robust_objective]
         print(f"robust: the CRB columns and max-CRB below are {what}; at the region's centre the design's "
               f"max-CRB is {robust['centre_max_crb']:.4e} rad^2")
-    print(f"{'IRS':>3} {'CRB tr(F^-1)':>13} {'initial':>11} {'rCRB th[deg]':>12} {'rCRB ph[deg]':>12} "
+    print(f"{'IRS':>3} {'CRB tr(F^-1)':>13} {'start':>11} {'rCRB th[deg]':>12} {'rCRB ph[deg]':>12} "
           f"{'IRS power/P_s':>13} {'max|psi|':>9}")
     irs = (1.0 - res.margins["irs"]).tolist()
     amax = res.psi.abs().amax(-1).tolist()
@@ -173,10 +223,20 @@ def run(args: argparse.Namespace) -> int:
               f"{amax[l]:>9.4g}")
     if args.method == "learned":
         t = res.times
-        print(f"learned: checkpoint {res.options.get('checkpoint')}; load {t['load']:.3f} s, "
-              f"network {t['predict'] * 1e3:.1f} ms, "
-              f"refine ({args.refine}) {t['refine']:.2f} s; network alone max-CRB {res.init_max_crb:.4e}")
-    print(f"max-CRB: {res.max_crb:.4e} rad^2 (from {res.init_max_crb:.4e})   BS power: "
+        if args.refine == "fo":
+            cert = res.options.get("p2_certified")
+            pol = ("no P2 polish" if args.no_polish else
+                   f"P2 polish: R_s {'certified optimal' if cert else 'NOT certified optimal'} for psi")
+            print(f"learned: checkpoint {res.options.get('checkpoint')}; load {t['load']:.3f} s, network "
+                  f"{t['predict'] * 1e3:.1f} ms, refine (fo) {t['refine']:.2f} s: {res.options.get('fo_steps')} "
+                  f"first-order steps from {args.hypotheses} network design(s)"
+                  f"{f' and {args.extra_starts} heuristic starts' if args.extra_starts else ''}; {pol}")
+        else:
+            print(f"learned: checkpoint {res.options.get('checkpoint')}; load {t['load']:.3f} s, "
+                  f"network {t['predict'] * 1e3:.1f} ms, "
+                  f"refine ({args.refine}) {t['refine']:.2f} s; network alone max-CRB {res.init_max_crb:.4e}")
+    _explain_start(res)
+    print(f"max-CRB: {res.max_crb:.4e} rad^2 (start {res.init_max_crb:.4e})   BS power: "
           f"{(1 - float(res.margins['bs'])) * 100:.2f}% of P_t   time: {res.times['total']:.2f} s "
           f"(P2 {res.times.get('p2', 0):.2f} s, P3 {res.times.get('p3', 0):.2f} s)")
     if res.message:
@@ -187,6 +247,21 @@ def run(args: argparse.Namespace) -> int:
         print(f"irs-torch solve: FAILED: not a solution (status {res.status}); "
               f"{res.message or 'the returned point is infeasible'}", file=sys.stderr)
     return 0 if res.success else 1
+
+
+def _explain_start(res) -> None:
+    """Say what the 'start' column is: the starting point's per-IRS CRB, before any optimisation."""
+    init = res.options.get("init")
+    if isinstance(init, dict) and init.get("kind") == "screened":
+        sc = res.options.get("screen_max_crb") or []
+        best = f"; the screen took it to max-CRB {min(sc):.4e} before the AO" if sc else ""
+        print(f"start: the '{init.get('start')}' design, best of {len(sc) or 'the'} diverse starts of the "
+              f"'{res.options.get('effort')}' effort's joint first-order screen, before screening{best}")
+    elif res.options.get("refine") == "fo":
+        print(f"start: the best start after refinement was '{res.options.get('found_by')}'; the 'start' column is "
+              f"that design before the first-order steps")
+    elif isinstance(init, dict) and init.get("kind"):
+        print(f"start: the '{init['kind']}' starting point, before the solver")
 
 
 # ----------------------------------------------------------------------------- robust design (issue #17)
@@ -258,7 +333,8 @@ def _solve_many(args, scenarios=None) -> int:
     else:
         scenarios, sources = load_scenarios(args.scenario)
     res = solve_batch(scenarios, args.method, checkpoint=args.checkpoint, refine=args.refine, options=_options(args),
-                      refine_iter=args.refine_iter, hypotheses=args.hypotheses,
+                      refine_iter=args.refine_iter, hypotheses=args.hypotheses, fo_steps=args.fo_steps,
+                      polish=not args.no_polish, extra_starts=args.extra_starts, device=args.device,
                       progress=not (args.no_progress or args.json))
     B = len(sources)
     out = None

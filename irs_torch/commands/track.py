@@ -34,6 +34,7 @@ def _positive_float(name):
 
 
 def register(sub):
+    from irs_torch.limits import MAX_STEPS, MAX_TRAJECTORIES
     from irs_torch.tracking.defaults import DEFAULT_DT, DEFAULT_SPEED, FRAMES, LOST_DISTANCE, PROCESS_NOISE
 
     p = sub.add_parser(
@@ -48,11 +49,12 @@ def register(sub):
                    help="scenario .npz file or preset: paper (default; M=16, 4x4 elements, L=2, P_t 20 W, "
                         "P_s 0.1 W, a_max 8) or tiny (M=4, 2x2 elements)")
     p.add_argument("--scenario-seed", type=seed_arg, default=0, help="preset's channel seed (default 0)")
-    p.add_argument("--steps", type=positive_int_arg("--steps"), required=True, help="blocks per trajectory")
+    p.add_argument("--steps", type=positive_int_arg("--steps", MAX_STEPS), required=True,
+                   help=f"blocks per trajectory (at most {MAX_STEPS})")
     p.add_argument("--policy", default="ao",
                    help="oracle, ao, learned, learned-net, robust, isotropic, a comma list, or all (default ao)")
     p.add_argument("--seed", type=seed_arg, default=0, help="seed of the noise, prior and design draws (default 0)")
-    p.add_argument("--trajectories", type=positive_int_arg("--trajectories"), default=1,
+    p.add_argument("--trajectories", type=positive_int_arg("--trajectories", MAX_TRAJECTORIES), default=1,
                    help="Monte Carlo runs of the trajectory (independent noise and prior; default 1)")
     p.add_argument("--waypoints", help="'x1,y1;x2,y2;...' [m]: follow these at --speed (default: a straight line "
                                        "through the scenario's target position)")
@@ -87,6 +89,9 @@ def run(args: argparse.Namespace) -> int:
     from irs_torch.tracking.trajectory import Trajectory, default_trajectory, parse_waypoints
 
     policies = parse_policies(args.policy)
+    if args.checkpoint and not any(p_.startswith("learned") for p_ in policies):  # it would be ignored
+        raise InputError(f"--checkpoint is used by the learned policies only (learned, learned-net), got --policy "
+                         f"{args.policy}")
     if not math.isfinite(args.process_noise) or args.process_noise < 0:
         raise InputError(f"--process-noise must be a finite number >= 0, got {args.process_noise!r}")
     if (args.start is None) != (args.velocity is None):
@@ -115,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(dumps(res, indent=1))
         return 0
-    print(f"tracking {cfg.steps} blocks x {cfg.trajectories} trajectories, seed {cfg.seed}, scenario {name}; "
+    print(f"tracking {cfg.steps} block{'s' * (cfg.steps != 1)} x {cfg.trajectories} "
+          f"trajector{'ies' if cfg.trajectories != 1 else 'y'}, seed {cfg.seed}, scenario {name}; "
           f"records in {res['records']}"
           + (f" ({res['resumed_blocks']} policy-block records resumed)" if res["resumed_blocks"] else ""))
     print(f"{'policy':12s} {'RMSE [m]':>9s} {'PEB [m]':>8s} {'RMSE/PEB':>9s} {'fix RMSE':>9s} "

@@ -302,17 +302,19 @@ class ShardDataModule(L.LightningDataModule):
         return self._sets[split]
 
     def check_integrity(self) -> dict:
-        """Check the data set once, before the first split is built (so before training): every
-        shard's SHA-256 against the manifest and ``max_crb == max_l crb`` per instance
-        (:func:`irs_torch.data.dataset.check_integrity` with ``labels="cheap"``; one read of each
-        shard file). A mismatch raises a ShardError naming the shard; a manifest written before
-        checksums existed only warns. Returns the report."""
+        """Check the data set once, before the first split is built (so before training), with the
+        checks of ``irs-torch dataset info --verify`` (:func:`irs_torch.data.dataset.verify_dataset`):
+        every recomputable manifest field, every shard read completely against the manifest (SHA-256,
+        id range, unique and complete instance ids, stored count), ``success`` in {0, 1}, every
+        ``success = 1`` design feasible, ``max_crb == max_l crb`` everywhere and the CRBs recomputed
+        on a sample of each shard (``labels="sample"``). A mismatch raises a ShardError naming the
+        shard and field; a manifest written before checksums existed only warns. Returns the report."""
         if self._integrity is None:
             import warnings
 
-            from irs_torch.data.dataset import check_integrity
+            from irs_torch.data.dataset import verify_dataset
 
-            rep = check_integrity(self.root, labels="cheap")
+            rep = verify_dataset(self.root, labels="sample")
             if rep["checksums_missing"]:
                 warnings.warn(f"data.root: {self.root}/manifest.json records no checksum for "
                               f"{len(rep['checksums_missing'])} shard(s) (written by an older irs-torch), so they "

@@ -133,10 +133,18 @@ class NodeBox:
         return v[:3], math.radians(v[3])
 
 
+def irs_boxes(L: int = 2) -> tuple:
+    """The position boxes of L IRSs around the paper's wall, as :class:`GeometryDistribution` draws them:
+    IRS l at x = -5 +- 2 m, y = ``irs_rows(L)[l]`` +- 2 m (:func:`irs_torch.scenario.presets.irs_rows`;
+    L = 2: 10 and 20 m), yaw +- 20 deg. Overlapping draws are rejected by the accept rule."""
+    from irs_torch.scenario.presets import irs_rows
+
+    return tuple(NodeBox(x=(-7.0, -3.0), y=(y - 2.0, y + 2.0), yaw_deg=(-20.0, 20.0)) for y in irs_rows(L))
+
+
 def _paper_irs() -> tuple:
-    # The lead's GeometryDistribution defaults: IRS at (-5, 10/20, 0) +- 2 m, yaw +- 20 deg.
-    return (NodeBox(x=(-7.0, -3.0), y=(8.0, 12.0), yaw_deg=(-20.0, 20.0)),
-            NodeBox(x=(-7.0, -3.0), y=(18.0, 22.0), yaw_deg=(-20.0, 20.0)))
+    # The GeometryDistribution defaults: IRS at (-5, 10/20, 0) +- 2 m, yaw +- 20 deg.
+    return irs_boxes(2)
 
 
 _SCALARS = {  # name: (type, check, message)
@@ -230,6 +238,11 @@ class DatasetConfig:
             b = getattr(self, name)
             if not isinstance(b, NodeBox):
                 object.__setattr__(self, name, NodeBox.from_dict(b, name))
+        from irs_torch.limits import check_scenario_sizes
+
+        check_scenario_sizes(self.M, self.N_h, self.N_v, self.L)  # bounded before any instance is drawn
+        if abs(self.K_db) > 300:
+            raise ValueError(f"K_db must be in [-300, 300] dB, got {self.K_db}")
         if self.T_c < self.L:
             raise ValueError(f"T_c must be >= L={self.L} symbols, got {self.T_c}")
         for name in ("P_t", "P_s", "a_max"):

@@ -40,6 +40,7 @@ from irs_torch.data.backends import (  # noqa: F401  (re-exported: the names of 
 )
 from irs_torch.data.distribution import REJECTION_RULE, SEED_RULE, DatasetConfig, instance_seed, load_config
 from irs_torch.data.instance import THROTTLE_ENV, solve_instance  # noqa: F401  (re-exported)
+from irs_torch.outputs import DirLock
 
 
 # ---------------------------------------------------------------------------------- the driver
@@ -77,31 +78,11 @@ def shard_attributes(cfg: DatasetConfig, index: int, first_id: int, stop_id: int
     }
 
 
-class _Lock:
-    """An exclusive advisory lock on ``DIR/.lock`` (released by the OS if the process dies)."""
+class _Lock(DirLock):
+    """The data-set folder's lock (:class:`irs_torch.outputs.DirLock` on ``DIR/.lock``)."""
 
     def __init__(self, root: Path):
-        self.path = root / ".lock"
-        self.fh = None
-
-    def __enter__(self):
-        import fcntl
-
-        self.fh = open(self.path, "a+")
-        try:
-            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self.fh.close()
-            raise ValueError(f"{self.path.parent} is being written by another process "
-                             f"(lock {self.path} held)") from None
-        return self
-
-    def __exit__(self, *exc):
-        import fcntl
-
-        fcntl.flock(self.fh, fcntl.LOCK_UN)
-        self.fh.close()
-        return False
+        super().__init__(root, "--out")
 
 
 def _config_diff(a: dict, b: dict) -> str:
@@ -125,7 +106,9 @@ def generate_dataset(out, num: int, config=None, *, workers: int | None = None, 
     or the files belong to something else) is refused, so that nothing is overwritten silently.
     force=True proceeds: shard files written under the same config for the same id ranges are
     reused, every other ``shard-*.h5`` is deleted, and each is named in the log; other files in
-    ``shards/`` are left alone. force has no effect on a directory with a manifest.
+    ``shards/`` are left alone. On a directory with a manifest, a resume never discards finished work
+    silently: a manifest whose config no longer hashes to its ``config_sha256``, or shards written
+    under another config than the manifest's, are an error; force=True recomputes those shards.
     """
     out = Path(out)
     log = log or (lambda msg: print(msg, file=sys.stderr))
@@ -143,6 +126,10 @@ def generate_dataset(out, num: int, config=None, *, workers: int | None = None, 
         cfg = cfg.replace(**over)
     if old is not None:
         oc = DatasetConfig.from_dict(old["config"], source=str(mpath))
+        if old.get("config_sha256") != oc.sha256() and not force:
+            raise ValueError(f"{mpath}: field config_sha256 {old.get('config_sha256')!r} is not the SHA-256 of its "
+                             f"config ({oc.sha256()!r}): the manifest's config was edited after the shards were "
+                             f"written; restore it, or pass --force to recompute the shards of another config")
         if oc.canonical_json() != cfg.canonical_json():
             raise ValueError(f"{out} holds a data set with a different config "
                              f"({_config_diff(oc.to_dict(), cfg.to_dict())}); "
@@ -189,7 +176,7 @@ def generate_dataset(out, num: int, config=None, *, workers: int | None = None, 
                     f"rerun without --force to resume it"
                 )
             _discard_foreign_shards(out, num, cfg, log)
-        return _run(out, num, cfg, bk, retry_failed, progress, log, old)
+        return _run(out, num, cfg, bk, retry_failed, progress, log, old, force)
 
 
 def _files_without_manifest(out: Path) -> list[Path]:
@@ -237,7 +224,25 @@ def _discard_foreign_shards(out: Path, num: int, cfg: DatasetConfig, log):
         log(f"irs-torch: --force: left {len(other)} other file(s) in {sdir} untouched: {_names(other, 20)}")
 
 
-def _run(out: Path, num: int, cfg: DatasetConfig, bk, retry_failed: bool, progress: bool, log, old) -> dict:
+def _foreign_shards(out: Path, n_shards: int, sha: str) -> list[str]:
+    """Names of the existing shards of ``out`` (indices < n_shards) written under another config hash."""
+    names = []
+    for s in range(n_shards):
+        p = sh.shard_path(out, s)
+        if not p.exists():
+            continue
+        try:
+            with sh.open_shard(p) as f:
+                other = sh.shard_attrs(f).get("config_sha256")
+        except (sh.ShardError, OSError, ValueError):
+            continue  # unreadable: recomputed (it holds no finished work)
+        if other != sha:
+            names.append(p.name)
+    return names
+
+
+def _run(out: Path, num: int, cfg: DatasetConfig, bk, retry_failed: bool, progress: bool, log, old,
+         force: bool = False) -> dict:
     from tqdm.auto import tqdm
 
     ss = cfg.shard_size
@@ -248,6 +253,12 @@ def _run(out: Path, num: int, cfg: DatasetConfig, bk, retry_failed: bool, progre
     specs = sh.field_specs(cfg.L, cfg.N, cfg.M, H)
     sha = cfg.sha256()
     n_shards = math.ceil(num / ss)
+    foreign = _foreign_shards(out, n_shards, sha)
+    if foreign and not force:  # never discard finished work because a config was edited
+        raise ValueError(f"{out}: {len(foreign)} finished shard(s) ({_names([Path(n) for n in foreign])}) were "
+                         f"written under another config than {out / sh.MANIFEST_NAME} records (config_sha256 "
+                         f"{sha[:12]}...): resuming would recompute them; restore the manifest, or pass --force "
+                         f"to recompute them")
     table: dict[int, dict] = {}  # shard index -> {file, index, first_id, stop_id, stored, failures}
     todo: dict[int, list[int]] = {}  # shard index -> ids to compute
     partial: set[int] = set()

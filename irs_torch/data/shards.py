@@ -257,6 +257,7 @@ def verify_shard(path, *, config_sha256: str | None = None, first_id: int | None
             for key, want in (("config_sha256", config_sha256), ("first_id", first_id), ("stop_id", stop_id)):
                 if want is not None and a.get(key) != want:
                     raise ShardError(f"{path}: attribute {key} is {a.get(key)!r}, expected {want!r}")
+            specs = names if isinstance(names, dict) else None  # field_specs: shapes and dtypes checked too
             names = list(names) if names is not None else list(f.keys())
             missing = [n for n in names if n not in f]
             if missing:
@@ -267,6 +268,11 @@ def verify_shard(path, *, config_sha256: str | None = None, first_id: int | None
                 if f[n].shape[:1] != (K,):
                     raise ShardError(f"{path}: dataset {n!r} has {f[n].shape[0] if f[n].shape else 0} rows, "
                                      f"instance_id has {K}")
+                if specs is not None and (tuple(f[n].shape[1:]) != tuple(specs[n][0])
+                                          or f[n].dtype != np.dtype(specs[n][1])):
+                    raise ShardError(f"{path}: dataset {n!r} has shape {tuple(f[n].shape)} and dtype {f[n].dtype}, "
+                                     f"the format needs (K{''.join(f', {d}' for d in specs[n][0])}) and "
+                                     f"{np.dtype(specs[n][1])}")
                 f[n][...]  # read everything: a damaged block fails here
             lo, hi = int(a["first_id"]), int(a["stop_id"])
             failed = sorted(int(x["instance_id"]) for x in a["failures"])
@@ -317,10 +323,9 @@ def read_manifest(root) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: {root} is not a data set directory "
                                 f"(create one with `irs-torch dataset generate --out {root}`)")
-    try:
-        m = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not valid JSON, corrupt or truncated ({e})") from None
+    from irs_torch.limits import load_json_file
+
+    m = load_json_file(path, "data-set manifest")  # size and nesting bounded; not valid JSON: names the file
     if not isinstance(m, dict) or m.get("format") != MANIFEST_FORMAT:
         raise ValueError(f"{path}: format is {m.get('format') if isinstance(m, dict) else None!r}, "
                          f"expected {MANIFEST_FORMAT!r}")

@@ -174,7 +174,9 @@ def read_sidecar(path) -> dict:
         raise ValueError(f"{path}: no metadata sidecar {sc.name} (the checkpoint scan never unpickles model "
                          f"files); {fix}")
     try:
-        info = json.loads(sc.read_text())
+        from irs_torch.limits import load_json_file
+
+        info = load_json_file(sc, "model sidecar", max_bytes=1 << 20)  # size and nesting bounded
         if not isinstance(info, dict) or info.get("format") != SIDECAR_FORMAT:
             raise ValueError(f"format is not {SIDECAR_FORMAT!r}")
         sizes = info["sizes"]
@@ -201,17 +203,24 @@ def load_model(path, scenario: Scenario | None = None) -> WarmStartNet:
 
     ``net.hparams`` holds the training hyperparameters and ``net.meta`` the ``irs_torch`` entry
     (data set, metrics, version). With ``scenario``, raises ValueError unless its M, N_h, N_v, L
-    match the checkpoint's.
+    match the checkpoint's. An any-size model file gives an
+    :class:`irs_torch.learn.anysize.AnySizeNet` (same calls; it warns outside its size ranges).
     """
     ckpt = read_checkpoint(path)
+    if ckpt.get("format") == "irs-torch/warm-start-anysize-model":  # one model for every size
+        from irs_torch.learn.anysize import load_model as load_anysize
+
+        return load_anysize(path, scenario)
     hp = dict(ckpt["hyper_parameters"])
     missing = [k for k in SIZE_KEYS if k not in hp]
     if missing:
         raise ValueError(f"{path}: checkpoint lacks the sizes {missing}")
-    net = WarmStartNet(**{k: hp[k] for k in NET_KEYS if k in hp})
     sd = ckpt["state_dict"]
     if any(k.startswith("net.") for k in sd):
         sd = {k[4:]: v for k, v in sd.items() if k.startswith("net.")}
+    kw = {k: hp[k] for k in NET_KEYS if k in hp}
+    check_model_sizes(path, kw, sd)  # before the network is allocated
+    net = WarmStartNet(**kw)
     try:
         net.load_state_dict(sd, strict=True)
     except RuntimeError as e:
@@ -220,9 +229,74 @@ def load_model(path, scenario: Scenario | None = None) -> WarmStartNet:
     net.hparams = hp
     net.meta = dict(ckpt.get("irs_torch", {}))
     net.source = str(path)
+    check_sidecar_claims(path, hp, net.meta)
     if scenario is not None:
         check_compatible(net, scenario, source=str(path))
     return net
+
+
+def check_model_sizes(path, kw: dict, state_dict: dict) -> None:
+    """Bound a model file's hyperparameters before its network is allocated, and check that its
+    weights are the network they describe: the sizes (M, N_h, N_v, L) pass
+    :func:`irs_torch.limits.check_scenario_sizes`; ``hidden``/``channels`` are at most
+    :data:`~irs_torch.limits.MAX_HIDDEN`, ``depth``/``layers`` at most
+    :data:`~irs_torch.limits.MAX_NET_DEPTH`; the network built on torch's ``meta`` device (no memory)
+    has at most :data:`~irs_torch.limits.MAX_NET_PARAMETERS` elements and exactly the tensor names and
+    shapes of ``state_dict``. Raises ValueError naming the file and the field."""
+    import math
+
+    from irs_torch.errors import InputError
+    from irs_torch.limits import MAX_HIDDEN, MAX_NET_DEPTH, MAX_NET_PARAMETERS, check_int, check_scenario_sizes
+
+    try:
+        check_scenario_sizes(*(kw[k] for k in SIZE_KEYS), names={k: f"hyper_parameters.{k}" for k in SIZE_KEYS})
+        for k, hi in (("hidden", MAX_HIDDEN), ("channels", MAX_HIDDEN), ("depth", MAX_NET_DEPTH),
+                      ("layers", MAX_NET_DEPTH)):
+            if k in kw and isinstance(kw[k], (int, float)) and not isinstance(kw[k], bool):
+                check_int(f"hyper_parameters.{k}", kw[k], 0, hi)
+    except InputError as e:
+        raise ValueError(f"{path}: {e}") from None
+    try:
+        with torch.device("meta"):
+            shapes = {k: tuple(v.shape) for k, v in WarmStartNet(**kw).state_dict().items()}
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ValueError(f"{path}: hyper_parameters do not describe a network ({e})") from None
+    n = sum(math.prod(s) for s in shapes.values())
+    if n > MAX_NET_PARAMETERS:
+        raise ValueError(f"{path}: hyper_parameters describe a network of {n} weights, more than the "
+                         f"{MAX_NET_PARAMETERS} allowed")
+    got = {k: tuple(v.shape) if torch.is_tensor(v) else "not a tensor" for k, v in state_dict.items()}
+    if got != shapes:
+        bad = sorted(k for k in set(shapes) | set(got) if shapes.get(k) != got.get(k))
+        k = bad[0]
+        raise ValueError(f"{path}: weights do not match the recorded hyperparameters: state_dict {k!r} is "
+                         f"{got.get(k, 'missing')}, the network needs {shapes.get(k, 'no such tensor')}"
+                         + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""))
+
+
+def check_sidecar_claims(path, hp: dict, meta: dict) -> None:
+    """If model file ``path`` has a sidecar (:func:`sidecar_path`), check that what it claims (and the
+    checkpoint scan chose the file by) is what the file holds: ``sizes``, ``d_h``, ``d_v``, ``active``
+    and ``budgets`` against the loaded hyperparameters and training data. Raises ValueError naming
+    the sidecar and the field; a file without a sidecar is not checked."""
+    sc = sidecar_path(path)
+    if sc.resolve() == Path(path).resolve() or not sc.is_file():
+        return
+    try:
+        info = read_sidecar(path)
+    except ValueError:
+        return  # not a sidecar (the scan skips such files with its own message)
+    claims = {f"sizes.{k}": (info["sizes"][k], int(hp[k])) for k in SIZE_KEYS}
+    claims.update({k: (float(info[k]), float(hp.get(k, 0.5))) for k in ("d_h", "d_v")})
+    claims["active"] = (bool(info["active"]), bool(hp.get("active", True)))
+    budgets = training_budgets(meta)
+    for k, v in (info.get("budgets") or {}).items():
+        claims[f"budgets.{k}"] = ([float(x) for x in v], budgets.get(k) if budgets else None)
+    for field, (claimed, actual) in claims.items():
+        if claimed != actual:
+            raise ValueError(f"{sc}: field {field} is {claimed!r} but the model file {Path(path).name} holds "
+                             f"{actual!r}: the sidecar does not describe this model; rewrite it with "
+                             f"`python -m irs_torch.learn.checkpoint sidecar {path}`")
 
 
 def check_compatible(net: WarmStartNet, scenario: Scenario, source: str = "the model"):
@@ -284,6 +358,10 @@ def _as_net(model) -> WarmStartNet:
     if isinstance(getattr(model, "net", None), WarmStartNet):  # a WarmStartModule
         return model.net
     if isinstance(model, WarmStartNet):
+        return model
+    from irs_torch.learn.anysize import AnySizeNet
+
+    if isinstance(model, AnySizeNet):
         return model
     raise TypeError(f"model must be a WarmStartNet, a WarmStartModule or a checkpoint path, got {type(model).__name__}")
 

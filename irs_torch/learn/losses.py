@@ -55,3 +55,30 @@ def transmit_label_loss(R_s: torch.Tensor, R_label: torch.Tensor) -> torch.Tenso
     num = ((R_s - R_label).abs() ** 2).sum(dim=(-3, -2, -1))
     den = (R_label.abs() ** 2).sum(dim=(-3, -2, -1)).clamp_min(torch.finfo(num.dtype).tiny)
     return num / den
+
+
+def refined_log_max(scenario, design, steps: int, tau: float, d_all=None, c_all=None, hypotheses: int = 1,
+                    exact: bool = False) -> torch.Tensor:
+    """The loss of a start by what the refiner makes of it: per instance, the smallest :func:`log_smooth_max`
+    over the unrolled starts after ``steps`` first-order steps (:func:`irs_torch.solvers.first_order.unrolled_refine`,
+    the arithmetic of the runtime's ``refine="fo"``). The starts: ``design`` (the network's own, a
+    :class:`~irs_torch.learn.feasibility.FeasibleDesign` of batch ``(B,)``) and, with ``hypotheses`` > 1, the next
+    best single hypotheses of ``d_all`` (``(B, K, ...)``) by their max-CRB ``c_all`` ``(B, K, L)``. R_s enters by its
+    Cholesky factor, so the start is exactly the network's design and no eigendecomposition is differentiated.
+    ``exact=False``: first-order unrolling (truncated backpropagation, cheap). Shape ``(B,)``."""
+    from irs_torch.solvers.first_order import unrolled_refine
+
+    Rs, ps = [design.R_s], [design.psi]
+    k = int(hypotheses) - 1
+    if k > 0 and d_all is not None:
+        order = torch.argsort(c_all.detach().amax(-1), dim=-1)[:, :k]  # (B, k)
+        ar = torch.arange(order.shape[0], device=order.device).unsqueeze(-1)
+        Rs += list(d_all.R_s[ar, order].movedim(1, 0))
+        ps += list(d_all.psi[ar, order].movedim(1, 0))
+    R0, p0 = torch.stack(Rs), torch.stack(ps)  # (k, B, ...)
+    M = R0.shape[-1]
+    eye = torch.eye(M, dtype=R0.dtype, device=R0.device)
+    tr = torch.diagonal(R0, dim1=-2, dim2=-1).real.sum(-1)[..., None, None]
+    B0 = torch.linalg.cholesky(R0 + (1e-9 * tr / M).to(R0.dtype) * eye)
+    R, psi = unrolled_refine(scenario, B0, p0, int(steps), exact=bool(exact))
+    return log_smooth_max(scenario.crb(R, psi, validate=False).total, tau).amin(0)

@@ -33,7 +33,7 @@ import lightning as L
 import torch
 
 from irs_torch.learn.features import scenario_features
-from irs_torch.learn.losses import log_smooth_max, psi_label_loss, transmit_label_loss
+from irs_torch.learn.losses import log_smooth_max, psi_label_loss, refined_log_max, transmit_label_loss
 from irs_torch.learn.nets import WarmStartNet, combine_slots
 from irs_torch.learn.regimes import PS_BUCKETS, PS_EDGES, PT_BUCKETS, PT_SPLIT, REGIMES, bucket_index, c1_binding, tag
 
@@ -70,6 +70,12 @@ class WarmStartModule(L.LightningModule):
             architecture must equal this module's; the standardisation is then not refitted, so
             features that were constant in its training data (std 1, mean at that data's value) enter
             as their deviation from that value.
+        unroll_steps, w_unrolled, unroll_hypotheses, unroll_exact: train through the refiner: add
+            ``w_unrolled`` times the smooth log max-CRB (minus the label's) of the best of the network's
+            ``unroll_hypotheses`` designs after ``unroll_steps`` first-order refinement steps
+            (:func:`~irs_torch.learn.losses.refined_log_max`; ``unroll_exact``: exact second-order unrolling,
+            ~3x the cost); 0 steps: off. Logged as ``{stage}/log_ratio_refined`` and, per epoch,
+            ``val/ratio_refined_median`` / ``_p90``.
     """
 
     def __init__(self, M: int = 16, N_h: int = 4, N_v: int = 4, L: int = 2, d_h: float = 0.5, d_v: float = 0.5,
@@ -80,8 +86,16 @@ class WarmStartModule(L.LightningModule):
                  w_crb: float = 1.0, w_sup: float = 0.1, w_psi: float = 1.0, w_R: float = 1.0, tau: float = 0.05,
                  hyp_mean_weight: float = 0.1, lr: float = 1e-3, weight_decay: float = 1e-6,
                  lr_schedule: str = "cosine", warmup_steps: int = 100, min_lr_ratio: float = 0.02,
-                 normalizer_instances: int = 4096, hyp_loss: str = "joint", init_from: str | None = None):
+                 normalizer_instances: int = 4096, hyp_loss: str = "joint", init_from: str | None = None,
+                 unroll_steps: int = 0, w_unrolled: float = 1.0, unroll_hypotheses: int = 1,
+                 unroll_exact: bool = False):
         super().__init__()
+        if isinstance(unroll_steps, bool) or not isinstance(unroll_steps, int) or unroll_steps < 0:
+            raise ValueError(f"unroll_steps must be an integer >= 0, got {unroll_steps!r}")
+        if isinstance(unroll_hypotheses, bool) or not isinstance(unroll_hypotheses, int) or unroll_hypotheses < 1:
+            raise ValueError(f"unroll_hypotheses must be an integer >= 1, got {unroll_hypotheses!r}")
+        if not (isinstance(w_unrolled, (int, float)) and math.isfinite(w_unrolled) and w_unrolled >= 0):
+            raise ValueError(f"w_unrolled must be a finite number >= 0, got {w_unrolled!r}")
         for name in ("w_crb", "w_sup", "w_psi", "w_R", "weight_decay", "hyp_mean_weight"):
             v = locals()[name]
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
@@ -211,6 +225,14 @@ class WarmStartModule(L.LightningModule):
             extra = torch.zeros_like(smax)
         out = {"scenario": scen, "design": d, "crb": ctot}
         loss = hp.w_crb * (smax - logl + extra).mean()
+        if hp.get("unroll_steps", 0) > 0:
+            # Train through the refiner: the smooth log max-CRB after K first-order steps from the network's
+            # designs (the combined design and, with unroll_hypotheses > 1, the next best single hypotheses; the
+            # best of them after refinement counts, as at inference).
+            sm_ref = self._unrolled(scen, d, d_all if self.net.hypotheses > 1 else None,
+                                    c_all if self.net.hypotheses > 1 else None)
+            loss = loss + hp.w_unrolled * (sm_ref - logl).mean()
+            out["log_ratio_refined"] = (sm_ref - logl).detach()
         out["log_max_crb"] = smax.mean()
         if bool(has.any()):
             out["loss_crb"] = (smax - logl)[has].mean()  # log ratio to the solver labels
@@ -227,8 +249,17 @@ class WarmStartModule(L.LightningModule):
         out["labelled"] = has
         return out
 
+    def _unrolled(self, scen, d, d_all, c_all) -> torch.Tensor:
+        """Per instance ``(B,)``: :func:`~irs_torch.learn.losses.refined_log_max` of the network's designs."""
+        hp = self.hparams
+        return refined_log_max(scen, d, int(hp.unroll_steps), hp.tau, d_all, c_all, int(hp.unroll_hypotheses),
+                               bool(hp.unroll_exact))
+
     def _log_losses(self, out: dict, stage: str, bs: int):
         on_step = stage == "train"
+        if "log_ratio_refined" in out:
+            self.log(f"{stage}/log_ratio_refined", out["log_ratio_refined"].mean().float(), on_step=stage == "train",
+                     on_epoch=True, batch_size=bs, sync_dist=stage != "train")
         for k in ("loss", "loss_crb", "loss_psi", "loss_R", "log_max_crb"):
             if k in out:
                 self.log(f"{stage}/{k}", out[k].detach().float(), on_step=on_step, on_epoch=True,
@@ -260,6 +291,8 @@ class WarmStartModule(L.LightningModule):
                 row["c1_binding"] = c1_binding(scen, batch["R_s"].to(scen.G.dtype),
                                                batch["psi"].to(scen.G.dtype)).to(torch.float64).reshape(bs)
             row["log_ratio"] = out["log_ratio_all"].detach()
+        if "log_ratio_refined" in out and bool(out["labelled"].all()):
+            row["ratio_refined"] = torch.exp(out["log_ratio_refined"])  # smooth max-CRB after K steps / label
         row["P_t"] = scen.budget("P_t").expand(bs).to(torch.float64)
         row["P_s"] = scen.budget("P_s").expand(bs).to(torch.float64)
         self._val_rows.append(row)
@@ -296,6 +329,11 @@ class WarmStartModule(L.LightningModule):
         cat = {k: torch.cat([r[k] for r in rows]) for k in rows[0]}
         cat = {k: self._gather(v) for k, v in cat.items()}
         metrics = epoch_metrics(cat)
+        if "ratio_refined" in cat:  # the network's designs after unroll_steps first-order steps, over the label
+            rr = cat["ratio_refined"][torch.isfinite(cat["ratio_refined"])]
+            if rr.numel():
+                metrics["ratio_refined_median"] = float(rr.median())
+                metrics["ratio_refined_p90"] = float(torch.quantile(rr, 0.9))
         for k, v in metrics.items():
             self.log(f"{stage}/{k}", v, sync_dist=False)  # identical on every rank (gathered)
         self.last_metrics = {f"{stage}/{k}": float(v) for k, v in metrics.items()}

@@ -33,15 +33,21 @@ class WarmStartCLI(LightningCLI):
     """
 
     def _parse_ckpt_path(self) -> None:
-        import torch
-
         sub = self.config.get("subcommand")
         if not sub:
             return
         ckpt_path = self.config[sub].get("ckpt_path")
-        if not ckpt_path or not Path(ckpt_path).is_file():
+        if ckpt_path is None:
             return
-        hp = torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters", {})
+        check_ckpt_path(ckpt_path)
+        # Lightning loads the file again itself: make that load weights-only too (its default for a URL is not).
+        if self.config[sub].get("weights_only") is False:
+            raise ValueError("--weights_only false: irs-torch never unpickles checkpoints (they could run code)")
+        if "weights_only" in self.config[sub]:
+            self.config[sub]["weights_only"] = True
+        from irs_torch.learn.checkpoint import read_checkpoint
+
+        hp = read_checkpoint(ckpt_path).get("hyper_parameters", {})
         mine = self.config[sub].get("model") or {}
         diff = [f"model.{k}={mine[k]!r} (checkpoint {v!r})" for k, v in hp.items()
                 if not k.startswith("_") and k in mine and mine[k] != v]
@@ -49,14 +55,35 @@ class WarmStartCLI(LightningCLI):
             print(f"irs-torch train: resuming {ckpt_path} with the config's {', '.join(diff)}", file=sys.stderr)
 
 
+def check_ckpt_path(ckpt_path) -> Path:
+    """The gate in front of Lightning for ``--ckpt_path``: a local regular file only (no URL, no
+    ``fsspec`` protocol, no Lightning keyword such as ``last``/``hpc``/``registry``, no named pipe or
+    device), that loads with ``torch.load(weights_only=True)`` as a warm-start checkpoint
+    (:func:`irs_torch.learn.checkpoint.read_checkpoint`). Raises ValueError (one line naming the
+    flag and the path) otherwise; nothing in a refused file runs."""
+    from irs_torch.learn.checkpoint import read_checkpoint
+
+    text = str(ckpt_path)
+    if "://" in text or text in ("last", "best", "hpc", "registry") or text.startswith("registry:"):
+        raise ValueError(f"--ckpt_path {text!r}: only a local checkpoint file is accepted (no URL, remote "
+                         f"file system or Lightning keyword); download it and check it first")
+    p = Path(text)
+    if not p.exists():
+        raise FileNotFoundError(f"--ckpt_path {text}: checkpoint file not found")
+    if not p.is_file():
+        raise ValueError(f"--ckpt_path {text}: not a regular file")
+    read_checkpoint(p)  # weights-only; ValueError naming the file if refused
+    return p
+
+
 def main(args: list[str] | None = None) -> int:
     try:
         WarmStartCLI(WarmStartModule, ShardDataModule, seed_everything_default=0,
                      save_config_kwargs={"overwrite": True}, auto_configure_optimizers=False, args=args)
-    except (ValueError, FileNotFoundError) as e:
-        import os
+    except (ValueError, FileNotFoundError, OSError) as e:
+        from irs_torch.errors import debug_enabled
 
-        if os.environ.get("IRS_TORCH_DEBUG"):
+        if debug_enabled():
             raise
         print(f"irs-torch train: error: {e}", file=sys.stderr)
         return 2

@@ -122,6 +122,8 @@ def scenario_from_dict(d: dict, source: str = "<dict>") -> Scenario:
             kw[f] = bool(v)
         else:
             kw[f] = float(v)
+            if not math.isfinite(kw[f]):
+                raise InputError(f"{source}: {f} must be a finite number, got {kw[f]}")
     if "L" in d:
         Lf = np.asarray(d["L"])
         if Lf.ndim or Lf.dtype.kind not in "iuf" or _file_int("L", Lf, source) != G.shape[-3]:
@@ -144,7 +146,7 @@ def scenario_from_dict(d: dict, source: str = "<dict>") -> Scenario:
 
 def load_scenario(path) -> Scenario:
     """Read a scenario ``.npz`` written by :meth:`Scenario.save` (or by hand with the same keys)."""
-    d = load_npz(path, "scenario")
+    d = load_npz(path, "scenario", keys=scenario_file_keys())
     try:
         return scenario_from_dict(d, source=str(path))
     except (ValueError, TypeError) as e:
@@ -166,18 +168,67 @@ def _file_int(name: str, v: np.ndarray, source: str) -> int:
     return int(x)
 
 
-def load_npz(path, what: str) -> dict:
-    """All arrays of a ``.npz`` file (no pickles); FileNotFoundError or ValueError naming the file."""
+def scenario_file_keys() -> tuple:
+    """The keys a scenario file may hold (any other key is not read)."""
+    return tuple(dict.fromkeys((*REQUIRED_KEYS, *TENSOR_FIELDS, *SCALAR_FIELDS, "format", "version", "L")))
+
+
+def _npy_header(zf, name: str):
+    """(shape, dtype) of member ``name`` of an open ``.npz`` zip, from its ``.npy`` header only."""
+    from numpy.lib import format as npf
+
+    with zf.open(name + ".npy") as fh:
+        version = npf.read_magic(fh)
+        if version == (1, 0):
+            shape, _, dtype = npf.read_array_header_1_0(fh)
+        elif version == (2, 0):
+            shape, _, dtype = npf.read_array_header_2_0(fh)
+        else:
+            raise ValueError(f"array {name}: .npy format version {version} is not read")
+    return shape, dtype
+
+
+def load_npz(path, what: str, keys=None) -> dict:
+    """The arrays of a ``.npz`` file (no pickles); FileNotFoundError or InputError naming the file.
+
+    Only the arrays named in ``keys`` (all if None) are read. Before anything is loaded: the path is
+    a regular file (not a directory, named pipe or device), a zip archive (a ``.mat``, text or pickle
+    file is refused as such), with at most :data:`irs_torch.limits.MAX_NPZ_KEYS` arrays, and the
+    arrays to read hold at most :data:`irs_torch.limits.MAX_NPZ_ELEMENTS` elements together (from
+    their ``.npy`` headers), so a small compressed file cannot make a huge allocation."""
     import zipfile
+
+    from irs_torch.limits import MAX_NPZ_ELEMENTS, MAX_NPZ_KEYS
 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{what} file not found: {path}")
+    if not path.is_file():
+        raise InputError(f"{path}: not a regular file (a directory, named pipe or device); a {what} file is a .npz")
+    if not zipfile.is_zipfile(path):
+        raise InputError(f"{path}: not a readable {what} .npz file: not a zip archive of .npy arrays (.mat, text "
+                         f"and pickle files are not read)")
     try:
         with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
-        raise ValueError(f"{path}: not a readable {what} .npz file ({e})") from None
+            names = [k for k in z.files if keys is None or k in keys]
+            if len(z.files) > MAX_NPZ_KEYS:
+                raise InputError(f"{path}: {len(z.files)} arrays, more than the {MAX_NPZ_KEYS} a {what} file may hold")
+            total = 0
+            for k in names:
+                shape, dtype = _npy_header(z.zip, k)
+                if dtype.hasobject:
+                    raise InputError(f"{path}: array {k} holds Python objects (dtype {dtype}); {what} files hold "
+                                     f"numbers and strings only")
+                n = int(np.prod(shape, dtype=object)) if shape else 1
+                total += n
+                if total > MAX_NPZ_ELEMENTS:
+                    raise InputError(f"{path}: array {k} (shape {tuple(shape)}) takes the file over "
+                                     f"{MAX_NPZ_ELEMENTS} elements, more than a {what} file may hold")
+            return {k: z[k] for k in names}
+    except InputError:
+        raise
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
+        raise InputError(f"{path}: not a readable {what} .npz file ({type(e).__name__}: {e})") from None
 
 
 def export_mat(path, d: dict) -> Path:

@@ -324,12 +324,62 @@ class Scenario:
             if not torch.isfinite(psi).all():
                 raise ValueError("psi contains NaN or inf values")
 
-    def crb(self, R_s: torch.Tensor, psi: torch.Tensor, validate: bool = True) -> crb_model.CRBResult:
-        """Per-IRS CRB. Shapes: R_s ``(..., L, M, M)``, psi ``(..., L, N)`` -> fields ``(..., L)``."""
+    def crb(self, R_s: torch.Tensor, psi: torch.Tensor, validate: bool = True,
+            twice_differentiable: bool = False) -> crb_model.CRBResult:
+        """Per-IRS CRB. Shapes: R_s ``(..., L, M, M)``, psi ``(..., L, N)`` -> fields ``(..., L)``.
+        ``twice_differentiable``: see :func:`irs_torch.crb.crb` (for unrolled training)."""
         if validate:
             self.check_design(R_s, psi)
         psi = psi.to(self.G.dtype)
-        return crb_model.crb(self.G, psi, R_s.to(self.G.dtype), *self._echo_model_args())
+        return crb_model.crb(self.G, psi, R_s.to(self.G.dtype), *self._echo_model_args(),
+                             twice_differentiable=twice_differentiable)
+
+    def crb_factored(self, B: torch.Tensor, psi: torch.Tensor, validate: bool = True) -> crb_model.CRBResult:
+        """Per-IRS CRB for the transmit covariances ``R_s,l = B_l B_l^H`` (no M x M matrix formed).
+
+        Shapes: B ``(..., L, M, r)`` complex [sqrt(W)], any r >= 1; psi ``(..., L, N)`` -> fields ``(..., L)``.
+        Equal to ``crb(B @ B.mH, psi)``; see :func:`irs_torch.crb.crb_factored`."""
+        if validate:
+            self.check_factor(B)
+            self.check_design(psi=psi)
+        return crb_model.crb_factored(self.G, psi.to(self.G.dtype), B.to(self.G.dtype), *self._echo_model_args())
+
+    def check_factor(self, B: torch.Tensor):
+        """Validate a transmit factor B ``(..., L, M, r)`` (``R_s = B B^H``); raises ValueError naming B."""
+        if not torch.is_tensor(B):
+            raise InputTypeError(f"B must be a torch tensor, got {type(B).__name__}")
+        if B.dim() < 3 or B.shape[-3:-1] != (self.L, self.M) or B.shape[-1] < 1:
+            raise ValueError(f"B must have shape (..., L={self.L}, M={self.M}, r>=1), got {tuple(B.shape)}")
+        if not torch.isfinite(B).all():
+            raise ValueError("B contains NaN or inf values")
+
+    def irs_power_factored(self, B, psi) -> torch.Tensor:
+        """:meth:`irs_power` (C1 left-hand side per IRS [W], ``(..., L)``) for ``R_s = B B^H``, B ``(..., L, M, r)``."""
+        self.check_factor(B)
+        self.check_design(psi=psi)
+        p = crb_model.irs_power_factored(self.G, psi.to(self.G.dtype), B.to(self.G.dtype), self.theta, self.phi,
+                                         self.beta, self.budget_broadcast("sigma_r2"), self.N_h, self.N_v,
+                                         self.d_h, self.d_v)
+        return p if self.active else torch.zeros_like(p)
+
+    def scale_psi_to_feasible_factored(self, B: torch.Tensor, psi: torch.Tensor, amplitude_cap: bool = True,
+                                       P_s: torch.Tensor | None = None):
+        """:meth:`scale_psi_to_feasible` for ``R_s = B B^H``: B ``(..., L, M, r)``, psi ``(..., L, N)`` ->
+        ``(..., L, N)``, each psi_l scaled by the largest real factor meeting C1 (and a_max); ``N M r`` instead of
+        ``N M^2`` multiply-adds per IRS. ``P_s``: a budget [W] used instead of the scenario's."""
+        psi = psi.to(self.G.dtype)
+        if not self.active:
+            return torch.sgn(psi) + (psi == 0).to(psi.dtype)
+        P4, P2 = crb_model.irs_power_coefficients_factored(
+            self.G, psi, B.to(psi.dtype), self.theta, self.phi, self.beta, self.budget_broadcast("sigma_r2"),
+            self.N_h, self.N_v, self.d_h, self.d_v)
+        s = crb_model.c1_max_scale(P4, P2, self.budget_broadcast("P_s") if P_s is None else P_s)
+        if amplitude_cap:
+            amax = psi.abs().amax(-1)
+            cap = self.budget_broadcast("a_max") / torch.where(amax > 0, amax, torch.ones_like(amax))
+            s = torch.minimum(s, cap)
+        s = torch.where(torch.isfinite(s), s, torch.ones_like(s))
+        return psi * s.unsqueeze(-1).to(psi.dtype)
 
     def max_crb(self, R_s, psi) -> torch.Tensor:
         """The paper's objective, ``max_l tr(F_l^-1)``. Shape ``(...)``."""
@@ -404,7 +454,8 @@ class Scenario:
         return R.expand(self.batch_shape + (self.L, self.M, self.M)).clone()
 
     def scale_psi_to_feasible(
-        self, R_s: torch.Tensor, psi: torch.Tensor, amplitude_cap: bool = True, irs: int | None = None
+        self, R_s: torch.Tensor, psi: torch.Tensor, amplitude_cap: bool = True, irs: int | None = None,
+        P_s: torch.Tensor | None = None,
     ):
         """The one repair of psi: each psi_l scaled by a real factor to the largest value meeting C1
         (and |psi| <= a_max); a passive scenario gets unit-modulus psi (zeros become 1).
@@ -413,6 +464,8 @@ class Scenario:
         closed-form root (:func:`irs_torch.crb.c1_max_scale`); the CRB decreases with the scale.
         Shapes: R_s ``(..., L, M, M)``, psi ``(..., L, N)`` -> ``(..., L, N)``. With ``irs = l``
         (an unbatched scenario): psi ``(..., N)`` are candidates for IRS l alone -> ``(..., N)``.
+        ``P_s``: an IRS power budget [W] used instead of the scenario's (broadcasting against ``(..., L)``;
+        relaxed budgets of a continuation).
         """
         psi = psi.to(self.G.dtype)
         if not self.active:
@@ -427,7 +480,7 @@ class Scenario:
         P4, P2 = crb_model.irs_power_coefficients(
             G, psi, R, theta, phi, beta, per_irs("sigma_r2"), self.N_h, self.N_v, self.d_h, self.d_v
         )
-        s = crb_model.c1_max_scale(P4, P2, per_irs("P_s"))
+        s = crb_model.c1_max_scale(P4, P2, per_irs("P_s") if P_s is None else P_s)
         if amplitude_cap:
             amax = psi.abs().amax(-1)
             cap = per_irs("a_max") / torch.where(amax > 0, amax, torch.ones_like(amax))
@@ -480,11 +533,15 @@ class Scenario:
         """A random geometry around the paper's scenario, drawn from ``seed``.
 
         See :class:`irs_torch.scenario.sampling.GeometryDistribution` for the ranges and the
-        rejection rule (default: ``GeometryDistribution()``).
+        rejection rule (default: ``GeometryDistribution()``, or ``GeometryDistribution(L=L)`` with an
+        ``L`` keyword: L IRSs).
         """
         from irs_torch.scenario.sampling import GeometryDistribution
 
-        dist = distribution or GeometryDistribution()
+        L = overrides.pop("L", None)
+        if distribution is not None and L is not None and L != distribution.L:
+            raise ValueError(f"L={L} differs from the distribution's L={distribution.L}")
+        dist = distribution or (GeometryDistribution() if L is None else GeometryDistribution(L=L))
         return dist.sample(seed, **overrides)
 
     @classmethod

@@ -43,7 +43,9 @@ class GeometryDistribution:
     """Random geometries around the paper's scenario (used by :meth:`Scenario.random`).
 
     The BS sits at the origin with its ULA along +x. IRS l sits at ``x = irs_x + U(-jitter, jitter)``,
-    ``y = irs_y[l] + U(-jitter, jitter)``, ``z = 0``, with yaw ``U(-yaw_max, yaw_max)`` (rad). The target
+    ``y = irs_y[l] + U(-jitter, jitter)``, ``z = 0`` (``irs_y`` None: the L rows of
+    :func:`irs_torch.scenario.presets.irs_rows`, the paper's 10 and 20 m for L = 2), with yaw
+    ``U(-yaw_max, yaw_max)`` (rad). The target
     is uniform in the box ``target_x x target_y`` at z = 0. Budgets are uniform in their ranges.
 
     Rejection rule (:func:`geometry_admissible`; a draw breaking it is redrawn, deterministically from
@@ -56,7 +58,7 @@ class GeometryDistribution:
     N_v: int = 4
     L: int = 2
     irs_x: float = -5.0
-    irs_y: tuple = (10.0, 20.0)
+    irs_y: tuple | None = None
     jitter: float = 2.0
     yaw_max: float = math.radians(20.0)
     target_x: tuple = (2.0, 10.0)
@@ -69,6 +71,12 @@ class GeometryDistribution:
     max_tries: int = 1000
 
     def __post_init__(self):
+        from irs_torch.scenario.presets import irs_rows
+
+        if isinstance(self.L, bool) or not isinstance(self.L, int) or self.L < 1:
+            raise ValueError(f"L must be an integer >= 1, got {self.L!r}")
+        if self.irs_y is None:
+            object.__setattr__(self, "irs_y", tuple(irs_rows(self.L)))
         if len(self.irs_y) != self.L:
             raise ValueError(f"irs_y must have L={self.L} entries, got {len(self.irs_y)}")
         for name in ("P_t", "P_s", "a_max", "target_x", "target_y"):

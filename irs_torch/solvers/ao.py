@@ -184,7 +184,7 @@ def _error_text(e: Exception) -> str:
     return f"error: {type(e).__name__}: {e}".splitlines()[0][:200]
 
 
-def _p2_step(scn, psi, R, options, t_hint=None) -> TransmitResult:
+def p2_step(scn, psi, R, options, t_hint=None) -> TransmitResult:
     """:func:`_p2`, with a raised solver error turned into a failed :class:`TransmitResult` at R."""
     t0 = time.perf_counter()
     try:
@@ -209,7 +209,7 @@ def _p3_step(scn, R, psi, options, it) -> ReflectResult:
         return r
 
 
-def _p2_record(p2: TransmitResult) -> dict:
+def p2_record(p2: TransmitResult) -> dict:
     """The failure fields of a history entry for a P2 step."""
     return {"p2_status": p2.status, "p2_failed": bool(p2.failed), "p2_inexact": bool(getattr(p2, "inexact", False)),
             "p2_solver_failures": int(p2.solver_failures)}
@@ -298,7 +298,7 @@ def _ao(scn, R, psi, options, progress, label=""):
     for it in range(options.max_iter):
         nit = it + 1
         prev = cur
-        p2 = _p2_step(scn, psi, R, options, t_hint)
+        p2 = p2_step(scn, psi, R, options, t_hint)
         t_p2 += p2.times["total"]
         p2_accepted = not p2.failed and p2.max_crb <= cur  # a failed step's point is never taken
         if p2_accepted:
@@ -313,7 +313,7 @@ def _ao(scn, R, psi, options, progress, label=""):
                         "t_p3": p3.times["total"], "p2_status": p2.status, "p2_solver": p2.solver,
                         "p2_accepted": p2_accepted, "p2_gap_bound": p2.gap_bound, "p2_rounds": p2.rounds,
                         "p3_improved": list(p3.improved), "balance_rho": rho.tolist(),
-                        **_p2_record(p2), **_p3_record(p3)})
+                        **p2_record(p2), **_p3_record(p3)})
         if bar is not None:
             bar.set_postfix(max_crb=f"{cur:.4e}")
             bar.update(1)
@@ -374,11 +374,11 @@ def solve_direct(
     R0, psi0, info = initial_point(scn, init, options)
     times = {"p2": 0.0, "p3": 0.0}
     if method == "transmit-only":
-        p2 = _p2_step(scn, psi0, R0, options)
+        p2 = p2_step(scn, psi0, R0, options)
         R = p2.R_s if not p2.failed and p2.max_crb <= float(scn.max_crb(R0, psi0)) else R0
         c = scn.crb(R, psi0).total
         hist = [{"iter": 0, "max_crb": float(c.max()), "crb": c.tolist(), "t_p2": p2.times["total"], "t_p3": 0.0,
-                 "p2_gap_bound": p2.gap_bound, **_p2_record(p2)}]
+                 "p2_gap_bound": p2.gap_bound, **p2_record(p2)}]
         times.update(p2=p2.times["total"], total=time.perf_counter() - t0)
         return _result(scn, R, psi0, method=method, options=options, history=hist, status="single-step", nit=1,
                        times=times, R0=R0, psi0=psi0, info=info)

@@ -17,7 +17,7 @@ P2_SOLVERS = ("SCS", "CLARABEL")
 P3_METHODS = ("sca-sdr", "first-order")
 METHODS = ("ao", "transmit-only", "reflective-only", "passive")
 INIT_KINDS = ("random", "aligned")
-EFFORTS = ("legacy", "fast", "default", "thorough")  # see irs_torch.solvers.strategy
+EFFORTS = ("legacy", "fast", "default", "thorough", "portfolio")  # see irs_torch.solvers.strategy
 
 
 @dataclass(frozen=True)

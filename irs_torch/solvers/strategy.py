@@ -8,6 +8,9 @@ above the best design known (issue #13). The efforts trade time for quality:
 - ``"fast"``: a batched joint first-order screen (:func:`joint_first_order`) of a few diverse starts,
   then the AO from the best screened point, capped at a few iterations.
 - ``"default"``: the screen over more diverse starts, then the full AO from the best point.
+- ``"portfolio"``: the labeller of data sets: the diverse starts (and a network's hypotheses when given), some
+  also from a relaxed IRS budget, refined together by the batched first-order method
+  (:func:`portfolio_solve`), then one AO iteration (P2 + P3) from the best point.
 - ``"thorough"``: the best-known search for one instance (:func:`thorough_search`): many diverse
   starts (random phases, a_max, co-phased, several BS power levels, the screen's best few) each
   run to convergence, plus continuation from relaxed budgets (P_t / 100, P_t / 10, 10 P_s), under a
@@ -267,7 +270,14 @@ def screened_solve(scenario: Scenario, options, effort: str = "default", progres
     starts = diverse_starts(scn, n, seed=options.seed)
     R0 = torch.stack([s[1] for s in starts])
     psi0 = torch.stack([s[2] for s in starts])
-    R, psi, c = joint_first_order(scn, R0, psi0, steps=steps, lr=SCREEN_LR, decay=SCREEN_DECAY, patience=PATIENCE)
+    if scn.M <= 32:  # the historical full-rank screen, bit for bit (the quality suite's numbers)
+        R, psi, c = joint_first_order(scn, R0, psi0, steps=steps, lr=SCREEN_LR, decay=SCREEN_DECAY, patience=PATIENCE)
+    else:  # large arrays: the same Adam steps on rank-8 transmit factors, no M x M product (first_order.refine_batch)
+        from irs_torch.solvers.first_order import refine_batch
+
+        fo = refine_batch(scn, R0, psi0, steps=steps, lr=SCREEN_LR, decay=SCREEN_DECAY, patience=PATIENCE,
+                          keep_all=True)
+        R, psi, c = fo.R_s[:, 0], fo.psi[:, 0], fo.max_crb[:, 0]
     t_screen = time.perf_counter() - t0
     opts = options if cap is None else _replace(options, max_iter=min(cap, options.max_iter))
     res, tried = None, []
@@ -285,6 +295,44 @@ def screened_solve(scenario: Scenario, options, effort: str = "default", progres
     res.times["total"] = time.perf_counter() - t0
     res.options.update(effort=effort, found_by=f"screen:{starts[j][0]}", screen_max_crb=c.tolist(), ao_runs=tried,
                        init={"kind": "screened", "start": starts[j][0]})
+    return res
+
+
+#: The ``portfolio`` effort (data-set labels): diverse starts, the first PORTFOLIO_RELAXED of them also from a
+#: relaxed IRS budget (10 P_s, a continuation inside the batched first-order run), PORTFOLIO_STEPS steps, then
+#: PORTFOLIO_AO AO iterations from the best point.
+PORTFOLIO_STARTS, PORTFOLIO_RELAXED, PORTFOLIO_STEPS, PORTFOLIO_AO = 8, 4, 400, 1
+
+
+def portfolio_solve(scenario: Scenario, options, progress: bool = False, extra_starts=()):
+    """The ``portfolio`` effort: :func:`diverse_starts` (and ``extra_starts``, ``[(name, R_s, psi), ...]``, e.g. a
+    network's hypotheses), the first :data:`PORTFOLIO_RELAXED` diverse ones a second time from a relaxed IRS budget
+    (``relax=(1, 10)``: the run starts at 10 P_s and moves to P_s), all refined together by
+    :func:`irs_torch.solvers.first_order.refine_batch`, then the AO capped at :data:`PORTFOLIO_AO` iterations from
+    the best point. ``options["found_by"]`` names the winning start. Returns the AO's :class:`SolveResult`."""
+    from irs_torch.solvers.first_order import refine_batch
+
+    t0 = time.perf_counter()
+    scn = scenario.to(torch.complex128)
+    starts = list(extra_starts) + diverse_starts(scn, PORTFOLIO_STARTS, seed=options.seed)
+    relaxed = [(f"{n} from 10 P_s", R, p) for n, R, p in starts[len(extra_starts):][:PORTFOLIO_RELAXED]]
+    relax = [(1.0, 1.0)] * len(starts) + [(1.0, 10.0 if scn.active else 1.0)] * len(relaxed)
+    starts += relaxed
+    R0 = torch.stack([s[1].to(torch.complex128) for s in starts]).unsqueeze(1)
+    psi0 = torch.stack([s[2].to(torch.complex128) for s in starts]).unsqueeze(1)
+    fo = refine_batch(scn, R0, psi0, steps=PORTFOLIO_STEPS, lr=SCREEN_LR, decay=SCREEN_DECAY, patience=PATIENCE,
+                      relax=torch.tensor(relax, dtype=torch.float64))
+    t_screen = time.perf_counter() - t0
+    j = int(fo.start[0])
+    res = _run_ao(scn, fo.R_s[0], fo.psi[0], _replace(options, max_iter=min(PORTFOLIO_AO, options.max_iter)),
+                  progress)
+    start_c = scn.crb(R0[j, 0], scn.scale_psi_to_feasible(R0[j, 0], psi0[j, 0])).total
+    res.init_R_s, res.init_psi, res.init_crb, res.init_max_crb = R0[j, 0], psi0[j, 0], start_c, float(start_c.max())
+    res.times["screen"] = t_screen
+    res.times["total"] = time.perf_counter() - t0
+    res.options.update(effort="portfolio", found_by=f"portfolio:{starts[j][0]}",
+                       screen_max_crb=fo.start_max_crb[:, 0].tolist(),
+                       init={"kind": "portfolio", "start": starts[j][0]})
     return res
 
 
@@ -396,6 +444,8 @@ def solve_with_effort(scenario: Scenario, effort: str, init: dict | None, option
         )
     if effort == "thorough":
         return thorough_search(scenario, options, progress=progress)
+    if effort == "portfolio":
+        return portfolio_solve(scenario, options, progress=progress)
     return screened_solve(scenario, options, effort, progress)
 
 

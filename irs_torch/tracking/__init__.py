@@ -56,7 +56,8 @@ def load_scenario(spec: str | None, seed: int = 0):
 
 
 def track(cfg, out, plots: bool = True, progress: bool = False, log=None) -> dict:
-    """Run (or resume) :func:`~irs_torch.tracking.loop.run_tracking` and write the report.
+    """Run (or resume) :func:`~irs_torch.tracking.loop.run_tracking` and write the report, holding the
+    lock of ``out`` (:class:`irs_torch.outputs.DirLock`: a second run into the same folder is refused).
 
     Returns the JSON summary: ``policy`` (the comma list), ``steps``, ``seed``, ``config``,
     ``version``, ``results`` ({policy: summary}), ``comparison``, ``files``, ``resumed_blocks``,
@@ -65,13 +66,15 @@ def track(cfg, out, plots: bool = True, progress: bool = False, log=None) -> dic
     those top-level keys hold ``{policy: value}`` objects.
     """
     from irs_torch import __version__
+    from irs_torch.outputs import DirLock
     from irs_torch.tracking.loop import run_tracking
     from irs_torch.tracking.report import comparison, summarise, write_outputs
 
-    res = run_tracking(cfg, out, progress=progress, log=log)
-    sums = {p: summarise(res["records"], p, cfg.steps, res["setup_seconds"].get(p)) for p in cfg.policies}
-    config = cfg.to_dict()
-    files = write_outputs(res, sums, config, cfg.scenario, out, plots=plots)
+    with DirLock(out, "--out"):  # two runs never append to one steps.jsonl
+        res = run_tracking(cfg, out, progress=progress, log=log)
+        sums = {p: summarise(res["records"], p, cfg.steps, res["setup_seconds"].get(p)) for p in cfg.policies}
+        config = cfg.to_dict()
+        files = write_outputs(res, sums, config, cfg.scenario, out, plots=plots)
     outj = {"policy": ",".join(cfg.policies), "steps": int(cfg.steps), "trajectories": int(cfg.trajectories),
             "seed": int(cfg.seed), "version": __version__, "config": config, "results": sums,
             "comparison": comparison(sums), "resumed_blocks": res["resumed"], "dropped_lines": res["dropped_lines"],

@@ -96,8 +96,10 @@ CSV_FIELDS = ("policy", "m", "t", "truth_x", "truth_y", "pred_x", "pred_y", "des
 
 
 def write_csv(records: list[dict], path) -> Path:
+    from irs_torch.outputs import atomic_open
+
     path = Path(path)
-    with open(path, "w", newline="", encoding="utf-8") as fh:
+    with atomic_open(path, "w", newline="", encoding="utf-8") as fh:  # no partial or 0-byte file on a full disk
         w = csv.writer(fh)
         w.writerow(CSV_FIELDS)
         for r in records:
@@ -206,7 +208,10 @@ def write_outputs(result: dict, summaries: dict, config: dict, scenario, out, pl
     if plots:
         files["plots"] = plot(result["records"], summaries, scenario, out)
     summary_path = out / "summary.json"
-    summary_path.write_text(dumps({"config": config, "summaries": summaries, "comparison": comparison(summaries)},
-                                  indent=1) + "\n")
+    from irs_torch.outputs import atomic_open
+
+    with atomic_open(summary_path, "w", encoding="utf-8") as fh:
+        fh.write(dumps({"config": config, "summaries": summaries, "comparison": comparison(summaries)}, indent=1)
+                 + "\n")
     files["summary"] = str(summary_path)
     return files

@@ -1,0 +1,1 @@
+"""Benchmarks that measure the product: the batched warm-start benchmark (:mod:`.batch_warmstart`)."""

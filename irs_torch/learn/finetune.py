@@ -1,0 +1,237 @@
+"""Fine-tune a warm-start model through the refiner, resumably, on fresh draws of its budget distribution.
+
+The loss per instance is ``w_raw * (smooth log max-CRB of the network's design) + w_refined * (the same after
+``unroll`` first-order refinement steps, best of ``hypotheses`` starts)`` (:func:`irs_torch.learn.losses.
+refined_log_max`, the runtime's ``refine="fo"`` arithmetic): the network is rewarded for starts that the refiner
+turns into good designs, not only for its raw prediction. No labels are needed (the CRB is the objective), so
+every step draws new instances: step t uses instances ``t * batch .. (t + 1) * batch - 1`` of the data-set config
+with seed ``seed`` (the data order depends on the step alone, so a resumed run sees the same data as an
+uninterrupted one).
+
+Resumable: ``<out>/state.pt`` (weights, optimiser, step, wall seconds used; replaced atomically every
+``save_every`` steps and at the end) is loaded by a rerun with the same ``<out>``; the settings must match
+(``<out>/settings.json``). ``<out>/history.jsonl`` logs one line per validation (step, wall seconds, validation
+medians); TensorBoard scalars go to ``<out>/tb``. Validation: fixed held-out draws (seed ``seed + 1``), the
+network alone and after ``unroll`` refinement steps (:func:`irs_torch.solvers.first_order.refine_batch`, four
+starts, no polish), as max-CRB ratios to the starting model's same numbers (< 1: better).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+STATE = "state.pt"
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """What defines a fine-tuning run (recorded; a resume must use the same)."""
+
+    init: str
+    data_config: str
+    steps: int = 1000
+    batch: int = 64
+    unroll: int = 20
+    hypotheses: int = 4
+    w_raw: float = 0.2
+    w_refined: float = 1.0
+    lr: float = 2e-4
+    tau: float = 0.05
+    seed: int = 0
+    val_instances: int = 48
+    val_every: int = 50
+    save_every: int = 10
+
+    def __post_init__(self):
+        for k in ("steps", "batch", "unroll", "hypotheses", "val_instances", "val_every", "save_every"):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if k == "unroll" else 1):
+                raise ValueError(f"{k} must be a positive integer, got {v!r}")
+        if self.batch > 4096 or self.steps > 10_000_000 or self.unroll > 1000 or self.hypotheses > 17:
+            raise ValueError(f"batch <= 4096, steps <= 1e7, unroll <= 1000, hypotheses <= 17; got batch "
+                             f"{self.batch}, steps {self.steps}, unroll {self.unroll}, hypotheses {self.hypotheses}")
+        for k in ("w_raw", "w_refined", "lr", "tau"):
+            v = getattr(self, k)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"{k} must be a finite number >= 0, got {v!r}")
+
+
+def _draws(cfg, first: int, n: int):
+    from irs_torch.scenario import Scenario
+
+    return Scenario.stack([cfg.instance_scenario(i) for i in range(first, first + n)]).to(torch.complex128)
+
+
+def _atomic_save(obj, path: Path):
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def validate(net, scn, unroll: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per instance ``(B,)``: the network's max-CRB alone and after ``unroll`` first-order steps from its four best
+    designs (:func:`irs_torch.runtime.network_starts`, :func:`irs_torch.solvers.first_order.refine_batch`)."""
+    from irs_torch.runtime import network_starts
+    from irs_torch.solvers.first_order import refine_batch
+
+    R0, p0 = network_starts(net, scn, 4)
+    raw = scn.crb(R0[0], p0[0], validate=False).total.amax(-1)
+    if unroll == 0:
+        return raw, raw
+    return raw, refine_batch(scn, R0, p0, steps=unroll, patience=0).max_crb
+
+
+def finetune(out, settings: FinetuneSettings, *, minutes: float | None = None, log=print) -> dict:
+    """Run (or resume) the fine-tuning of ``settings.init`` into ``out`` (module docstring) until
+    ``settings.steps`` steps are done or ``minutes`` of wall time pass in this call; returns the last state's
+    summary (``step``, ``done``, ``seconds``, last validation). The model file is written by :func:`export`."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from irs_torch.data.distribution import load_config
+    from irs_torch.learn.checkpoint import load_model
+    from irs_torch.learn.losses import log_smooth_max, refined_log_max
+    from irs_torch.learn.nets import combine_slots
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    st = settings
+    sfile = out / "settings.json"
+    if sfile.exists():
+        old = json.loads(sfile.read_text())
+        if old != asdict(st):
+            diff = {k: (old.get(k), v) for k, v in asdict(st).items() if old.get(k) != v}
+            raise ValueError(f"{out} holds a run with other settings {diff} (old, new): use another --out")
+    else:
+        sfile.write_text(json.dumps(asdict(st), indent=1))
+    cfg = load_config(st.data_config).replace(seed=int(st.seed))
+    vcfg = cfg.replace(seed=int(st.seed) + 1)
+    net = load_model(st.init)
+    opt = torch.optim.AdamW(net.parameters(), lr=st.lr, weight_decay=1e-6)
+    step, used = 0, 0.0
+    spath = out / STATE
+    if spath.exists():
+        s = torch.load(spath, weights_only=True)
+        net.load_state_dict(s["net"])
+        opt.load_state_dict(s["opt"])
+        step, used = int(s["step"]), float(s["seconds"])
+        log(f"resumed {spath}: step {step} of {st.steps}, {used / 60:.1f} min used")
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda t: 0.5 * (1 + math.cos(math.pi * min(t, st.steps) / st.steps)) * 0.95 + 0.05, last_epoch=step - 1)
+    val = _draws(vcfg, 0, st.val_instances)
+    base_path = out / "baseline.json"
+    if base_path.exists():
+        base = {k: torch.tensor(v, dtype=torch.float64) for k, v in json.loads(base_path.read_text()).items()}
+    else:
+        b_raw, b_ref = validate(load_model(st.init), val, st.unroll)
+        base = {"raw": b_raw, "refined": b_ref}
+        base_path.write_text(json.dumps({k: v.tolist() for k, v in base.items()}))
+    tb = SummaryWriter(str(out / "tb"))
+    t0 = time.perf_counter()
+    last = {}
+
+    def save():
+        _atomic_save({"net": net.state_dict(), "opt": opt.state_dict(), "step": step,
+                      "seconds": used + time.perf_counter() - t0}, spath)
+
+    while step < st.steps and (minutes is None or time.perf_counter() - t0 < 60 * minutes):
+        net.train()
+        scn = _draws(cfg, step * st.batch, st.batch)
+        if net.hypotheses > 1:
+            d_all, c_all, _ = net(scn, return_all=True)
+            d, ctot, _ = combine_slots(d_all, c_all, scn.budget("P_t"))
+        else:
+            d_all = c_all = None
+            d = net(scn)
+            ctot = scn.crb(d.R_s, d.psi, validate=False).total
+        raw = log_smooth_max(ctot, st.tau)
+        loss = st.w_raw * raw.mean()
+        if st.unroll > 0 and st.w_refined > 0:
+            ref = refined_log_max(scn, d, st.unroll, st.tau, d_all, c_all, st.hypotheses)
+            loss = loss + st.w_refined * ref.mean()
+            tb.add_scalar("train/log_max_crb_refined", float(ref.mean()), step)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 10.0)
+        opt.step()
+        sched.step()
+        step += 1
+        tb.add_scalar("train/loss", float(loss), step)
+        tb.add_scalar("train/log_max_crb_raw", float(raw.mean()), step)
+        if step % st.val_every == 0 or step == st.steps:
+            net.eval()
+            with torch.no_grad():
+                v_raw, v_ref = validate(net, val, st.unroll)
+            last = {"step": step, "seconds": used + time.perf_counter() - t0,
+                    "raw_vs_start_median": float((v_raw / base["raw"]).median()),
+                    "refined_vs_start_median": float((v_ref / base["refined"]).median()),
+                    "refined_vs_start_p90": float(torch.quantile(v_ref / base["refined"], 0.9))}
+            for k, v in last.items():
+                if k not in ("step", "seconds"):
+                    tb.add_scalar(f"val/{k}", v, step)
+            with open(out / "history.jsonl", "a") as f:
+                f.write(json.dumps(last) + "\n")
+            log(f"step {step}/{st.steps} ({last['seconds'] / 60:.1f} min): network alone "
+                f"{last['raw_vs_start_median']:.4f}, after {st.unroll} steps {last['refined_vs_start_median']:.4f} "
+                f"(p90 {last['refined_vs_start_p90']:.4f}) x the starting model (median)")
+        if step % st.save_every == 0:
+            save()
+    save()
+    tb.close()
+    return {"step": step, "done": step >= st.steps, "seconds": used + time.perf_counter() - t0, **last}
+
+
+def export(out, model_path, extra_meta: dict | None = None) -> Path:
+    """Write the fine-tuned weights of ``<out>/state.pt`` as a model file (the format of
+    :func:`irs_torch.learn.checkpoint.export_model`, with its JSON sidecar) at ``model_path``; the starting
+    model's metadata (training budgets, sizes) is kept and the fine-tuning settings added."""
+    from irs_torch.learn.checkpoint import export_model, read_checkpoint
+
+    out = Path(out)
+    st = json.loads((out / "settings.json").read_text())
+    ck = read_checkpoint(st["init"])
+    s = torch.load(out / STATE, weights_only=True)
+    ck["state_dict"] = {k: v.to(ck["state_dict"][k].dtype) for k, v in s["net"].items()}
+    meta = dict(ck.get("irs_torch", {}))
+    meta["finetune"] = {"settings": st, "step": int(s["step"]), "seconds": float(s["seconds"])}
+    ck["irs_torch"] = meta
+    tmp = out / "finetuned-checkpoint.pt"
+    _atomic_save(ck, tmp)
+    return export_model(tmp, model_path, extra_meta)
+
+
+def plot_history(out, png=None, hardware: str = "") -> Path:
+    """Validation ratios (network alone and after ``unroll`` steps, median and p90, vs the starting model) against
+    wall-clock training time [min] from ``<out>/history.jsonl``; writes ``png`` (default ``<out>/history.png``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    rows = [json.loads(x) for x in (out / "history.jsonl").read_text().splitlines() if x.strip()]
+    if not rows:
+        raise ValueError(f"{out}/history.jsonl holds no validation yet")
+    t = [r["seconds"] / 60 for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    ax.plot(t, [r["raw_vs_start_median"] for r in rows], "o-", label="network alone, median")
+    ax.plot(t, [r["refined_vs_start_median"] for r in rows], "s-", label="after the unrolled steps, median")
+    ax.plot(t, [r["refined_vs_start_p90"] for r in rows], "s--", label="after the unrolled steps, p90")
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_xlabel(f"wall-clock training time [min]{' (' + hardware + ')' if hardware else ''}")
+    ax.set_ylabel("max-CRB / starting model's (held-out draws)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    png = Path(png) if png else out / "history.png"
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    return png
+
+
+__all__ = ["FinetuneSettings", "finetune", "export", "validate", "plot_history"]
