@@ -1,6 +1,6 @@
 """irs-torch: learning-augmented beamforming design for multi-active-IRS cooperative sensing.
 
-Public API (see README.md):
+Public API (see docs/python.md):
 
 - :class:`Scenario`, :class:`Solution`, :class:`GeometryDistribution` - systems, designs, files.
 - :func:`fisher_information`, :func:`irs_power`, :func:`bs_power` - the torch physics; the module
@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 from irs_torch.errors import InputError  # noqa: E402  (imports nothing else)
 
 # Lazy public names (PEP 562): `import irs_torch` (and so `irs-torch --help`, and the `solve --refine none`
-# path) does not import torch, cvxpy or the physics until a name is used (issue #14).
+# path) does not import torch, cvxpy or the physics until a name is used: the CLI starts fast.
 _LAZY = {"CRBResult": "irs_torch.crb", "bs_power": "irs_torch.crb",
          "fim_normalized": "irs_torch.crb", "fisher_information": "irs_torch.crb", "irs_power": "irs_torch.crb",
          "GeometryDistribution": "irs_torch.scenario", "Scenario": "irs_torch.scenario",

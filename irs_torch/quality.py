@@ -1,5 +1,5 @@
 """Solution quality: a fixed suite of instances with best-known designs, the search that finds them,
-and the benchmark that measures every solver effort against them (issue #13).
+and the benchmark that measures every solver effort against them.
 
 Files (``benchmarks/quality/`` in the repository, :data:`SUITE_DIR`):
 
@@ -65,7 +65,7 @@ def default_suite() -> dict:
                              "P_t": P_t, "P_s": P_s, "a_max": amax,
                              "quick": (P_t, P_s) in QUICK.get((kind, seed, M), [])})
     return {"format": "irs-torch/quality-suite", "version": 1,
-            "description": "issue #13 quality suite: 5 geometries (paper and random, M in {4, 16, 32}, N_h = N_v = 4, "
+            "description": "solver-quality suite: 5 geometries (paper and random, M in {4, 16, 32}, N_h = N_v = 4, "
                            "L = 2) x P_t in {1, 10, 40} W x P_s in {1e-4, 1e-3, 1e-2, 0.1} W; a_max per geometry",
             "instances": inst}
 

@@ -1,4 +1,4 @@
-"""Designs robust to where the target is (issue #17 item 2).
+"""Designs robust to where the target is.
 
 The paper designs (R_s, psi) for the true target angles. A tracker only knows a region where the
 target probably is. :func:`solve_robust` designs for a :class:`Region` (a box or a covariance

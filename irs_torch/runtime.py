@@ -1,6 +1,6 @@
 """Runtime pipeline: the network proposes, the exact solver refines.
 
-Batches (issue #14): :func:`solve_batch` (one batched network pass; refinement item by item) over
+Batches: :func:`solve_batch` (one batched network pass; refinement item by item) over
 :func:`load_scenarios` (a batched scenario file or a directory); :class:`BatchResult` writes one
 solutions file. Portfolio: ``solve_learned(..., hypotheses=k)`` refines the network's k best designs
 (:func:`network_hypotheses`, :func:`refine_starts`). The network-only path (:func:`network_result`)
@@ -160,7 +160,7 @@ def find_checkpoint(scenario: Scenario, dirs=None) -> Path:
 
 #: AO iterations of the refinement stage by default (measured on the shipped model's test split: the
 #: first 2-3 warm iterations bring the network's design to the cold AO's level; later ones add about
-#: 1% each at 0.1-0.15x of a cold solve's time each; see README "Learned warm start").
+#: 1% each at 0.1-0.15x of a cold solve's time each; see docs/learned.md).
 REFINE_ITER = 3
 
 
@@ -712,7 +712,7 @@ __all__ = ["solve_learned", "solve_batch", "BatchResult", "load_scenarios", "net
            "warm_start_options", "REFINE_ITER"]
 
 
-def __getattr__(name):  # the benchmark moved to irs_torch.warmstart_bench (issue #14); old import kept
+def __getattr__(name):  # the benchmark lives in irs_torch.warmstart_bench; this import path still works
     if name == "bench_warmstart":
         from irs_torch.warmstart_bench import bench_warmstart
 

@@ -1,4 +1,4 @@
-"""The warm-start benchmark (issue #14): the learned warm start against honest baselines.
+"""The warm-start benchmark: the learned warm start against honest baselines.
 
 ``irs-torch bench warmstart`` is a thin wrapper of :func:`bench_warmstart`. For every instance, all
 methods run side by side, on the same instance, on the same machine, in one process (one torch
@@ -44,7 +44,7 @@ Breakdowns (:mod:`irs_torch.learn.regimes`): C1 regime at the reference design (
 Outputs under ``out``: ``rows.jsonl`` (the resume log: one JSON line per (source, instance, method),
 keyed by the configuration; a rerun computes only what is missing), ``warmstart.csv`` (one row per
 instance and method), ``warmstart.json`` (config, per-method summaries per source and group, the
-issue's targets checked), ``warmstart_<source>.png`` (ratio distribution per method and regime; ratio
+design targets checked), ``warmstart_<source>.png`` (ratio distribution per method and regime; ratio
 vs time). Nothing is written into the inputs.
 """
 from __future__ import annotations
@@ -66,7 +66,7 @@ BASE_METHODS = ("net", "net+refine", "ao-default", "ao-legacy", "ao-capped", "al
 HYPOTHESES = (1, 2, 4)
 ADAM_FACTORS = {"adam@1x": 1.0, "adam@100x": 100.0}
 SOURCES = ("suite", "data")
-#: The issue's targets (section 3), checked in the summary.
+#: Design targets of the warm start (network alone; refined; time against the default solver), checked.
 TARGETS = {"net_median": 1.10, "net_p90": 1.30, "refine_median": 1.02, "refine_time_vs_default": 0.25,
            "c1_gain_vs_heuristic": 0.03}
 
@@ -287,7 +287,7 @@ GROUPS = {"all": lambda r: True, **{g: (lambda r, g=g: r["regime"] == g) for g i
 
 def summarize(rows: list[dict], methods) -> dict:
     """Per source: instance counts, per-group (``all``, the C1 regimes, the P_s and P_t buckets)
-    method summaries (:func:`group_summary`) and the issue's targets (:func:`check_targets`)."""
+    method summaries (:func:`group_summary`) and the design targets (:func:`check_targets`)."""
     out = {}
     for src in sorted({r["source"] for r in rows}):
         rs = [r for r in rows if r["source"] == src]
@@ -304,7 +304,7 @@ def summarize(rows: list[dict], methods) -> dict:
 
 
 def check_targets(groups: dict) -> dict:
-    """The issue's targets (:data:`TARGETS`) on one source: each with the measured value, the target
+    """The design targets (:data:`TARGETS`) on one source: each with the measured value, the target
     and ``met`` (None where a method was not run)."""
     a = groups.get("all", {})
     c1 = groups.get("c1-binding", {})

@@ -1,4 +1,4 @@
-"""Batch inference and start-up figures of the learned warm start (issue #14); prints, asserts nothing.
+"""Batch inference and start-up figures of the learned warm start; prints, asserts nothing.
 
     python scripts/bench_batch_inference.py [--count 10000] [--distinct 500] [--threads 2] [--checkpoint F]
 

@@ -2,7 +2,7 @@
 """Benchmark: K Monte Carlo trials of the paper scenario (both IRSs), echo simulation + ML
 direction estimation + Stansfield localisation, timed stage by stage.
 
-Target (issue 8): 1,000 trials in under a minute on 2 CPU cores.
+Aim: 1,000 trials in under a minute on 2 CPU cores.
 
     python scripts/bench_montecarlo.py                   # 1000 trials, ML, 1 thread
     python scripts/bench_montecarlo.py --trials 1000 --estimator music --threads 2 --json

@@ -1,4 +1,4 @@
-"""Benchmark of the robust design (issue #17): worst-case CRB over a region, robust vs centre design.
+"""Benchmark of the robust design: worst-case CRB over a region, robust vs centre design.
 
 For box regions of half-width 0.5, 1, 2, 4 m around the paper's target (5, 15, 0) m and for the
 "realistic" region (the 2-sigma ellipse of the position error bound of the centre design at the

@@ -12,7 +12,7 @@ Writes (atomically, next to ``--out``):
   - ``<name>.ratio.png``: the empirical CDF of the test ratio.
 The card also gives, per C1 regime and budget bucket (:mod:`irs_torch.learn.regimes`), the network
 alone on the test split, and - from a finished ``irs-torch bench warmstart`` run (``--bench DIR``) - the
-network + refinement and the honest baselines side by side with the issue's targets; the reproduction
+network + refinement and the honest baselines side by side with the design targets; the reproduction
 commands; and the training time (the checkpoint's ``training_seconds`` metadata, else ``--training-time``).
 Rerunning it on the same inputs reproduces the same numbers (timings aside).
 """
@@ -85,7 +85,7 @@ CARD_METHODS = ("net", "net+refine", "ao-default", "ao-legacy", "ao-capped", "al
 
 def _bench_section(benches) -> str:
     """The per-regime tables of `bench warmstart` runs (a list of ``(directory, warmstart.json)``):
-    network + refinement and the baselines, and the issue's targets (met / missed by how much)."""
+    network + refinement and the baselines, and the design targets (met / missed by how much)."""
     if not benches:
         return ("## Network + refinement and baselines\n\nNot measured for this card: run `irs-torch bench "
                 "warmstart` (command above) and pass `--bench DIR`.")
@@ -117,7 +117,7 @@ def _bench_tables(where: str, bench: dict) -> list[str]:
                 tvd = "-" if tvd is None else f"{tvd:.3f}"  # "-": this run had no cold default AO
                 out.append(f"| {g} | {meth} | {v['n']} | {v['ratio_median']:.3f} | {v['ratio_p90']:.3f} | "
                            f"{v['ratio_max']:.2f} | {tt} | {tvd} |")
-        out += ["", "Targets (issue #14):", ""]
+        out += ["", "Targets:", ""]
         for k, v in S.get("targets", {}).items():
             if v.get("met") is None:
                 out.append(f"- {k}: not measured")
@@ -210,9 +210,9 @@ def main(argv=None) -> int:
         f"--out {bench_dir}")
     bench_flag = f" --bench {bench_dir}" if a.bench else ""
     budgets = {k: dcfg.get("config", {}).get(k) for k in ("P_t", "P_s", "a_max", "budget_sampling")}
-    # the single-budget paper model's target was 1.25 (issue #6); a budget-conditioned model's is 1.10 (issue #14)
+    # the single-budget paper model's target was 1.25; a budget-conditioned model's is 1.10
     ranged = any(isinstance(v, list) and v[0] != v[1] for k, v in budgets.items() if k != "budget_sampling")
-    target_text = "issue #14 target <= 1.10" if ranged else "target <= 1.25"
+    target_text = "target <= 1.10" if ranged else "target <= 1.25"
 
     card = f"""# Model card: `{out.name}`
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The budget-conditioned warm-start model, end to end (issue #14):
+# The budget-conditioned warm-start model, end to end:
 #   1. a solver-labelled data set over the budget range (training/budget-data.yaml; labels by the
 #      default solver), resumable, stopped (resumably) after GEN_TIMEOUT seconds if set;
 #   2. training to a wall-clock budget of MINUTES (training/budget.yaml; the CRB loss on UNLABELLED

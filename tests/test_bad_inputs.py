@@ -1,4 +1,4 @@
-"""Bad inputs, as a hostile user would try them (issue #15): each gets a one-line error naming the
+"""Bad inputs, as a hostile user would try them: each gets a one-line error naming the
 field (exit 2), a clearly marked internal error (exit 3), or correct behaviour; never a traceback,
 a silent wrong result or an overwritten input.
 

@@ -1,4 +1,4 @@
-"""Which shipped model the runtime picks when several fit a scenario's sizes (issue #14): the one
+"""Which shipped model the runtime picks when several fit a scenario's sizes: the one
 whose training budget ranges (sidecar ``budgets``) contain the scenario's budgets, most specialised
 first; otherwise the widest; files without recorded ranges last."""
 import json

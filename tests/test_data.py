@@ -1,4 +1,4 @@
-"""Data sets (issue 5): the distribution and its rejection rule, per-instance seeds, the shard format
+"""Data sets: the distribution and its rejection rule, per-instance seeds, the shard format
 (read back with h5py alone), labels checked against an independent Slepian-Bangs FIM, splits,
 failures, corrupt shards, and the `irs-torch dataset` commands. The kill/resume test is in
 test_data_resume.py, the Ray backend in test_data_ray.py."""

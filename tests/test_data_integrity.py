@@ -1,4 +1,4 @@
-"""Data set integrity (issue 15): per-shard SHA-256 in the manifest, checked by `dataset info
+"""Data set integrity: per-shard SHA-256 in the manifest, checked by `dataset info
 --verify`, before training and on resume; label consistency (max_crb = max crb, CRB recomputed,
 feasibility); `dataset generate` refusing orphan shards without --force; file modes; and
 `scripts/test.sh --all`.

@@ -1,6 +1,6 @@
 """Monte Carlo study and the montecarlo / montecarlo-sweep commands.
 
-The two physics claims of issue 8 are checked here: at high SNR the ML estimator reaches the CRB
+Two physics claims are checked here: at high SNR the ML estimator reaches the CRB
 (each angle's MSE/CRB within [0.8, 1.25] over 500 trials and their mean within [0.88, 1.12]), and on
 the paper scenario the optimised design localises better than the isotropic ones."""
 from __future__ import annotations

@@ -169,7 +169,7 @@ def test_fuzz_scenario_command_flags(budget, tmp_path):
 
 
 @pytest.mark.parametrize("budget", [pytest.param(8, id="small"),  # montecarlo runs take a second each
-                                    pytest.param(120, id="large", marks=pytest.mark.slow)])
+                                    pytest.param(60, id="large", marks=pytest.mark.slow)])
 def test_fuzz_crb_and_montecarlo_flags(budget, tmp_path):
     s, sol = _good()
     scen = s.save(tmp_path / "s.npz")

@@ -1,4 +1,4 @@
-"""The package's rooms (issue #16), checked on the source (AST), so a violation fails CI:
+"""The package's rooms, checked on the source (AST), so a violation fails CI:
 
 - library code never imports the command layer (``irs_torch.commands``, ``irs_torch.cli``);
 - no name starting with ``_`` is imported from, or reached into, another irs_torch module;

@@ -1,4 +1,4 @@
-"""Per-regime validation logs of training (issue #14): TensorBoard scalars and histograms broken down by
+"""Per-regime validation logs of training: TensorBoard scalars and histograms broken down by
 the C1 regime at the label and by budget bucket (irs_torch.learn.regimes), read back from the event file.
 Expected groups are recomputed here from the validation instances with plain numpy rules."""
 from __future__ import annotations

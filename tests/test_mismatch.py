@@ -1,4 +1,4 @@
-"""move_target and the mismatch CRB (issue #17 items 1 and 5)."""
+"""move_target and the mismatch CRB."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""Solution quality (issue #13): brute-force global optima of tiny instances, the effort levels,
+"""Solution quality: brute-force global optima of tiny instances, the effort levels,
 continuation monotonicity, the quality suite's stored best-known designs, the search and the benchmark.
 
 The brute force (tests/bruteforce.py) uses only the numpy re-derivations of tests/reference.py.

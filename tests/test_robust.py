@@ -1,4 +1,4 @@
-"""Robust design over a region of target positions (issue #17 items 2 and 5)."""
+"""Robust design over a region of target positions."""
 from __future__ import annotations
 
 import json

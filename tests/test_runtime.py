@@ -1,4 +1,4 @@
-"""The runtime pipeline (issue #7): network -> feasible design -> AO refinement, its CLI and the
+"""The runtime pipeline: network -> feasible design -> AO refinement, its CLI and the
 warm-start benchmark, with a tiny model (M = 4, 2 x 2 elements, L = 2) made in seconds.
 
 Physics checks are independent of irs_torch's CRB code: the CRB of a returned design is recomputed
@@ -214,7 +214,7 @@ def test_cli_solve_learned_matches_crb_command(tiny, tmp_path):
     assert {"load", "predict", "refine", "total"} <= set(rep["times"])
     sol = Solution.load(out)
     assert sol.method == "learned"
-    assert sol.metadata["options"]["checkpoint"] == str(tiny["model"]) and sol.metadata["options"]["refine"] == "ao"
+    assert sol.metadata["options"]["checkpoint"] == str(tiny["model"]) and sol.metadata["options"]["refine"] == "fo"
     assert sol.metadata["scenario_seed"] == tiny["scenario"].seed
     c = _cli(["crb", "--scenario", tiny["scenario_file"], "--solution", out, "--json"])
     assert c.returncode == 0, c.stderr[-3000:]

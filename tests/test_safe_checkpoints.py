@@ -1,4 +1,4 @@
-"""Model files are data, never code (issue #15, "Safe model files").
+"""Model files are data, never code.
 
 A crafted model file whose pickle would create a marker file when unpickled is given to
 ``load_model``, to ``irs-torch solve --method learned --checkpoint``, and placed where the
@@ -240,6 +240,9 @@ def test_shipped_models_are_weights_only_and_their_sidecars_match(name):
     hp = raw["hyper_parameters"]
     info = json.loads(path.with_suffix(".json").read_text())
     assert info["model_file"] == path.name and info["sha256"] == _sha256(path)
+    if "size_ranges" in info:  # the any-size model: its sidecar claims ranges, not one size (tests/test_anysize.py)
+        assert set(info["size_ranges"]) >= {"M", "N_h", "N_v", "L"}
+        return
     assert info["sizes"] == {k: hp[k] for k in ("M", "N_h", "N_v", "L")}
     assert (info["d_h"], info["d_v"], info["active"]) == (hp["d_h"], hp["d_v"], hp["active"])
     # the scan picks a model for the scenario's sizes whose training budgets cover its budgets

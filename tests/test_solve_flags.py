@@ -12,7 +12,7 @@ def scen(tmp_path_factory):
 
 
 @pytest.mark.parametrize("extra, needle", [
-    (["--method", "ao", "--hypotheses", "2"], "--hypotheses 2 applies to --method learned with --refine ao only"),
+    (["--method", "ao", "--hypotheses", "2"], "--hypotheses 2 applies to --method learned with --refine fo or ao only"),
     (["--method", "learned", "--refine", "none", "--hypotheses", "4"], "(got --method learned, --refine none)"),
     (["--method", "learned", "--refine", "none", "--refine-iter", "2"], "--refine-iter 2 applies to"),
     (["--method", "learned", "--refine-iter", "0"], "--refine-iter must be >= 1, got 0"),

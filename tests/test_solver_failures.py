@@ -1,4 +1,4 @@
-"""Solver failures show (issue #15, "Failures that show").
+"""Solver failures show.
 
 Faults are injected into the conic solves (every SCS / Clarabel call returns "infeasible", or
 ``cvxpy.Problem.solve`` raises ``SolverError``) and into the first-order P3 (raises), for every
@@ -239,8 +239,8 @@ def test_cli_exits_non_zero_and_says_failed(method, tiny_model, tmp_path, monkey
     args = ["solve", "--scenario", scen, "--method", method, "--max-iter", "3", "--no-progress"]
     if method == "reflective-only":
         args += ["--p3", "sca-sdr"]
-    if method == "learned":
-        args += ["--checkpoint", tiny_model]
+    if method == "learned":  # the AO refinement (the first-order refinement's rule: the next test)
+        args += ["--checkpoint", tiny_model, "--refine", "ao"]
     ok = cli_in_process([*args, "-o", tmp_path / "ok.npz"], monkeypatch, capsys)  # control: no fault
     assert ok.returncode == 0, ok.stderr
     assert "success: yes" in ok.stdout and "FAILED" not in ok.stdout + ok.stderr
@@ -260,6 +260,24 @@ def test_cli_exits_non_zero_and_says_failed(method, tiny_model, tmp_path, monkey
     assert r.returncode == 1
     out = json.loads(r.stdout)
     assert out["success"] is False and out["status"] == "solver-failed" and out["message"].startswith("FAILED:")
+
+
+def test_cli_learned_fo_keeps_the_first_order_point_when_the_polish_fails(tiny_model, tmp_path, monkeypatch,
+                                                                            capsys):
+    # --refine fo: the P2 polish only polishes a feasible first-order point; when its conic solve fails the point is
+    # kept (feasible, success), the status and a warning say so, and the failure is counted as the AO counts P2 steps
+    scen = _scenario().save(tmp_path / "s.npz")
+    args = ["solve", "--scenario", scen, "--method", "learned", "--checkpoint", tiny_model, "--fo-steps", "5",
+            "--no-progress"]
+    from irs_torch.solvers import conic
+
+    monkeypatch.setattr(conic, "run", lambda *a, **k: ("infeasible", 0.0))
+    r = cli_in_process([*args, "-o", tmp_path / "fo.npz"], monkeypatch, capsys)
+    assert r.returncode == 0, r.stderr
+    assert "status: first-order (P2 polish failed)" in r.stdout and "warning: the P2 polish failed" in r.stdout
+    assert "NOT certified" in r.stdout
+    md = Solution.load(tmp_path / "fo.npz").metadata
+    assert md["success"] is True and md["failures"]["p2_failed"] == md["failures"]["p2_steps"] == 1
 
 
 # ----------------------------------------------------------------------------- data sets

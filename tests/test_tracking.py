@@ -1,4 +1,4 @@
-"""Tracking loop (issue #17, item 3): filter consistency, measurement model, loop, CLI, resume."""
+"""Tracking loop: filter consistency, measurement model, loop, CLI, resume."""
 from __future__ import annotations
 
 import json
@@ -210,10 +210,12 @@ def test_records_of_another_configuration_are_refused(tmp_path):
         run_tracking(_cfg(steps=1, policies=("isotropic",), seed=1), tmp_path / "a")
 
 
-def test_learned_policy_without_a_model_for_the_sizes_is_a_clear_error(tmp_path):
+def test_learned_policy_without_a_model_for_the_sizes_is_a_clear_error(tmp_path, monkeypatch):
     from irs_torch.tracking.loop import run_tracking
 
-    with pytest.raises(InputError, match="--policy learned"):
+    (tmp_path / "models").mkdir()
+    monkeypatch.setenv("IRS_TORCH_CHECKPOINTS", str(tmp_path / "models"))  # no model at all (the shipped any-size
+    with pytest.raises(InputError, match="--policy learned"):  # model would cover every size)
         run_tracking(_cfg(steps=1, policies=("learned",)), tmp_path / "a")
 
 

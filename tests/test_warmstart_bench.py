@@ -1,4 +1,4 @@
-"""The warm-start benchmark (issue #14, irs_torch.warmstart_bench) and the shipped checkpoints.
+"""The warm-start benchmark (irs_torch.warmstart_bench) and the shipped checkpoints.
 
 - `irs-torch bench warmstart` on a tiny data set and model: every method's row is consistent (ratio =
   max-CRB / reference, refinement never worse than its start, the capped AO within the refinement's

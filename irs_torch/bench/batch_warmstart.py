@@ -159,7 +159,8 @@ def summarize(res: dict, ref: list, per_default: float | None) -> dict:
 
 
 def bench_batch(out, *, checkpoint=None, n: int = 1000, n_label: int = 50, seed: int = 1_000_003, ks=KS,
-                threads: int | None = 1, suite_dir=None, data_config=DATA_CONFIG, progress: bool = True) -> dict:
+                threads: int | None = 1, suite_dir=None, data_config=DATA_CONFIG, groups=("suite", "dist"),
+                progress: bool = True) -> dict:
     """Run the batch benchmark (module docstring) and write its outputs under ``out``; returns the summary dict.
     ``n``: budget-distribution draws (>= 1); ``n_label``: how many of them (and at most how many suite
     instances) the item-by-item methods and the P2 polish run on; ``seed``: the draws' data-set seed (recorded)."""
@@ -195,32 +196,36 @@ def bench_batch(out, *, checkpoint=None, n: int = 1000, n_label: int = 50, seed:
                 continue  # a torn last line of a killed run: recomputed
             if rec.get("config") == key:
                 done[rec["group"]] = rec["result"]
-    groups = {}
+    results = {}
+    bad = [g for g in groups if g not in ("suite", "dist")]
+    if bad or not groups:
+        raise ValueError(f"--groups must name suite and/or dist, got {list(groups)}")
     for g, scn in (("suite", s_scn), ("dist", d_scn)):
-        if scn is None:
+        if scn is None or g not in groups:
             continue
         if g in done:
-            groups[g] = done[g]
+            results[g] = done[g]
             log(f"{g}: resumed from {log_path}")
             continue
         log(f"{g}: {int(scn.batch_shape[0])} instances")
         n_item = min(n_label, int(scn.batch_shape[0]))
-        groups[g] = _run_group(scn, net, ks, n_item, options, log)
+        results[g] = _run_group(scn, net, ks, n_item, options, log)
         with open(log_path, "a") as f:
-            f.write(json.dumps({"config": key, "group": g, "result": groups[g]}) + "\n")
+            f.write(json.dumps({"config": key, "group": g, "result": results[g]}) + "\n")
     summary = {"format": FORMAT, "config": config, "machine": machine(), "suite_ids": suite_ids, "groups": {}}
-    if "suite" in groups:
-        r = groups["suite"]
+    if "suite" in results:
+        r = results["suite"]
         per_def = r["ao-default"]["seconds"] / max(r["ao-default"]["n"], 1)
         summary["groups"]["suite (ratio to best-known)"] = summarize(r, s_ref.tolist(), per_def)
-    r = groups["dist"]
-    per_def = r["ao-default"]["seconds"] / max(r["ao-default"]["n"], 1) if r["ao-default"]["n"] else None
-    label = r["ao-default"]["max_crb"]
-    if label:
-        summary["groups"][f"dist, first {len(label)} (ratio to the default solver)"] = summarize(r, label, per_def)
-    best = [min(v["max_crb"][i] for v in r.values() if i < len(v["max_crb"])) for i in range(n)]
-    full = {m: v for m, v in r.items() if int(v["n"]) == n}
-    summary["groups"][f"dist, all {n} (ratio to the best found in this run)"] = summarize(full, best, per_def)
+    if "dist" in results:
+        r = results["dist"]
+        per_def = r["ao-default"]["seconds"] / max(r["ao-default"]["n"], 1) if r["ao-default"]["n"] else None
+        label = r["ao-default"]["max_crb"]
+        if label:
+            summary["groups"][f"dist, first {len(label)} (ratio to the default solver)"] = summarize(r, label, per_def)
+        best = [min(v["max_crb"][i] for v in r.values() if i < len(v["max_crb"])) for i in range(n)]
+        full = {m: v for m, v in r.items() if int(v["n"]) == n}
+        summary["groups"][f"dist, all {n} (ratio to the best found in this run)"] = summarize(full, best, per_def)
     (out / "batch.json").write_text(json.dumps(summary, indent=1))
     _plot(out / "batch.png", summary)
     return summary

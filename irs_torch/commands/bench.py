@@ -1,5 +1,5 @@
 """``irs-torch bench warmstart``: the learned warm start vs honest baselines (:mod:`irs_torch.warmstart_bench`);
-``irs-torch bench quality`` / ``quality-search``: solver efforts vs best-known designs (issue #13)."""
+``irs-torch bench quality`` / ``quality-search``: solver efforts vs best-known designs."""
 from __future__ import annotations
 
 import argparse
@@ -49,11 +49,13 @@ def register(sub):
                         "sizes, every method batched where it can be (network alone; network / heuristic starts + "
                         "K first-order steps, with and without the P2 polish; network + 3 AO iterations; the cold "
                         "default): ratios and instances/s side by side (irs_torch/bench/batch_warmstart.py)")
-    w.add_argument("--n-label", type=int, default=50,
+    w.add_argument("--n-label", type=int, default=None,
                    help="batch mode: the item-by-item methods (P2 polish, AO, cold default) run on this many draws "
-                        "and suite instances (default 50)")
+                        "and suite instances (default min(50, --batch))")
     w.add_argument("--steps", type=int, nargs="+", default=[10, 50, 200], metavar="K",
                    help="batch mode: first-order step caps K (default 10 50 200)")
+    w.add_argument("--groups", nargs="+", choices=["suite", "dist"], default=["suite", "dist"],
+                   help="batch mode: which instance groups to run (default both)")
     w.add_argument("--data-config", default=None,
                    help="batch mode: the data-set config to draw from (default training/budget-data.yaml)")
     w.set_defaults(func=run)
@@ -61,7 +63,7 @@ def register(sub):
 
 
 def _register_quality(sp):
-    """``bench quality`` and ``bench quality-search`` (issue #13; library: :mod:`irs_torch.quality`)."""
+    """``bench quality`` and ``bench quality-search`` (library: :mod:`irs_torch.quality`)."""
     q = sp.add_parser("quality", help="solver efforts vs best-known designs over the quality suite",
                       description="Runs solver efforts over the quality suite (benchmarks/quality/) and reports "
                                   "each one's max-CRB / best-known ratio (median, p90, max) and median time, split "
@@ -153,6 +155,7 @@ def _run_batch(args: argparse.Namespace) -> int:
             raise InputError(f"--{flag} does not apply to --batch (the batch mode has its own instances and methods)")
     if not 1 <= args.batch <= 100_000:
         raise InputError(f"--batch must be in [1, 100000], got {args.batch}")
+    args.n_label = min(50, args.batch) if args.n_label is None else args.n_label
     if not 0 <= args.n_label <= args.batch:
         raise InputError(f"--n-label must be in [0, --batch={args.batch}], got {args.n_label}")
     if any(k < 1 or k > 100_000 for k in args.steps):
@@ -162,7 +165,8 @@ def _run_batch(args: argparse.Namespace) -> int:
     with DirLock(args.out, "--out"):
         s = bb.bench_batch(args.out, checkpoint=args.checkpoint, n=args.batch, n_label=args.n_label,
                            ks=tuple(args.steps), threads=args.threads, suite_dir=args.suite,
-                           data_config=args.data_config or bb.DATA_CONFIG, progress=not args.json)
+                           data_config=args.data_config or bb.DATA_CONFIG, groups=tuple(args.groups),
+                           progress=not args.json)
     if args.json:
         from irs_torch.outputs import dumps
 

@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
             if field is None:
                 raise
             raise InputError(f"--{field.replace('_', '-')} {over[field]}: {msg}") from None
-    if args.count is not None:  # a batch (issue #14)
+    if args.count is not None:  # a batch: one file of `count` scenarios
         if args.count < 1:
             raise ValueError(f"--count must be >= 1, got {args.count}")
         if args.mat:

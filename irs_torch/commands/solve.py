@@ -56,7 +56,7 @@ def register(sub):
     p.add_argument("--effort", choices=["fast", "default", "thorough", "legacy", "portfolio"], default=None,
                    help="ao with --init random: how hard to search (default: 'default', a batched joint first-order "
                         "screen of 8 diverse starts then the AO; 'fast'; 'thorough', the best-known search, minutes; "
-                        "'legacy', one random start as before issue #13). See README 'Solution quality'")
+                        "'legacy', the AO from one random start). See docs/solver.md")
     p.add_argument("--n-starts", type=positive_int_arg("--n-starts", MAX_STARTS), default=None,
                    help=f"AO starts for --init random (default 1, at most {MAX_STARTS})")
     p.add_argument("--n-randomizations", type=int, default=None, help="Gaussian randomisations (sca-sdr)")
@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
         check_output_path(npz_path(args.output), {"--scenario": args.scenario, "--init": init_file,
                                                   "--checkpoint": args.checkpoint}, "-o/--output")
     if Path(args.scenario).is_dir():
-        return _solve_many(args)  # batch inference (issue #14)
+        return _solve_many(args)  # a folder of scenarios: batch inference
     s = Scenario.load(args.scenario)
     item = None  # the item of a batched scenario file
     if s.batch_shape:
@@ -164,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.index not in (None, 0):
         raise ValueError(f"--index {args.index} given but {args.scenario} is not batched")
     opts = _options(args)
-    if getattr(args, "region", None):  # robust design over a region (issue #17): _solve_region
+    if getattr(args, "region", None):  # robust design over a region: _solve_region
         res = _solve_region(args, s, opts)
     elif args.method == "learned":
         from irs_torch.runtime import solve_learned
@@ -264,7 +264,7 @@ def _explain_start(res) -> None:
         print(f"start: the '{init['kind']}' starting point, before the solver")
 
 
-# ----------------------------------------------------------------------------- robust design (issue #17)
+# ----------------------------------------------------------------------------- robust design
 def _add_region_args(p):
     """``--region``, ``--region-points``, ``--robust-objective`` (robust design, irs_torch.robust)."""
     p.add_argument("--region", default=None,
@@ -292,7 +292,7 @@ def _solve_region(args, scenario, opts):
     return solve_robust(scenario, region, K=args.region_points, objective=args.robust_objective, options=opts)
 
 
-# ----------------------------------------------------------------------------- batch inference (issue #14)
+# ----------------------------------------------------------------------------- batch inference
 def _options(args):
     from irs_torch.solvers import SolverOptions
 

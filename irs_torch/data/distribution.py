@@ -301,7 +301,7 @@ class DatasetConfig:
         from irs_torch.solvers import SolverOptions
 
         # effort "legacy" unless the config sets one: labels stay those of the single-start AO the existing
-        # data sets were made with (issue #13 changed the solver's default; the labels' effort is issue #14)
+        # data sets were made with (the solver's default effort differs; a resumed data set never mixes solvers)
         return SolverOptions(seed=int(seed) % 2 ** 31, **{"effort": "legacy", **{k: v for k, v in self.solver.items()
                                                                                if k not in ("method", "init")}})
 

@@ -51,7 +51,7 @@ from torch import nn
 from irs_torch import crb as crb_model
 from irs_torch.learn.feasibility import C1_MODES, FeasibleDesign, feasible_design
 from irs_torch.learn.features import N_GLOBAL, N_IRS_SCALARS, Features, scenario_features
-from irs_torch.learn.nets import channel_transmit, combine_slots, expand_scenario
+from irs_torch.learn.nets import CLinear, ModReLU, channel_transmit, combine_slots, expand_scenario, mlp
 from irs_torch.scenario import Scenario
 
 MODEL_FORMAT = "irs-torch/warm-start-anysize-model"
@@ -63,40 +63,6 @@ N_SIZE = 4  # size inputs: log M, log N, L, log(N_h / N_v)
 NET_KEYS = ("hidden", "channels", "layers", "rank", "hypotheses", "c1_mode", "size_ranges", "balance")
 
 
-def _mlp(d_in: int, hidden: int, depth: int, d_out: int | None = None) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    d = d_in
-    for _ in range(depth):
-        layers += [nn.Linear(d, hidden), nn.LayerNorm(hidden), nn.SiLU()]
-        d = hidden
-    if d_out is not None:
-        layers.append(nn.Linear(d, d_out))
-    return nn.Sequential(*layers)
-
-
-class _CLinear(nn.Module):
-    """Complex linear map of the channel dim (real and imaginary weights as real parameters)."""
-
-    def __init__(self, c_in: int, c_out: int, scale: float = 1.0):
-        super().__init__()
-        std = scale / math.sqrt(2 * c_in)
-        self.wr = nn.Parameter(torch.randn(c_in, c_out) * std)
-        self.wi = nn.Parameter(torch.randn(c_in, c_out) * std)
-
-    def forward(self, h):
-        return h @ torch.complex(self.wr, self.wi).to(h.dtype)
-
-
-class _ModReLU(nn.Module):
-    """``relu(|h| + b) h / |h|`` per channel (phase-preserving nonlinearity)."""
-
-    def __init__(self, c: int):
-        super().__init__()
-        self.b = nn.Parameter(torch.zeros(c))
-
-    def forward(self, h):
-        mag = torch.sqrt(h.real ** 2 + h.imag ** 2 + 1e-12)
-        return h * (torch.relu(mag + self.b) / mag)
 
 
 def balance_slot_powers(scenario: Scenario, d: FeasibleDesign, crb_total: torch.Tensor, safety: float = 1e-9):
@@ -224,19 +190,19 @@ class AnySizeNet(nn.Module):
         self.hypotheses, self.c1_mode, self.balance = hypotheses, c1_mode, bool(balance)
         self.size_ranges = _check_ranges(size_ranges or DEFAULT_SIZE_RANGES)
         H, C, K = hidden, channels, hypotheses
-        self.ctx_in = _mlp(N_IRS_SCALARS + 4 + N_GLOBAL + N_SIZE, H, 1)
-        self.ctx_mix = nn.ModuleList([_mlp(3 * H, H, 1) for _ in range(2)])
+        self.ctx_in = mlp(N_IRS_SCALARS + 4 + N_GLOBAL + N_SIZE, H, 1)
+        self.ctx_mix = nn.ModuleList([mlp(3 * H, H, 1) for _ in range(2)])
         self.elem_in = nn.Linear(5 + H, C)
-        self.self_w = nn.ModuleList([_CLinear(C, C) for _ in range(layers)])
-        self.msg_w = nn.ModuleList([nn.ModuleList([_CLinear(C, C) for _ in range(3)]) for _ in range(layers)])
+        self.self_w = nn.ModuleList([CLinear(C, C) for _ in range(layers)])
+        self.msg_w = nn.ModuleList([nn.ModuleList([CLinear(C, C) for _ in range(3)]) for _ in range(layers)])
         self.bias = nn.ModuleList([nn.Linear(H, 2 * C) for _ in range(layers)])
-        self.act = nn.ModuleList([_ModReLU(C) for _ in range(layers)])
-        self.z_out = _CLinear(C, K, scale=0.1)
-        self.b_out = _CLinear(C, K * rank, scale=0.1)
-        self.pool = _mlp(2 * C + 2 * H, H, 1)
+        self.act = nn.ModuleList([ModReLU(C) for _ in range(layers)])
+        self.z_out = CLinear(C, K, scale=0.1)
+        self.b_out = CLinear(C, K * rank, scale=0.1)
+        self.pool = mlp(2 * C + 2 * H, H, 1)
         self.v_out = nn.Linear(H, K * 2 * 3 * rank)
         self.omega_out = nn.Linear(H, K)
-        self.rho_out = _mlp(2 * H, max(H // 4, 1), 1, K)
+        self.rho_out = mlp(2 * H, max(H // 4, 1), 1, K)
         # Hypotheses start at different reflection amplitude levels (log |z|; tanh|z|: 0.995, 0.76, 0.46, 0.96, ...)
         # and BS budget fractions: different basins when C1 binds.
         levels = torch.tensor([3.0, 1.0, 0.5, 2.0, 1.5, 0.75, 2.5, 0.3]).log()

@@ -16,7 +16,7 @@ per epoch ``val/ratio_median``, ``val/ratio_p90``, ``val/ratio_mean`` (max-CRB o
 over the label's), ``val/max_crb_median``, ``val/label_max_crb_median``, the smallest constraint
 margins ``val/margin_{bs,irs,amp,psd}_min`` (>= 0: feasible), ``val/feasible_frac``, histograms
 ``val/ratio`` and ``val/log10_ratio``; the learning rate through Lightning's LearningRateMonitor.
-Broken down (issue #14, :func:`breakdown_groups`, definitions in :mod:`irs_torch.learn.regimes`) by
+Broken down (:func:`breakdown_groups`, definitions in :mod:`irs_torch.learn.regimes`) by
 the C1 regime at the label (``by_c1_binding``, ``by_standard``), the P_s decade (``by_P_s_lt1e-3``,
 ``by_P_s_1e-3-1e-2``, ``by_P_s_1e-2-0p1``, ``by_P_s_ge0p1``) and P_t (``by_P_t_low``, ``by_P_t_high``):
 scalars ``val/by_<group>/{n,ratio_median,ratio_p90,loss_crb,max_crb_median}`` (``loss_crb``: the mean

@@ -52,7 +52,7 @@ def channel_transmit(G: torch.Tensor, B: torch.Tensor, reference: torch.Tensor |
     return Gs.conj().transpose(-1, -2) @ B.to(G.dtype)
 
 
-def _mlp(d_in: int, hidden: int, depth: int, d_out: int | None = None, dropout: float = 0.0) -> nn.Sequential:
+def mlp(d_in: int, hidden: int, depth: int, d_out: int | None = None, dropout: float = 0.0) -> nn.Sequential:
     layers: list[nn.Module] = []
     d = d_in
     for _ in range(depth):
@@ -65,7 +65,7 @@ def _mlp(d_in: int, hidden: int, depth: int, d_out: int | None = None, dropout: 
     return nn.Sequential(*layers)
 
 
-class _CLinear(nn.Module):
+class CLinear(nn.Module):
     """Complex linear map of the channel dim (real and imaginary weights as real parameters)."""
 
     def __init__(self, c_in: int, c_out: int, scale: float = 1.0):
@@ -78,7 +78,7 @@ class _CLinear(nn.Module):
         return h @ torch.complex(self.wr, self.wi).to(h.dtype)
 
 
-class _ModReLU(nn.Module):
+class ModReLU(nn.Module):
     """``relu(|h| + b) h / |h|`` per channel (phase-preserving nonlinearity)."""
 
     def __init__(self, c: int):
@@ -118,19 +118,19 @@ class ElementGNN(nn.Module):
         self.register_buffer("h_idx", h_idx, persistent=False)
         self.register_buffer("v_idx", v_idx, persistent=False)
         C = channels
-        self.ctx_in = _mlp(N_IRS_SCALARS + 4 + N_GLOBAL, hidden, 1)
-        self.ctx_mix = _mlp(2 * hidden, hidden, 1)
+        self.ctx_in = mlp(N_IRS_SCALARS + 4 + N_GLOBAL, hidden, 1)
+        self.ctx_mix = mlp(2 * hidden, hidden, 1)
         self.elem_in = nn.Linear(5 + hidden, C)
-        self.self_w = nn.ModuleList([_CLinear(C, C) for _ in range(layers)])
-        self.msg_w = nn.ModuleList([nn.ModuleList([_CLinear(C, C) for _ in range(3)]) for _ in range(layers)])
+        self.self_w = nn.ModuleList([CLinear(C, C) for _ in range(layers)])
+        self.msg_w = nn.ModuleList([nn.ModuleList([CLinear(C, C) for _ in range(3)]) for _ in range(layers)])
         self.bias = nn.ModuleList([nn.Linear(hidden, 2 * C) for _ in range(layers)])
-        self.act = nn.ModuleList([_ModReLU(C) for _ in range(layers)])
+        self.act = nn.ModuleList([ModReLU(C) for _ in range(layers)])
         K = hypotheses
-        self.z_out = _CLinear(C, K, scale=0.1)
-        self.pool = _mlp(2 * C + 2 * hidden, hidden, 1)
+        self.z_out = CLinear(C, K, scale=0.1)
+        self.pool = mlp(2 * C + 2 * hidden, hidden, 1)
         self.v_out = nn.Linear(hidden, K * 2 * 3 * rank)
         self.omega_out = nn.Linear(hidden, K)
-        self.rho_out = _mlp(2 * hidden, max(hidden // 4, 1), 1, K)
+        self.rho_out = mlp(2 * hidden, max(hidden // 4, 1), 1, K)
         with torch.no_grad():
             self.v_out.weight.mul_(0.1)
             self.v_out.bias.zero_()
@@ -243,11 +243,11 @@ class WarmStartNet(nn.Module):
         self._n_v = 2 * 3 * rank if echo_basis else 0
         self._n_w = 2 * (self.N if transmit_basis == "channel" else M) * rank if free_transmit else 0
         if arch == "mlp":
-            self.enc = _mlp(f_in, hidden, depth, dropout=dropout)
-            self.glob = _mlp(N_GLOBAL, hidden, 1)
+            self.enc = mlp(f_in, hidden, depth, dropout=dropout)
+            self.glob = mlp(N_GLOBAL, hidden, 1)
             self._n_out = self._n_z + self._n_v + self._n_w + 1
-            self.head = _mlp(3 * hidden, hidden, depth, K * self._n_out, dropout=dropout)
-            self.rho_head = _mlp(2 * hidden, hidden // 4 or 1, 1, K)
+            self.head = mlp(3 * hidden, hidden, depth, K * self._n_out, dropout=dropout)
+            self.rho_head = mlp(2 * hidden, hidden // 4 or 1, 1, K)
         else:
             self.gnn = ElementGNN(N_h, N_v, rank, hidden, channels, layers, d_h, d_v, hypotheses)
         # Feature standardisation (fitted on training data; stored in checkpoints).

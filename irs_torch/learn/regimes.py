@@ -1,4 +1,4 @@
-"""Regimes and budget buckets used to break the warm-start metrics down (issue #14).
+"""Regimes and budget buckets used to break the warm-start metrics down, so a model's weak regime shows.
 
 One definition for the TensorBoard logs of training (:mod:`irs_torch.learn.module`), the warm-start
 benchmark (:mod:`irs_torch.warmstart_bench`) and the model card (``scripts/model_card.py``):

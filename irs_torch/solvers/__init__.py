@@ -19,10 +19,10 @@ Defaults chosen by measurement (scripts/bench_solver.py, paper scenario, 5 chann
 - P3 is the first-order method: AO max-CRB 0.0169-0.0215 rad^2 against 0.020-0.175 with SCA + SDR
   (whose relaxation is far from rank one, so the randomised candidates rarely improve).
 
-Effort levels (issue #13, :mod:`.strategy`): ``SolverOptions(effort=...)`` chooses how method "ao" with
+Effort levels (:mod:`.strategy`): ``SolverOptions(effort=...)`` chooses how method "ao" with
 ``init=None`` searches: "default" (a batched joint first-order screen of 8 diverse starts, then the AO
-from the best), "fast", "thorough" (the best-known search) or "legacy" (one random start, the default
-before issue #13). Measured against the best-known designs of the quality suite:
+from the best), "fast", "thorough" (the best-known search) or "legacy" (one random start; data-set
+labels use it). Measured against the best-known designs of the quality suite:
 ``irs-torch bench quality`` (:mod:`irs_torch.quality`).
 
 Building blocks: :mod:`.transmit` (P2), :mod:`.reflect` (P3), :mod:`.ao`, :mod:`.strategy`, :mod:`.baselines`.
@@ -38,7 +38,7 @@ from irs_torch.solvers.result import (  # noqa: F401
 )
 
 
-def __getattr__(name):  # lazy: `from irs_torch.solvers import SolverOptions` imports no cvxpy (issue #14)
+def __getattr__(name):  # lazy: `from irs_torch.solvers import SolverOptions` imports no cvxpy (fast start-up)
     if name in ("solve", "initial_point"):
         from irs_torch.solvers import ao
 

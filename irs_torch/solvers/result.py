@@ -43,7 +43,7 @@ class SolverOptions:
     passive_fair: for method "passive", give the BS P_t + P_s (power-fair comparison).
     torch_threads: torch intra-op threads while solving (restored afterwards; None leaves torch's
     setting). effort: how hard method "ao" with ``init=None`` searches (:mod:`irs_torch.solvers.strategy`):
-    "legacy" (one random start, the default before issue #13), "fast", "default" (a batched joint
+    "legacy" (one random start; data-set labels use it), "fast", "default" (a batched joint
     first-order screen of 8 diverse starts, then the AO from the best) or "thorough" (the best-known
     search). The solver's tensors are tiny: on the 2-core machine one thread ran the paper AO in
     6.7 s and two threads (with other work running) in 48 s. Run instances in parallel instead.

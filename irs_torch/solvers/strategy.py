@@ -2,9 +2,9 @@
 
 The AO (:mod:`.ao`) is a local method. When C1 binds it keeps roughly the amplitude level and
 the beam structure it starts from (docs/assumptions.md "Numerical experience"), so a single random start can land 2x
-above the best design known (issue #13). The efforts trade time for quality:
+above the best design known. The efforts trade time for quality:
 
-- ``"legacy"``: the AO from one random start (``n_starts`` as given), the default before issue #13.
+- ``"legacy"``: the AO from one random start (``n_starts`` as given); data-set labels use it.
 - ``"fast"``: a batched joint first-order screen (:func:`joint_first_order`) of a few diverse starts,
   then the AO from the best screened point, capped at a few iterations.
 - ``"default"``: the screen over more diverse starts, then the full AO from the best point.
@@ -245,7 +245,7 @@ def _run_ao(scn, R, psi, options, progress=False):
 
 
 # effort -> (screened starts, Adam steps, AO iterations cap of the continued point); lr 0.1 -> 0.005 (cosine)
-# default: 400 steps / patience 50, chosen on the quality suite (issue #13): 600 / 60 gave median 1.0002x,
+# default: 400 steps / patience 50, chosen on the quality suite: 600 / 60 gave median 1.0002x,
 # p90 1.026x at 1.61x the legacy time; 400 / 50 1.0097x, 1.043x at 1.42x; 300 / 40 1.017x, 1.079x at 1.31x
 SCREEN = {"fast": (8, 200, 3), "default": (8, 400, None)}
 SCREEN_LR, SCREEN_DECAY = 0.1, 0.05
@@ -451,7 +451,7 @@ def solve_with_effort(scenario: Scenario, effort: str, init: dict | None, option
 
 def continuation_sweep(scenarios, options, progress: bool = False):
     """Solve a sweep of budgets in order of increasing budget (same system, each of P_t, P_s, a_max
-    non-decreasing along the list), using the monotonicity of the optimum (issue #13): every point is
+    non-decreasing along the list), using the monotonicity of the optimum: every point is
     solved with ``options`` and also by the AO from the previous point's design (feasible unchanged
     at the larger budget), keeping the better; then a downward pass tries each point from the next
     one's design (repaired by :func:`~irs_torch.solvers.ao.initial_point`). With an AO that never

@@ -1,4 +1,4 @@
-"""The closed design -> sense -> estimate -> localise -> track loop (issue #17, item 3).
+"""The closed design -> sense -> estimate -> localise -> track loop.
 
 For Monte Carlo trajectory m and block t = 0 .. steps-1, and for every policy on the SAME draws:
 

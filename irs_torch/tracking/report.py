@@ -69,7 +69,7 @@ def summarise(records: list[dict], policy: str, steps: int, setup_seconds: float
 
 
 def comparison(summaries: dict) -> dict:
-    """The issue's targets, where the policies involved were run: learned RMSE / oracle RMSE
+    """The design targets, where the policies involved were run: learned RMSE / oracle RMSE
     (target <= 1.2) and ao design time / learned design time (target >= 20), medians per block."""
     out = {}
     o, a = summaries.get("oracle"), summaries.get("ao")
