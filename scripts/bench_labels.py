@@ -1,0 +1,51 @@
+#!/usr/bin/env python
+"""Label quality and cost of solver efforts on the quality suite's paper-size instances, side by side in one run.
+
+    python scripts/bench_labels.py portfolio default --out labels.json
+
+For each effort and each of the 24 paper-size suite instances (M = 16, 4 x 4, L = 2): max-CRB / best-known, wall and
+CPU seconds per label; prints median / p90 / max and labels per core-hour (3600 / CPU seconds per label). One thread.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+
+def main(argv=None) -> int:
+    import torch
+
+    from irs_torch.solvers import EFFORTS, SolverOptions, solve
+    from irs_torch.warmstart_bench import suite_instances
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("efforts", nargs="+", choices=EFFORTS)
+    p.add_argument("--out", default=None, help="write per-instance ratios and times as JSON here")
+    a = p.parse_args(argv)
+    torch.set_num_threads(1)
+    insts = suite_instances({"M": 16, "N_h": 4, "N_v": 4, "L": 2})
+    rows = {}
+    for eff in a.efforts:
+        rat, wall, cpu = [], [], []
+        for i in insts:
+            c0, t0 = time.process_time(), time.perf_counter()
+            r = solve(i["scenario"], options=SolverOptions(effort=eff))
+            wall.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+            rat.append(r.max_crb / i["ref_max_crb"])
+        s = sorted(rat)
+        med, p90 = s[len(s) // 2], s[int(0.9 * (len(s) - 1) + 0.5)]
+        per = sum(cpu) / len(cpu)
+        print(f"{eff}: median {med:.4f} p90 {p90:.4f} max {max(rat):.3f}; wall {sum(wall) / len(wall):.2f} s, "
+              f"CPU {per:.2f} s per label: {3600 / per:.0f} labels per core-hour", flush=True)
+        rows[eff] = {"ratios": rat, "wall": wall, "cpu": cpu, "ids": [i["id"] for i in insts]}
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump(rows, f)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
