@@ -7,15 +7,15 @@ import time
 
 import torch
 
-from irs_torch import Scenario
-from irs_torch.runtime import solve_batch
+from irs_torch import Scenario, random_scenario
+from irs_torch.inference import solve_batch
 
 p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 p.add_argument("--count", type=int, default=256, help="scenarios (default 256)")
 args = p.parse_args()
 
 # random geometries around the paper's, at the shipped model's sizes (M = 16, 4 x 4 elements, L = 2)
-batch = Scenario.stack([Scenario.random(seed=i) for i in range(args.count)])
+batch = Scenario.stack([random_scenario(seed=i) for i in range(args.count)])
 t0 = time.perf_counter()
 res = solve_batch(batch, "learned", refine="none")  # the network's designs as they are: no solver runs
 dt = time.perf_counter() - t0

@@ -8,15 +8,15 @@ import argparse
 
 import torch
 
-from irs_torch import Scenario
-from irs_torch.robust import Region, region_crb, solve_robust
+from irs_torch import paper_scenario
+from irs_torch.design.robust import Region, region_crb, solve_robust
 from irs_torch.solvers import SolverOptions, solve
 
 p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 p.add_argument("--quick", action="store_true", help="at most 3 AO iterations, a 5 x 5 evaluation grid")
 args = p.parse_args()
 
-s = Scenario.paper(seed=0)
+s = paper_scenario(seed=0)
 opts = SolverOptions(seed=0, max_iter=3 if args.quick else 20)
 region = Region.box(s.target_pos.tolist(), (2.0, 2.0))
 point = solve(s, "ao", options=opts)

@@ -7,7 +7,7 @@ import argparse
 import math
 from pathlib import Path
 
-from irs_torch import Scenario
+from irs_torch import paper_scenario
 from irs_torch.plotting import plot_design
 from irs_torch.solvers import SolverOptions, solve
 
@@ -16,7 +16,7 @@ p.add_argument("--quick", action="store_true", help="the 'fast' effort (a shorte
 p.add_argument("--out", default="example-out", help="folder for design.png (default: example-out)")
 args = p.parse_args()
 
-s = Scenario.paper(seed=0)  # Section V: M = 16 antennas, two IRSs of 4 x 4 elements
+s = paper_scenario(seed=0)  # Section V: M = 16 antennas, two IRSs of 4 x 4 elements
 res = solve(s, "ao", options=SolverOptions(effort="fast" if args.quick else "default", seed=0))
 print(f"status {res.status}, max-CRB {res.max_crb:.4e} rad^2 in {res.times['total']:.1f} s")
 for l in range(s.L):

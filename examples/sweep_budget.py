@@ -14,7 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from irs_torch import Scenario  # noqa: E402
+from irs_torch import paper_scenario  # noqa: E402
 from irs_torch.solvers import SolverOptions, solve  # noqa: E402
 
 p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -26,7 +26,7 @@ budgets = [1.0, 5.0, 20.0] if args.quick else [1.0, 2.5, 5.0, 10.0, 20.0, 40.0]
 opts = SolverOptions(effort="fast" if args.quick else "default", seed=0)
 values, prev = [], None
 for P_t in budgets:
-    s = Scenario.paper(seed=0, P_t=P_t)
+    s = paper_scenario(seed=0, P_t=P_t)
     best = solve(s, "ao", options=opts)
     if prev is not None:  # the smaller budget's design is feasible here: continue from it
         warm = solve(s, "ao", init={"R_s": prev.R_s, "psi": prev.psi}, options=opts)

@@ -2,7 +2,9 @@
 
 Public API (see docs/python.md):
 
-- :class:`Scenario`, :class:`Solution`, :class:`GeometryDistribution` - systems, designs, files.
+- :class:`Scenario`, :class:`Solution`, :class:`GeometryDistribution` - systems, designs, files;
+  :func:`paper_scenario`, :func:`random_scenario`, :func:`from_geometry`, :func:`load_scenario`,
+  :func:`scenario_from_dict` - the functions that build a Scenario.
 - :func:`fisher_information`, :func:`irs_power`, :func:`bs_power` - the torch physics; the module
   :mod:`irs_torch.crb` holds it all (``irs_torch.crb.crb`` is the per-IRS CRB). The package does not
   re-export a function ``crb``: a function must not shadow the module of the same name.
@@ -17,7 +19,9 @@ from irs_torch.errors import InputError  # noqa: E402  (imports nothing else)
 _LAZY = {"CRBResult": "irs_torch.crb", "bs_power": "irs_torch.crb",
          "fim_normalized": "irs_torch.crb", "fisher_information": "irs_torch.crb", "irs_power": "irs_torch.crb",
          "GeometryDistribution": "irs_torch.scenario", "Scenario": "irs_torch.scenario",
-         "Solution": "irs_torch.scenario"}
+         "Solution": "irs_torch.scenario", "paper_scenario": "irs_torch.scenario",
+         "random_scenario": "irs_torch.scenario", "from_geometry": "irs_torch.scenario",
+         "load_scenario": "irs_torch.scenario", "scenario_from_dict": "irs_torch.scenario"}
 
 
 def __getattr__(name):
@@ -39,6 +43,11 @@ __all__ = [
     "Scenario",
     "Solution",
     "GeometryDistribution",
+    "paper_scenario",
+    "random_scenario",
+    "from_geometry",
+    "load_scenario",
+    "scenario_from_dict",
     "CRBResult",
     "fisher_information",
     "fim_normalized",

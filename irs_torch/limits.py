@@ -32,12 +32,23 @@ MAX_JSON_DEPTH = 32
 MAX_HIDDEN = 1 << 14
 MAX_NET_DEPTH = 64
 MAX_NET_PARAMETERS = 200_000_000
+#: A data-set shard (HDF5): datasets per file, and elements per dataset (checked from the file's
+#: metadata before any read; 2^28 elements are 4 GiB of complex128). A data-set config must keep
+#: ``shard_size`` times the largest per-instance array (L x max(N M, M M, H)) within it.
+MAX_SHARD_DATASETS = 256
+MAX_SHARD_ELEMENTS = 1 << 28
 #: Command-line loop counts.
 MAX_STEPS = 1_000_000  # track --steps
 MAX_TRAJECTORIES = 100_000  # track --trajectories
 MAX_STARTS = 10_000  # solve --n-starts
 MAX_GRID = 2001  # mismatch --grid, points per axis
 MAX_TRIALS = 100_000_000  # montecarlo --trials
+#: Training configuration: network hypotheses (heads), unrolled refinement steps per batch, instances
+#: drawn to fit the feature normaliser, DataLoader workers.
+MAX_HYPOTHESES = 256
+MAX_UNROLL_STEPS = 1000
+MAX_NORMALIZER_INSTANCES = 1_000_000
+MAX_LOADER_WORKERS = 256
 
 
 def check_int(field: str, value, lo: int = 1, hi: int | None = None) -> int:
@@ -131,3 +142,15 @@ def load_json_file(path, what: str = "JSON file", max_bytes: int = MAX_JSON_BYTE
         return json.loads(text)
     except (ValueError, RecursionError) as e:
         raise InputError(f"{path}: not valid JSON, corrupt or truncated ({what}; {type(e).__name__}: {e})") from None
+
+
+def check_shard_elements(shard_size, M: int, N: int, L: int, H: int = 1, field: str = "shard_size") -> int:
+    """``shard_size`` instances of the largest shard array (``L x max(N M, M M)``, or ``H`` history
+    entries) within :data:`MAX_SHARD_ELEMENTS`, so that every shard written can be read back.
+    InputError naming ``field`` otherwise; returns ``shard_size``."""
+    ss = check_int(field, shard_size, 1)
+    per = max(int(L) * max(int(N) * int(M), int(M) * int(M)), int(H))
+    if ss * per > MAX_SHARD_ELEMENTS:
+        raise InputError(f"{field} = {ss}: a shard would hold {ss * per} elements in one array (L x M x M etc.), "
+                         f"more than the {MAX_SHARD_ELEMENTS} allowed; use at most {max(1, MAX_SHARD_ELEMENTS // per)}")
+    return ss

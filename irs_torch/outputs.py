@@ -13,6 +13,14 @@
 - :func:`atomic_savez`: write a ``.npz`` through a temporary file, so a reader never sees half a file.
 - :class:`DirLock`: an exclusive lock on an output folder that a long job appends to (data sets,
   ``track --out``, figure reproduction, benchmarks), so that two runs never write into one folder.
+- :func:`atomic_write`: every file this package writes (figures, JSON/CSV records, solutions,
+  scenarios, model files, reports) goes through a temporary file in the same folder and
+  ``os.replace``; :func:`atomic_savefig` does it for a matplotlib figure.
+- :func:`progress_bar`: the one progress report of every long loop (a tqdm bar on stderr; stdout
+  stays clean for JSON/CSV). It is shown only when stderr is a terminal, unless the caller's flag
+  (``--no-progress``/``--quiet``/``--json``) turns it off; ``IRS_TORCH_PROGRESS=1`` forces it on
+  (as one plain line per update, at most every ``IRS_TORCH_PROGRESS_INTERVAL`` seconds, default 10,
+  when stderr is not a terminal: log files) and ``IRS_TORCH_PROGRESS=0`` turns it off everywhere.
 
 All errors are :class:`irs_torch.errors.InputError` with a one-line message naming the field.
 """
@@ -22,6 +30,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 import threading
 from pathlib import Path
 
@@ -303,3 +312,109 @@ class DirLock:
             self.fh.close()
             self.fh = None
         return False
+
+
+# ------------------------------------------------------------------------------------------ atomic writes
+def atomic_write(path, write, mode: str = "wb", **kwargs) -> Path:
+    """Write ``path`` atomically by calling ``write(target)`` and renaming the result over ``path``.
+
+    ``write`` receives an open file object (``mode``, ``kwargs`` as for :func:`open`) of a temporary
+    file in ``path``'s folder (created if needed); when it returns, the file is fsynced and renamed
+    over ``path``. If ``write`` raises (a full disk, a bug half-way), the temporary file is removed
+    and ``path`` keeps its old content or stays absent: never a partial or 0-byte file. An OSError is
+    re-raised naming ``path``. Works with ``torch.save``, ``np.savez``, ``fig.savefig`` (pass the
+    format: :func:`atomic_savefig`), ``json``/``csv`` writers. Returns ``Path(path)``.
+    """
+    with atomic_open(path, mode, **kwargs) as fh:
+        write(fh)
+    return Path(path)
+
+
+def atomic_savefig(fig, path, **kwargs) -> Path:
+    """``fig.savefig(path, **kwargs)`` through :func:`atomic_write`; the image format is taken from
+    ``path``'s suffix (``.png``, ``.pdf``, ``.svg``) unless ``format=`` is given."""
+    path = Path(path)
+    fmt = kwargs.pop("format", None) or (path.suffix[1:].lower() or "png")
+    return atomic_write(path, lambda fh: fig.savefig(fh, format=fmt, **kwargs))
+
+
+def atomic_write_text(path, text: str, encoding: str = "utf-8") -> Path:
+    """``Path(path).write_text(text)``, atomically (:func:`atomic_write`)."""
+    return atomic_write(path, lambda fh: fh.write(text), mode="w", encoding=encoding)
+
+
+# ------------------------------------------------------------------------------------------ progress
+_ON, _OFF = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def progress_enabled(progress: bool = True, stream=None) -> bool:
+    """Whether a long loop reports progress: ``IRS_TORCH_PROGRESS`` (1/true/yes/on forces it on,
+    0/false/no/off off), else ``progress`` and ``stream`` (default stderr) being a terminal."""
+    env = os.environ.get("IRS_TORCH_PROGRESS", "").strip().lower()
+    if env in _OFF:
+        return False
+    if env in _ON:
+        return bool(progress)
+    stream = sys.stderr if stream is None else stream
+    try:
+        return bool(progress) and stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class _LineStream:
+    """A stderr wrapper for a progress bar that is not on a terminal: each update becomes one plain
+    line (no carriage returns or cursor moves in a log file)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, s):
+        s = s.replace("\r", "").replace("\x1b[A", "")
+        if s.strip():
+            self.stream.write(s.rstrip("\n") + "\n")
+
+    def flush(self):
+        try:
+            self.stream.flush()
+        except (AttributeError, ValueError):
+            pass
+
+
+def progress_bar(iterable=None, *, total=None, desc: str = "", unit: str = "it", progress: bool = True,
+                 leave: bool = True, initial: int = 0, **kwargs):
+    """The progress report of a long loop: a ``tqdm`` bar on stderr (rate, ETA), or a disabled one
+    (which costs nothing and still supports ``update``/``write``/``close``) when
+    :func:`progress_enabled` says no. Use it as tqdm is used: ``for x in progress_bar(xs, desc=...)``
+    or ``bar = progress_bar(total=n); bar.update(1); bar.close()``. Never writes to stdout."""
+    from tqdm import tqdm
+
+    stream = sys.stderr
+    on = progress_enabled(progress, stream)
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    if on and not tty:  # forced on in a log file: plain lines, not too often
+        try:
+            every = float(os.environ.get("IRS_TORCH_PROGRESS_INTERVAL", "10"))
+        except ValueError:
+            every = 10.0
+        kwargs.setdefault("mininterval", max(every, 0.0))
+        kwargs.setdefault("maxinterval", max(every, 0.0) or 10.0)
+        kwargs["file"] = _LineStream(stream)
+        kwargs["ascii"] = True
+        kwargs["ncols"] = 100
+        kwargs.pop("dynamic_ncols", None)
+        leave = True
+    else:
+        kwargs["file"] = stream
+    return tqdm(iterable, total=total, desc=desc, unit=unit, leave=leave, initial=initial, disable=not on, **kwargs)
+
+
+def export_mat(path, d: dict) -> Path:
+    """Write the file keys ``d`` of a scenario or solution as a compressed MATLAB ``.mat`` file."""
+    import scipy.io
+
+    scipy.io.savemat(str(path), d, do_compression=True)
+    return Path(path)

@@ -229,6 +229,7 @@ def plot_design(scenario: Scenario, R_s: torch.Tensor, psi: torch.Tensor, path=N
                           f"a_max = {float(scenario.a_max):g}", fontsize=10)
     if path is None:
         return fig
-    fig.savefig(path, format=fmt, dpi=150 if fmt == "png" else None, bbox_inches="tight")
+    from irs_torch.outputs import atomic_savefig
+    atomic_savefig(fig, path, format=fmt, dpi=150 if fmt == "png" else None, bbox_inches="tight")
     plt.close(fig)
     return Path(path)

@@ -47,11 +47,11 @@ def main(argv=None) -> int:
 
     import torch
 
-    from irs_torch.scenario import Scenario
+    from irs_torch.scenario import Scenario, random_scenario
 
     tmp = Path(tempfile.mkdtemp(prefix="irs-batch-"))
     t = time.perf_counter()
-    base = [Scenario.random(seed=i) for i in range(min(a.distinct, a.count))]
+    base = [random_scenario(seed=i) for i in range(min(a.distinct, a.count))]
     items = [base[i % len(base)] for i in range(a.count)]
     batch = Scenario.stack(items)
     f = batch.save(tmp / "batch.npz")

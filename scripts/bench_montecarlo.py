@@ -38,14 +38,14 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from irs_torch import Scenario
+    from irs_torch import paper_scenario
     from irs_torch.estimation.designs import make_design
     from irs_torch.estimation.echo import simulate_echoes
     from irs_torch.estimation.estimators import estimate_directions
     from irs_torch.estimation.localisation import angle_covariance_bound, stansfield
     from irs_torch.estimation.montecarlo import run_monte_carlo
 
-    s = Scenario.paper(args.scenario_seed)
+    s = paper_scenario(args.scenario_seed)
     R, psi, label = make_design(s, args.design, seed=args.seed)
     # stage by stage (one chunk of all trials)
     t0 = time.perf_counter()

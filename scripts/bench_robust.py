@@ -6,7 +6,7 @@ paper's SNR: F_x^-1 of irs_torch.estimation.localisation with the target height 
 covariance an efficient Stansfield-type estimate from one coherence block reaches), it solves
 
 * the point design at the region's centre (irs_torch.solvers.solve, default effort), and
-* the robust design (irs_torch.robust.solve_robust, objective "worst", K = 9 ring points),
+* the robust design (irs_torch.design.robust.solve_robust, objective "worst", K = 9 ring points),
 
 and evaluates both by the worst-case max-CRB over a fine grid of the region (Region.grid(21): 441
 lattice points for a box; the disk lattice plus 80 boundary points for an ellipse), not only the
@@ -28,8 +28,8 @@ import torch
 
 
 def realistic_region(scenario, R, psi, k_sigma: float = 2.0):
+    from irs_torch.design.robust import Region
     from irs_torch.estimation.localisation import angle_covariance_bound, angle_position_jacobian, position_fim
-    from irs_torch.robust import Region
 
     C = angle_covariance_bound(scenario, R, psi)  # (L, 2, 2) rad^2
     J = angle_position_jacobian(scenario.irs_pos, scenario.irs_yaw, scenario.target_pos)[..., :2]  # known height
@@ -50,10 +50,10 @@ def main(argv=None):
     torch.set_num_threads(1)
 
     from irs_torch import __version__
-    from irs_torch.mismatch import move_target
+    from irs_torch.design.mismatch import move_target
+    from irs_torch.design.robust import Region, region_crb, solve_robust
     from irs_torch.outputs import check_output_path, dumps
-    from irs_torch.robust import Region, region_crb, solve_robust
-    from irs_torch.scenario import Scenario
+    from irs_torch.scenario import paper_scenario
     from irs_torch.solvers import SolverOptions, solve
 
     out = Path(args.out)
@@ -61,7 +61,7 @@ def main(argv=None):
     for f in ("robust.json", "robust.png"):
         check_output_path(out / f, None, "--out")
     t0 = time.perf_counter()
-    s = Scenario.paper(seed=args.seed)
+    s = paper_scenario(seed=args.seed)
     opts = SolverOptions(seed=args.seed)
     centre = solve(s, "ao", None, opts)
     reg_real, cov = realistic_region(s, centre.R_s, centre.psi)
@@ -103,7 +103,8 @@ def main(argv=None):
            "realistic_region_note": "2-sigma ellipse of the position-error covariance F_x^-1 (target height known) "
                                     "of the centre design at the paper's SNR (one coherence block, T_c = 100)",
            "rows": rows, "seconds": time.perf_counter() - t0}
-    (out / "robust.json").write_text(dumps(res, indent=1) + "\n")
+    from irs_torch.outputs import atomic_write_text
+    atomic_write_text(out / "robust.json", dumps(res, indent=1) + "\n")
 
     import matplotlib
 
@@ -127,7 +128,8 @@ def main(argv=None):
     ax.legend(fontsize=8)
     ax.set_title(f"Paper scenario (seed {args.seed}): worst case on a {args.grid}x{args.grid} grid", fontsize=10)
     fig.tight_layout()
-    fig.savefig(out / "robust.png", dpi=120)
+    from irs_torch.outputs import atomic_savefig
+    atomic_savefig(fig, out / "robust.png", dpi=120)
     print(f"wrote {out / 'robust.json'}, {out / 'robust.png'} in {time.perf_counter() - t0:.0f} s")
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Scale benchmark: time and peak memory of the CRB and the solver's parts as the arrays grow.
 
-For the paper scenario (``Scenario.paper(seed)``, L = 2) at M BS antennas and an N_h x N_v IRS
+For the paper scenario (``paper_scenario(seed)``, L = 2) at M BS antennas and an N_h x N_v IRS
 (N = N_h N_v), one run prints side by side, per size and device:
 
 * ``crb_fwd`` / ``crb_fwd_bwd``: the CRB of a batch of ``--crb-batch`` designs (each L IRSs, dense
@@ -230,7 +230,7 @@ def main(argv=None):
         if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
 
-    from irs_torch import Scenario
+    from irs_torch import paper_scenario
 
     torch.set_num_threads(args.threads)
     sizes = args.sizes or (QUICK_SIZES if args.quick else FULL_SIZES)
@@ -247,7 +247,7 @@ def main(argv=None):
           f"torch {torch.__version__}, {args.threads} thread(s), devices {devices}")
     rows = record["rows"]
     for M, n in sizes:
-        s = Scenario.paper(args.seed, M=M, N_h=n, N_v=n)
+        s = paper_scenario(args.seed, M=M, N_h=n, N_v=n)
         for dev in devices:
             sd = s if dev == "cpu" else s.to(device=dev)
             got = []
@@ -283,12 +283,15 @@ def main(argv=None):
 
     fields = ["M", "N", "N_h", "N_v", "device", "step", "seconds", "peak_mib", "evals_per_s", "solve_screen",
               "solve_p2", "solve_p3", "load_average", "note"]
-    with open(out_dir / "bench_scale.csv", "w", newline="") as f:
+    from irs_torch.outputs import atomic_open
+
+    with atomic_open(out_dir / "bench_scale.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         w.writeheader()
         for r in rows:
             w.writerow(r)
-    (out_dir / "bench_scale.json").write_text(json.dumps(record, indent=1, default=float))
+    from irs_torch.outputs import atomic_write_text
+    atomic_write_text(out_dir / "bench_scale.json", json.dumps(record, indent=1, default=float))
     print(f"wrote {out_dir / 'bench_scale.csv'} and {out_dir / 'bench_scale.json'}")
     return 0
 

@@ -21,11 +21,12 @@ import statistics
 import time
 
 import torch
-from tqdm.auto import tqdm
 
-from irs_torch import Scenario
+from irs_torch import paper_scenario
+from irs_torch.outputs import progress_bar
 from irs_torch.solvers import SolverOptions, solve
 from irs_torch.solvers import reflect as P3
+from irs_torch.solvers import reflect_sdr as SDR
 from irs_torch.solvers import transmit as P2
 
 
@@ -57,7 +58,7 @@ def main(argv=None):
     torch.set_num_threads(1)  # as solve() does (SolverOptions.torch_threads); see its docstring
     out = {"load_average_start": os.getloadavg(), "torch_threads": torch.get_num_threads(), "defaults":
            SolverOptions().to_dict()}
-    s = Scenario.paper(0)
+    s = paper_scenario(0)
     print(f"paper scenario: M={s.M}, N={s.N_h}x{s.N_v}, L={s.L}, P_t={float(s.P_t)} W, P_s={float(s.P_s)} W, "
           f"a_max={float(s.a_max)}   load average {os.getloadavg()[0]:.2f} (timings are wall-clock)")
 
@@ -100,7 +101,7 @@ def main(argv=None):
     r1 = P3.solve_reflect_first_order(s, R, psi, steps=o.p3_steps, n_starts=o.p3_starts)
     t_fo = time.perf_counter() - t0
     t0 = time.perf_counter()
-    r2 = P3.solve_reflect_sca(s, R, psi, max_iter=o.sca_iter, n_randomizations=o.n_randomizations)
+    r2 = SDR.solve_reflect_sca(s, R, psi, max_iter=o.sca_iter, n_randomizations=o.n_randomizations)
     t_sca = time.perf_counter() - t0
     out["p3"] = {"first_order_s": t_fo, "first_order_max_crb": r1.max_crb, "sca_sdr_s": t_sca,
                  "sca_sdr_max_crb": r2.max_crb, "start_max_crb": float(s.max_crb(R, psi))}
@@ -110,8 +111,8 @@ def main(argv=None):
 
     # ---- AO and benchmarks per seed
     rows = []
-    for seed in tqdm(range(args.seeds), desc="seeds", leave=False):
-        sc = Scenario.paper(seed)
+    for seed in progress_bar(range(args.seeds), desc="seeds", unit="seed", leave=False):
+        sc = paper_scenario(seed)
         row = {"seed": seed}
         for method in ("ao", "transmit-only", "reflective-only", "passive"):
             res = solve(sc, method, options=SolverOptions(max_iter=3) if method == "passive" else None)
@@ -138,8 +139,9 @@ def main(argv=None):
     out["load_average_end"] = os.getloadavg()
     print(f"load average at the end: {os.getloadavg()[0]:.2f}")
     if args.output:
-        with open(args.output, "w") as f:
-            json.dump(out, f, indent=1)
+        from irs_torch.outputs import atomic_write_text
+
+        atomic_write_text(args.output, json.dumps(out, indent=1))
         print(f"wrote {args.output}")
     return 0
 

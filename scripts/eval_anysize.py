@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     warnings.simplefilter("ignore")
     from irs_torch.solvers import solve
-    from irs_torch.solvers.strategy import cophased_start
+    from irs_torch.solvers.starts import cophased_start
 
     cache = {}
     if a.solver_cache and Path(a.solver_cache).is_file():
@@ -83,7 +83,8 @@ def main(argv=None) -> int:
             cache[key] = {"max_crb": float(r.max_crb), "seconds": time.perf_counter() - t, "success": bool(r.success)}
             print(size, i, cache[key], flush=True)
             if a.solver_cache:
-                Path(a.solver_cache).write_text(json.dumps(cache, indent=2) + "\n")
+                from irs_torch.outputs import atomic_write_text
+                atomic_write_text(Path(a.solver_cache), json.dumps(cache, indent=2) + "\n")
         return cache[key]
 
     if a.solver_only:
@@ -120,7 +121,7 @@ def main(argv=None) -> int:
                 row["seconds_1000_instances"] = time.perf_counter() - t
         res["net"]["x".join(map(str, size))] = row
         print(size, json.dumps(row), flush=True)
-    from irs_torch.runtime import solve_learned
+    from irs_torch.inference import solve_learned
 
     for size in sizes:
         rows = []
@@ -145,10 +146,12 @@ def main(argv=None) -> int:
             "time_ratio": quant([r["learned_time_ratio"] for r in rows]),
             "solver_s": quant([r["solver_s"] for r in rows]), "learned_s": quant([r["learned_s"] for r in rows])}
     if a.json:
-        Path(a.json).write_text(json.dumps(res, indent=2) + "\n")
+        from irs_torch.outputs import atomic_write_text
+        atomic_write_text(Path(a.json), json.dumps(res, indent=2) + "\n")
         print(f"wrote {a.json}")
     if a.card:
-        Path(a.card).write_text(card(res, net))
+        from irs_torch.outputs import atomic_write_text
+        atomic_write_text(Path(a.card), card(res, net))
         print(f"wrote {a.card}")
     return 0
 

@@ -26,7 +26,7 @@ def main(argv=None) -> int:
     import numpy as np
     import torch
 
-    from irs_torch.scenario import Scenario
+    from irs_torch.scenario import paper_scenario
     from irs_torch.solvers import SolverOptions, solve
 
     torch.set_num_threads(1)
@@ -46,7 +46,7 @@ def main(argv=None) -> int:
             rows.append(done[(seed, a.P_s)])
             continue
         kw = dict(seed=seed, a_max=8.0, M=16, N_h=4, N_v=4, P_s=a.P_s)
-        s1, s40 = Scenario.paper(P_t=1.0, **kw), Scenario.paper(P_t=40.0, **kw)
+        s1, s40 = paper_scenario(P_t=1.0, **kw), paper_scenario(P_t=40.0, **kw)
         r1 = solve(s1, method="ao", options=SolverOptions(seed=seed))
         r40 = solve(s40, method="ao", options=SolverOptions(seed=seed))
         r40w = solve(s40, method="ao", init={"R_s": r1.R_s, "psi": r1.psi}, options=SolverOptions(seed=seed))

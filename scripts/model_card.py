@@ -43,7 +43,8 @@ def _plot_ratio(ratios, path: Path):
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    from irs_torch.outputs import atomic_savefig
+    atomic_savefig(fig, path)
     plt.close(fig)
 
 
@@ -191,7 +192,8 @@ def main(argv=None) -> int:
             "training_seconds": train_s}
     export_model(ckpt, out, extra_meta=meta)
     stem = out.with_suffix("")
-    (stem.parent / (stem.name + ".metrics.json")).write_text(json.dumps(metrics, indent=2) + "\n")
+    from irs_torch.outputs import atomic_write_text
+    atomic_write_text(stem.parent / (stem.name + ".metrics.json"), json.dumps(metrics, indent=2) + "\n")
 
     shipped = load_model(out)
     _plot_ratio(ratio, stem.parent / (stem.name + ".ratio.png"))
@@ -276,7 +278,8 @@ C1 regime at the label (C1 margin < 0.1 % for the IRS with the largest CRB) and 
 """
     if a.notes:
         card += "\n" + Path(a.notes).read_text().strip() + "\n"
-    (stem.parent / (stem.name + ".md")).write_text(card)
+    from irs_torch.outputs import atomic_write_text
+    atomic_write_text(stem.parent / (stem.name + ".md"), card)
     print(json.dumps({k: m[k] for k in m if k.startswith("ratio") or k in ("n", "feasible_frac")}, indent=2))
     print(f"wrote {out}, {stem.name}.md, {stem.name}.metrics.json, {stem.name}.ratio.png")
     return 0

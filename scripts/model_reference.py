@@ -12,7 +12,7 @@ What it does, for a model trained on the data set config recorded in the file (`
    (:func:`irs_torch.data.instance.solve_instance`: the config's solver, the instance's seed). The
    label is the reference of the model card's "ratio to the solver label".
 2. Runs, per instance: the network alone (``network_hypotheses(net, s, 1)``), the network + refinement
-   (:func:`irs_torch.runtime.refine_starts` with ``--refine-iter`` AO iterations), and the two
+   (:func:`irs_torch.inference.refine_starts` with ``--refine-iter`` AO iterations), and the two
    heuristic starts of ``irs-torch bench warmstart`` with the same refinement (aligned, co-phased).
 3. Writes ``<stem>.npz`` (the scenarios, stacked) and ``<stem>.json`` (per-instance max-CRBs, the
    card's values it is compared with, the command, versions, machine, date, seconds).
@@ -59,16 +59,16 @@ def main(argv=None) -> int:
     import numpy as np
     import torch
 
+    from irs_torch.bench.warmstart_methods import heuristic_starts
     from irs_torch.data.distribution import DatasetConfig
     from irs_torch.data.instance import solve_instance
+    from irs_torch.inference import network_hypotheses, refine_starts
     from irs_torch.learn import load_model
-    from irs_torch.learn.checkpoint import file_sha256
     from irs_torch.learn.regimes import c1_binding
-    from irs_torch.runtime import network_hypotheses, refine_starts
+    from irs_torch.outputs import file_sha256
     from irs_torch.scenario import Scenario
     from irs_torch.solvers import SolverOptions
-    from irs_torch.solvers.strategy import cophased_start
-    from irs_torch.warmstart_bench import heuristic_starts
+    from irs_torch.solvers.starts import cophased_start
 
     torch.set_num_threads(1)
     ckpt = a.checkpoint.resolve()
@@ -136,7 +136,8 @@ def main(argv=None) -> int:
                       "torch_threads": 1, "seconds": time.perf_counter() - t_all,
                       "versions": {"python": sys.version.split()[0], "torch": torch.__version__,
                                    "numpy": np.__version__}}}
-    (a.out / f"{stem}.json").write_text(json.dumps(doc, indent=1) + "\n")
+    from irs_torch.outputs import atomic_write_text
+    atomic_write_text(a.out / f"{stem}.json", json.dumps(doc, indent=1) + "\n")
     print(json.dumps(summary), file=sys.stderr)
     print(a.out / f"{stem}.json")
     return 0

@@ -89,7 +89,8 @@ def main(argv=None) -> int:
     axes[0].legend(fontsize=8)
     fig.suptitle("Starts refined by the same AO, across refinement budgets")
     fig.tight_layout()
-    fig.savefig(out.with_suffix(".png"), dpi=120)
+    from irs_torch.outputs import atomic_savefig
+    atomic_savefig(fig, out.with_suffix(".png"), dpi=120)
     print(f"wrote {out.with_suffix('.csv')} and {out.with_suffix('.png')}")
     return 0
 

@@ -15,11 +15,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from eval_anysize import scenarios  # noqa: E402
 
+from irs_torch.inference import FO_PATIENCE, FO_STEPS, network_starts  # noqa: E402
 from irs_torch.learn.anysize import load_model  # noqa: E402
-from irs_torch.runtime import FO_PATIENCE, FO_STEPS, network_starts  # noqa: E402
+from irs_torch.outputs import atomic_write_text  # noqa: E402
 from irs_torch.scenario import Scenario  # noqa: E402
 from irs_torch.solvers.first_order import refine_batch  # noqa: E402
-from irs_torch.solvers.strategy import diverse_starts  # noqa: E402
+from irs_torch.solvers.starts import diverse_starts  # noqa: E402
 
 warnings.simplefilter("ignore")
 net = load_model("checkpoints/warm-start-any.pt")
@@ -44,4 +45,4 @@ for size in [(24, 6, 6, 3), (48, 8, 8, 2), (8, 3, 5, 4), (16, 4, 4, 2)]:
     out[key] = {"net_starts_fo_vs_solver": rn, "heuristic_starts_fo_vs_solver": rh, "net_s": tn, "heur_s": th}
     print(size, "net starts + FO:", [round(x, 3) for x in rn], f"{tn:.1f}s | heuristic starts + FO:",
           [round(x, 3) for x in rh], f"{th:.1f}s", flush=True)
-Path("runs/anysize/yardstick.json").write_text(json.dumps(out, indent=1) + "\n")
+atomic_write_text(Path("runs/anysize/yardstick.json"), json.dumps(out, indent=1) + "\n")

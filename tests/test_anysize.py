@@ -11,8 +11,8 @@ import torch
 from irs_torch.data.distribution import DatasetConfig, irs_boxes
 from irs_torch.learn import anysize
 from irs_torch.learn.anysize import AnySizeNet, predict_many
-from irs_torch.scenario import Scenario
-from irs_torch.scenario.sampling import geometry_admissible
+from irs_torch.scenario import Scenario, load_scenario, paper_scenario, random_scenario
+from irs_torch.scenario.placement import geometry_admissible
 
 ROOT = Path(__file__).resolve().parents[1] / "checkpoints"
 
@@ -42,26 +42,26 @@ def _permute(s: Scenario, perm) -> Scenario:
 # ------------------------------------------------------------------ scenarios of any L
 @pytest.mark.parametrize("L", [1, 3, 4, 6])
 def test_paper_preset_places_L_irss_by_the_accept_rule(L):
-    s = Scenario.paper(0, L=L)
+    s = paper_scenario(0, L=L)
     assert s.L == L and tuple(s.G.shape) == (L, 16, 16)
     assert geometry_admissible(s.bs_pos.numpy(), s.irs_pos.numpy(), s.irs_yaw.numpy(), s.target_pos.numpy(), 2.0, 0.2)
 
 
 def test_paper_preset_with_two_irss_is_the_papers_geometry():
-    assert torch.equal(Scenario.paper(3, L=2).G, Scenario.paper(3).G)
-    assert Scenario.paper(0).irs_pos[:, 1].tolist() == [10.0, 20.0]
+    assert torch.equal(paper_scenario(3, L=2).G, paper_scenario(3).G)
+    assert paper_scenario(0).irs_pos[:, 1].tolist() == [10.0, 20.0]
 
 
 def test_too_many_irss_for_the_paper_wall_is_a_clear_error():
     with pytest.raises(ValueError, match="L=12"):
-        Scenario.paper(0, L=12)
+        paper_scenario(0, L=12)
     with pytest.raises(ValueError, match="L must be an integer >= 1"):
-        Scenario.paper(0, L=0)
+        paper_scenario(0, L=0)
 
 
 @pytest.mark.parametrize("L", [1, 3, 4])
 def test_random_geometries_and_dataset_configs_take_L(L):
-    s = Scenario.random(5, L=L)
+    s = random_scenario(5, L=L)
     assert s.L == L
     assert geometry_admissible(s.bs_pos.numpy(), s.irs_pos.numpy(), s.irs_yaw.numpy(), s.target_pos.numpy(), 2.0, 0.2)
     d = _cfg(8, 2, 3, L).scenario(11)
@@ -74,11 +74,11 @@ def test_scenario_and_dataset_commands_take_L(tmp_path, capsys):
 
     rc, out, err = run_cli(capsys, "scenario", "--L", "3", "--M", "8", "-o", tmp_path / "s.npz")
     assert rc == 0, err
-    assert Scenario.load(tmp_path / "s.npz").L == 3
+    assert load_scenario(tmp_path / "s.npz").L == 3
     rc, out, err = run_cli(capsys, "scenario", "--preset", "random", "--L", "4", "--count", "2", "-o",
                            tmp_path / "b.npz")
     assert rc == 0, err
-    assert Scenario.load(tmp_path / "b.npz").L == 4
+    assert load_scenario(tmp_path / "b.npz").L == 4
     rc, out, err = run_cli(capsys, "dataset", "config", "--L", "3", "-o", tmp_path / "c.yaml")
     assert rc == 0, err
     from irs_torch.data.distribution import load_config
@@ -140,7 +140,7 @@ def test_designs_are_feasible_across_the_size_ranges(size):
 
 def test_outside_the_size_ranges_it_warns_and_still_predicts_passive_is_refused():
     net = AnySizeNet(hidden=16, channels=8, layers=1, hypotheses=1)
-    s = Scenario.paper(0, M=72, N_h=2, N_v=2)
+    s = paper_scenario(0, M=72, N_h=2, N_v=2)
     with pytest.warns(UserWarning, match=r"M=72 \(trained 4..64\)"):
         net.check_scenario(s)
     with warnings.catch_warnings():
@@ -148,7 +148,7 @@ def test_outside_the_size_ranges_it_warns_and_still_predicts_passive_is_refused(
         d = net(s)
     assert bool(s.is_feasible(d.R_s, d.psi))
     with pytest.raises(ValueError, match="passive"):
-        net.check_scenario(Scenario.paper(0, active=False, sigma_r2=0.0))
+        net.check_scenario(paper_scenario(0, active=False, sigma_r2=0.0))
 
 
 # ------------------------------------------------------------------ files and checkpoint choice
@@ -168,14 +168,14 @@ def test_model_file_loads_weights_only_and_records_its_ranges(model_dir):
     assert ck["format"] == anysize.MODEL_FORMAT
     net = load_model(model_dir / "warm-start-any.pt")
     assert isinstance(net, AnySizeNet)
-    s = Scenario.paper(0, M=8, L=3)
+    s = paper_scenario(0, M=8, L=3)
     R, psi = predict(net, s)
     assert bool(s.is_feasible(R, psi))
 
 
 def test_the_runtime_prefers_a_per_size_model_and_otherwise_takes_the_any_size_model(model_dir):
+    from irs_torch.inference import find_checkpoint
     from irs_torch.learn.checkpoint import write_sidecar
-    from irs_torch.runtime import find_checkpoint
 
     if not (ROOT / "warm-start-paper.pt").is_file():
         pytest.skip("warm-start-paper.pt is not shipped")
@@ -184,23 +184,23 @@ def test_the_runtime_prefers_a_per_size_model_and_otherwise_takes_the_any_size_m
     dirs = [model_dir]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert find_checkpoint(Scenario.paper(0), dirs).name == "warm-start-paper.pt"
-        assert find_checkpoint(Scenario.paper(0, M=32), dirs).name == "warm-start-any.pt"
-        assert find_checkpoint(Scenario.paper(0, N_h=6, N_v=3, L=3), dirs).name == "warm-start-any.pt"
+        assert find_checkpoint(paper_scenario(0), dirs).name == "warm-start-paper.pt"
+        assert find_checkpoint(paper_scenario(0, M=32), dirs).name == "warm-start-any.pt"
+        assert find_checkpoint(paper_scenario(0, N_h=6, N_v=3, L=3), dirs).name == "warm-start-any.pt"
     with pytest.warns(UserWarning, match=r"outside the training ranges of the any-size model .*M=80"):
-        assert find_checkpoint(Scenario.paper(0, M=80), dirs).name == "warm-start-any.pt"
+        assert find_checkpoint(paper_scenario(0, M=80), dirs).name == "warm-start-any.pt"
     with pytest.raises(FileNotFoundError, match="any size"):
-        find_checkpoint(Scenario.paper(0, M=32, active=False, sigma_r2=0.0), dirs)
+        find_checkpoint(paper_scenario(0, M=32, active=False, sigma_r2=0.0), dirs)
 
 
 def test_a_changed_any_size_model_file_is_skipped(model_dir):
-    from irs_torch.runtime import find_checkpoint
+    from irs_torch.inference import find_checkpoint
 
     p = model_dir / "warm-start-any.pt"
     p.write_bytes(p.read_bytes() + b"\0")
     with pytest.warns(UserWarning, match="sha256 differs"):
         with pytest.raises(FileNotFoundError):
-            find_checkpoint(Scenario.paper(0, M=32), [model_dir])
+            find_checkpoint(paper_scenario(0, M=32), [model_dir])
 
 
 def test_size_sampler_of_the_trainer_stays_in_range_and_skips_held_out_sizes():
@@ -270,9 +270,9 @@ def test_trainer_checkpoints_resumes_and_exports(tmp_path):
 
 
 def test_other_element_spacings_count_as_outside_the_ranges(model_dir):
-    from irs_torch.runtime import find_checkpoint
+    from irs_torch.inference import find_checkpoint
 
-    s = Scenario.paper(0, M=32).replace(d_h=0.25)
+    s = paper_scenario(0, M=32).replace(d_h=0.25)
     assert anysize.outside_ranges(s, anysize.DEFAULT_SIZE_RANGES) == ["d_h=0.25 (trained 0.5)"]
     with pytest.warns(UserWarning, match=r"d_h=0.25 \(trained 0.5\)"):
         assert find_checkpoint(s, [model_dir]).name == "warm-start-any.pt"
@@ -280,7 +280,7 @@ def test_other_element_spacings_count_as_outside_the_ranges(model_dir):
 
 @pytest.mark.skipif(not (ROOT / "warm-start-any.pt").is_file(), reason="warm-start-any.pt is not shipped")
 def test_the_shipped_any_size_model_loads_and_predicts_feasible_designs():
-    from irs_torch.learn.checkpoint import file_sha256
+    from irs_torch.outputs import file_sha256
 
     info = anysize.read_sidecar(ROOT / "warm-start-any.pt")
     assert file_sha256(ROOT / "warm-start-any.pt") == info["sha256"]

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from irs_torch import Scenario, Solution
+from irs_torch import Scenario, Solution, load_scenario, paper_scenario, scenario_from_dict
 from irs_torch.errors import InputError
 from irs_torch.outputs import check_output_path, dumps, json_safe, same_file
 
@@ -43,7 +43,7 @@ def _assert_user_error(rc, err, *needles, one_line=True):
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("bad")
-    s = Scenario.paper(0, **SMALL)
+    s = paper_scenario(0, **SMALL)
     good = s.save(d / "good.npz")
     R = s.isotropic_design()
     psi = s.random_phase_design(R, seed=0)
@@ -135,7 +135,7 @@ def test_scenario_file_defect_is_a_one_line_error(files, capsys, name):
     _assert_user_error(rc, err, f"{name}.npz", *needles)
     assert out == ""
     with pytest.raises(InputError):  # the library raises the same one error type
-        Scenario.load(path)
+        load_scenario(path)
 
 
 @pytest.mark.parametrize("key", MISSING_KEYS)
@@ -161,7 +161,7 @@ def test_per_irs_budget_gives_no_wrong_shape_in_the_library(files):
 def test_integral_float_and_numpy_integers_are_accepted(files):
     d = files["scenario"].to_dict()
     d.update(M=np.array(4.0), N_h=np.int32(2), L=np.array(2.0))
-    s = Scenario.from_dict(d)
+    s = scenario_from_dict(d)
     assert (s.M, s.N_h) == (4, 2) and isinstance(s.M, int)
 
 
@@ -169,7 +169,7 @@ def test_angles_are_derived_from_the_geometry_when_left_out(files):
     d = files["scenario"].to_dict()
     d.pop("theta")
     d.pop("phi")
-    s = Scenario.from_dict(d)
+    s = scenario_from_dict(d)
     # docs/assumptions.md "Geometry and angles": from IRS 1 theta = 90 deg, phi = atan2(10, 5) = 63.4 deg; IRS 2 phi =
     # 116.6 deg (target (5,15,0), IRSs at (-5,10,0), (-5,20,0) facing +x, horizontal axis +y)
     np.testing.assert_allclose(s.theta.numpy(), [math.pi / 2] * 2, atol=1e-12)
@@ -180,7 +180,7 @@ def test_angles_are_derived_from_the_geometry_when_left_out(files):
 def test_seed_minus_one_in_a_file_means_none_and_a_negative_seed_is_refused(files):
     d = files["scenario"].to_dict()
     d["seed"] = np.array(-1)
-    assert Scenario.from_dict(d).seed is None
+    assert scenario_from_dict(d).seed is None
     with pytest.raises(InputError, match=r"seed must be a non-negative integer or None, got -1"):
         files["scenario"].replace(seed=-1)
 
@@ -457,7 +457,7 @@ def test_json_output_is_strict_with_an_infinite_crb(files, capsys):
 
 def test_json_output_is_strict_for_a_passive_irs(files, capsys, tmp_path):
     """A passive IRS has no C1: its IRS-power margin is +inf, printed as null (was `Infinity`)."""
-    path = Scenario.paper(0, active=False, sigma_r2=0.0, **SMALL).save(tmp_path / "passive.npz")
+    path = paper_scenario(0, active=False, sigma_r2=0.0, **SMALL).save(tmp_path / "passive.npz")
     rc, out, err = run_cli(capsys, "crb", "--scenario", path, "--json")
     assert rc == 0, err
     rep = _strict_loads(out)

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 def tiny(tmp_path_factory):
     from irs_torch.learn import export_model
     from irs_torch.learn.module import WarmStartModule
-    from irs_torch.scenario import Scenario
+    from irs_torch.scenario import Scenario, random_scenario
 
     root = tmp_path_factory.mktemp("batch")
     torch.manual_seed(0)
@@ -30,7 +30,7 @@ def tiny(tmp_path_factory):
     # a fitted normaliser from a few scenarios (no training needed for these tests)
     from irs_torch.learn.features import scenario_features
 
-    scen = [Scenario.random(seed=i, M=4, N_h=2, N_v=2) for i in range(6)]
+    scen = [random_scenario(seed=i, M=4, N_h=2, N_v=2) for i in range(6)]
     m.net.fit_normalizer(scenario_features(Scenario.stack(scen).to(torch.complex128)))
     ck = root / "m.ckpt"
     torch.save({"hyper_parameters": dict(m.hparams), "state_dict": m.state_dict(), "irs_torch": {}}, ck)
@@ -46,15 +46,15 @@ def _cli(args, env_extra=None, timeout=300):
 
 
 def test_scenario_count_writes_one_batched_file(tmp_path):
-    from irs_torch.scenario import Scenario
+    from irs_torch.scenario import load_scenario, random_scenario
 
     r = _cli(["scenario", "--preset", "random", "--M", "4", "--N-h", "2", "--N-v", "2", "--seed", "3",
               "--count", "3", "-o", tmp_path / "b.npz"])
     assert r.returncode == 0, r.stderr
-    b = Scenario.load(tmp_path / "b.npz")
+    b = load_scenario(tmp_path / "b.npz")
     assert tuple(b.batch_shape) == (3,)
     for i in range(3):  # item i is the scenario of seed 3 + i
-        s = Scenario.random(seed=3 + i, M=4, N_h=2, N_v=2)
+        s = random_scenario(seed=3 + i, M=4, N_h=2, N_v=2)
         torch.testing.assert_close(b[i].G, s.G)
         torch.testing.assert_close(b[i].theta, s.theta)
     bad = _cli(["scenario", "--count", "0", "-o", tmp_path / "c.npz"])
@@ -62,7 +62,7 @@ def test_scenario_count_writes_one_batched_file(tmp_path):
 
 
 def test_batch_solve_network_only_equals_a_loop_of_single_solves(tiny, tmp_path):
-    from irs_torch.runtime import load_scenarios, solve_batch, solve_learned
+    from irs_torch.inference import load_scenarios, solve_batch, solve_learned
     from irs_torch.scenario import Scenario
 
     batch = Scenario.stack(tiny["scenarios"])
@@ -92,7 +92,7 @@ def test_batch_solve_network_only_equals_a_loop_of_single_solves(tiny, tmp_path)
 
 
 def test_batch_solve_with_refinement_equals_single_solves(tiny):
-    from irs_torch.runtime import solve_batch, solve_learned
+    from irs_torch.inference import solve_batch, solve_learned
     from irs_torch.scenario import Scenario
     from irs_torch.solvers import SolverOptions
 
@@ -172,8 +172,8 @@ def Scenario_stack_save(tiny, tmp_path):  # noqa: N802
 
 
 def test_portfolio_refines_k_hypotheses_and_keeps_the_best(tiny):
+    from irs_torch.inference import network_hypotheses, refine_starts, solve_learned
     from irs_torch.learn import load_model
-    from irs_torch.runtime import network_hypotheses, refine_starts, solve_learned
     from irs_torch.solvers import SolverOptions
 
     s = tiny["scenarios"][1].to(torch.complex128)

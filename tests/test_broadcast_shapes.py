@@ -90,9 +90,9 @@ def test_network_only_solve_does_not_import_sympy(tmp_path):
     """``irs-torch solve --method learned --refine none`` with the shipped paper model, in a fresh process."""
     if not (REPO / "checkpoints" / "warm-start-paper.pt").is_file():
         pytest.skip("no shipped checkpoint for the paper's sizes")
-    from irs_torch import Scenario
+    from irs_torch import paper_scenario
 
-    f = Scenario.paper(seed=0).save(tmp_path / "paper.npz")
+    f = paper_scenario(seed=0).save(tmp_path / "paper.npz")
     env = {**{k: v for k, v in os.environ.items() if k != "IRS_TORCH_CHECKPOINTS"}, "OMP_NUM_THREADS": "1"}
     r = subprocess.run([sys.executable, "-c", _PROBE, "solve", "--scenario", str(f), "--method", "learned",
                         "--refine", "none", "--json"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from irs_torch import Scenario, Solution
+from irs_torch import Solution, load_scenario, paper_scenario, random_scenario
 from irs_torch.cli import main
 
 from helpers import run_cli
@@ -21,28 +21,28 @@ def test_scenario_command_writes_the_preset(tmp_path, capsys):
     f = tmp_path / "paper.npz"
     rc, out, _ = run_cli(capsys, "scenario", "--preset", "paper", "--seed", "3", "-o", str(f), "--M", "8", "--mat")
     assert rc == 0 and "seed=3" in out and "M=8" in out
-    s = Scenario.load(f)
-    ref = Scenario.paper(seed=3, M=8)
+    s = load_scenario(f)
+    ref = paper_scenario(seed=3, M=8)
     assert torch.equal(s.G, ref.G) and torch.equal(s.beta, ref.beta)
     assert s.seed == 3 and s.preset == "paper"
     assert (tmp_path / "paper.mat").exists()
     rc, _, _ = run_cli(capsys, "scenario", "--preset", "random", "--seed", "5", "-o", str(tmp_path / "r.npz"),
                     "--P-t", "7.5", "--passive")
-    r = Scenario.load(tmp_path / "r.npz")
+    r = load_scenario(tmp_path / "r.npz")
     assert rc == 0 and r.preset == "random" and r.seed == 5 and float(r.P_t) == 7.5
     assert not r.active and float(r.sigma_r2) == 0.0
-    assert torch.equal(r.target_pos, Scenario.random(5).target_pos)
+    assert torch.equal(r.target_pos, random_scenario(5).target_pos)
 
 
 def test_crb_command_json_matches_library(tmp_path, capsys):
     f = tmp_path / "s.npz"
-    Scenario.paper(seed=1).save(f)
+    paper_scenario(seed=1).save(f)
     rc, out, _ = run_cli(capsys, "crb", "--scenario", str(f), "--json")
     assert rc == 0
     rep = json.loads(out)
     for k in ("crb", "crb_angles", "irs_power", "bs_power", "max_crb"):
         assert k in rep, k
-    s = Scenario.load(f)
+    s = load_scenario(f)
     R = s.isotropic_design()
     psi = s.random_phase_design(R, seed=0)
     c = s.crb(R, psi)
@@ -57,7 +57,7 @@ def test_crb_command_json_matches_library(tmp_path, capsys):
 
 
 def test_crb_command_with_solution(tmp_path, capsys):
-    s = Scenario.paper(seed=2)
+    s = paper_scenario(seed=2)
     s.save(tmp_path / "s.npz")
     R = s.isotropic_design() * 0.5
     psi = s.random_phase_design(R, seed=9)
@@ -81,8 +81,8 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     rc, _, err = run_cli(capsys, "crb", "--scenario", str(tmp_path / "bad.npz"))
     assert rc == 2 and "bad.npz" in err and "Traceback" not in err
     # a solution for another array size
-    Scenario.paper(seed=0).save(tmp_path / "s16.npz")
-    small = Scenario.paper(seed=0, M=8)
+    paper_scenario(seed=0).save(tmp_path / "s16.npz")
+    small = paper_scenario(seed=0, M=8)
     R = small.isotropic_design()
     Solution.evaluate(small, R, small.random_phase_design(R)).save(tmp_path / "sol8.npz")
     rc, _, err = run_cli(capsys, "crb", "--scenario", tmp_path / "s16.npz", "--solution", tmp_path / "sol8.npz")

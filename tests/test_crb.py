@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from irs_torch import Scenario
+from irs_torch import Scenario, from_geometry, random_scenario
 from irs_torch import crb as crbmod
 
 import reference as ref
@@ -24,15 +24,15 @@ def _scenarios():
     """Scenarios covering: random geometries (theta = 90 deg), a dominant amplification noise
     (sigma_r2 large, so R_w depends on psi), a non-square array with d_h != d_v and a target off the
     horizontal plane (theta != 90 deg, so every term of (26) matters), and a passive IRS."""
-    off_plane = Scenario.from_geometry(bs_pos=[0, 0, 0], irs_pos=[[-5, 10, 1.0], [-4, 21, -2.0]],
+    off_plane = from_geometry(bs_pos=[0, 0, 0], irs_pos=[[-5, 10, 1.0], [-4, 21, -2.0]],
                                        irs_yaw=[0.2, -0.3], target_pos=[4, 14, 4.0], M=12, N_h=5, N_v=3,
                                        d_h=0.37, d_v=0.61, seed=4, T_c=60)
     return {
-        "random-1": Scenario.random(1),
-        "random-2": Scenario.random(2),
-        "random-3-noisy-irs": Scenario.random(3, sigma_r2=1e-7),
+        "random-1": random_scenario(1),
+        "random-2": random_scenario(2),
+        "random-3-noisy-irs": random_scenario(3, sigma_r2=1e-7),
         "off-plane-5x3": off_plane,
-        "passive": Scenario.random(5, active=False, sigma_r2=0.0),
+        "passive": random_scenario(5, active=False, sigma_r2=0.0),
     }
 
 
@@ -215,7 +215,7 @@ def test_passive_scenario():
 
 # ----------------------------------------------------------------------------- batching and dtype
 def test_batched_equals_looped():
-    scs = [Scenario.random(20 + i, P_t=10.0 + 5 * i, sigma_r2=10.0 ** (-11 + i)) for i in range(3)]
+    scs = [random_scenario(20 + i, P_t=10.0 + 5 * i, sigma_r2=10.0 ** (-11 + i)) for i in range(3)]
     b = Scenario.stack(scs)
     assert b.batch_shape == (3,)
     designs = [_design(s, seed=30 + i) for i, s in enumerate(scs)]
@@ -410,7 +410,7 @@ def test_irs_power_monte_carlo():
 
 
 def test_scale_psi_to_feasible_meets_c1_with_equality():
-    s = Scenario.random(6, P_s=0.01, a_max=50.0)
+    s = random_scenario(6, P_s=0.01, a_max=50.0)
     R = s.isotropic_design()
     _, psi = _design(s, seed=19)
     out = s.scale_psi_to_feasible(R, torch.from_numpy(psi))
@@ -452,7 +452,7 @@ def test_fim_matches_reference_many_random_scenarios(seed):
     """Wider sweep (pytest -m slow): random geometry, amplification noise from -110 to -60 dBm,
     random budgets, rank-deficient and full-rank R_s, psi amplitudes from 0.1 to 10."""
     rng = np.random.default_rng(seed)
-    s = Scenario.random(seed, sigma_r2=10 ** (rng.uniform(-110, -60) / 10 - 3), P_t=rng.uniform(1, 40))
+    s = random_scenario(seed, sigma_r2=10 ** (rng.uniform(-110, -60) / 10 - 3), P_t=rng.uniform(1, 40))
     rank = int(rng.integers(1, s.M + 1))
     R, psi = ref.random_design(s.L, s.M, s.N, float(s.P_t), seed, psi_scale=10 ** rng.uniform(-1, 1), rank=rank)
     F = s.fisher_information(torch.from_numpy(R), torch.from_numpy(psi)).numpy()

@@ -5,13 +5,13 @@ import json
 import numpy as np
 import torch
 
-from irs_torch.scenario import Scenario, Solution
+from irs_torch.scenario import Scenario, Solution, paper_scenario
 
 
 def test_crb_of_one_item_of_a_batch(tmp_path, capsys):
     from irs_torch.cli import main
 
-    scen = Scenario.stack([Scenario.paper(seed=i, M=4, N_h=2, N_v=2) for i in range(3)])
+    scen = Scenario.stack([paper_scenario(seed=i, M=4, N_h=2, N_v=2) for i in range(3)])
     sp, solp = tmp_path / "b.npz", tmp_path / "sol.npz"
     scen.save(sp)
     R = scen.isotropic_design()

@@ -1,22 +1,27 @@
-"""The CRB's two routes to the whitened echo Gram matrix (array space M x M, element space N x N) and its
-low-rank transmit path (R_s = B B^H, irs_torch.crb.crb_factored) against the independent dense
-derivation of tests/reference.py (closed form (15)-(16) with explicit M x M matrices and R_w^-1, and a
-careful Jacobi-scaled inverse), over the array and IRS sizes of scripts/bench_scale.py.
+"""The CRB's routes to the whitened echo Gram matrix (array space M x M, element space N x N, the array space
+fused with the transmit Gram for large batches, and the array space with the noise Gram from one real GEMM per
+distinct channel) and its low-rank transmit path (R_s = B B^H,
+irs_torch.crb.crb_factored) against the independent dense derivation of tests/reference.py (closed form
+(15)-(16) with explicit M x M matrices and R_w^-1, and a careful Jacobi-scaled inverse), over the array and IRS
+sizes of scripts/bench_scale.py.
 
-complex64: the measured worst relative CRB error against complex128 over these scenarios is ~8e-5
-(the float32 steering phases of 16 x 16 arrays and the Schur complement of a correlated FIM), hence
-C64_RTOL = 2e-4.
+complex64: the measured worst relative CRB error against complex128 over these scenarios is ~1e-4 (worst
+1.1e-4 over the total and its parts; the float32 steering phases of 16 x 16 arrays and the Schur complement of
+a correlated FIM), hence C64_RTOL = 2e-4.
 """
 from __future__ import annotations
 
+import gc
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from irs_torch import Scenario
 from irs_torch import crb as crbmod
+from irs_torch import paper_scenario
+from irs_torch.crb import grams as crb_grams
+from irs_torch.crb import inverse as crb_inverse
 
 import reference as ref
 
@@ -25,19 +30,31 @@ C64_RTOL = 2e-4
 # (M, N_h, N_v): N = N_h N_v. The default suite covers N < M, N = M and N > M on small arrays.
 FAST_SIZES = [(4, 2, 2), (4, 4, 4), (16, 2, 2), (16, 4, 4), (64, 4, 4), (16, 8, 8)]
 SLOW_SIZES = [(M, n, n) for M in (4, 16, 64, 128) for n in (2, 4, 8, 16) if (M, n, n) not in FAST_SIZES]
-ROUTES = ["array", "element"]
+# "array": _EchoGrams then B by autograd; "element": _EchoGramsN; "fused": _EchoGramsR (A and B in one pass) and the
+# entry-major inverse, the defaults for batches of >= 128 problems (with one R_s each); "shared": _EchoGramsShared
+# (the noise Gram from one real GEMM per distinct G, the default for M > 32 with several designs per G); each forced
+# here for every batch.
+ROUTES = ["array", "element", "fused", "shared"]
+
+
+def _set_route(monkeypatch, route):
+    """Force a route for every batch size; "fused" also forces the entry-major inverse (crb_from_grams), the
+    others the batch-major one."""
+    monkeypatch.setattr(crb_grams, "_GRAM_ROUTE", "array" if route == "fused" else route)
+    monkeypatch.setattr(crb_grams, "_FUSED_MIN_BATCH", 1 if route == "fused" else 10 ** 9)
+    monkeypatch.setattr(crb_inverse, "_ENTRY_MAJOR_MIN_BATCH", 1 if route == "fused" else 10 ** 9)
 
 
 @pytest.fixture
 def route(request, monkeypatch):
-    monkeypatch.setattr(crbmod, "_GRAM_ROUTE", request.param)
+    _set_route(monkeypatch, request.param)
     return request.param
 
 
 def _scenario(M, N_h, N_v, seed):
     """The paper's geometry at the given sizes (SI scales), amplification noise raised so that R_w differs
     from sigma_b2 I (the whitening matters)."""
-    s = Scenario.paper(seed, M=M, N_h=N_h, N_v=N_v)
+    s = paper_scenario(seed, M=M, N_h=N_h, N_v=N_v)
     return s.replace(sigma_r2=float(s.sigma_r2) * 10 ** (seed % 3))
 
 
@@ -118,7 +135,7 @@ def test_routes_agree_on_a_batch_with_broadcast_scenario(monkeypatch):
     R = B @ B.mH
     out = {}
     for r in ROUTES:
-        monkeypatch.setattr(crbmod, "_GRAM_ROUTE", r)
+        _set_route(monkeypatch, r)
         out[r] = (s.crb(R, psi).total, s.crb_factored(B, psi).total)
     loop = torch.stack([s.crb(R[k], psi[k]).total for k in range(5)])
     for r in ROUTES:
@@ -248,7 +265,7 @@ def test_matmul_shared_equals_matmul(vshape, wshape):
     g = torch.Generator().manual_seed(0)
     V = torch.randn(*vshape, dtype=torch.complex128, generator=g).requires_grad_(True)
     W = torch.randn(*wshape, dtype=torch.complex128, generator=g).requires_grad_(True)
-    got, want = crbmod._matmul_shared(V, W), V @ W
+    got, want = crbmod.matmul_shared(V, W), V @ W
     torch.testing.assert_close(got, want, rtol=1e-13, atol=1e-13)
     gV, gW = torch.autograd.grad(got.abs().sum(), (V, W))
     hV, hW = torch.autograd.grad(want.abs().sum(), (V, W))
@@ -295,7 +312,7 @@ def test_routes_agree_when_only_the_angles_are_batched(monkeypatch):
     theta = p["theta"] + torch.tensor([[0.0], [0.1], [-0.2]], dtype=torch.float64)
     out = {}
     for r in ROUTES:
-        monkeypatch.setattr(crbmod, "_GRAM_ROUTE", r)
+        _set_route(monkeypatch, r)
         psi = p["psi"].clone().requires_grad_(True)
         c = crbmod.crb_factored(p["G"], psi, p["B"], theta, p["phi"], p["beta"], 0.3, 1.0, 5.0, p["N_h"],
                                 p["N_v"]).total
@@ -304,3 +321,187 @@ def test_routes_agree_when_only_the_angles_are_batched(monkeypatch):
         out[r] = (c.detach(), psi.grad)
     for a, b in zip(out["array"], out["element"]):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=0)
+
+
+# ----------------------------------------------------------------------------- the fused path (_EchoGramsR)
+def _batch(n, M, N_h, N_v, seed, hermitian=True):
+    """n random unit-scale problems (one G, psi, R each); R is not Hermitian unless ``hermitian``."""
+    g = torch.Generator().manual_seed(seed)
+    N = N_h * N_v
+
+    def cr(*shape):
+        return torch.complex(torch.randn(*shape, generator=g, dtype=torch.float64),
+                             torch.randn(*shape, generator=g, dtype=torch.float64)) / math.sqrt(2)
+
+    F = cr(n, M, M)
+    R = F @ F.mH if hermitian else F @ F.mH + 0.3 * cr(n, M, M)
+    return dict(G=cr(n, N, M) / math.sqrt(N), psi=cr(n, N), R=R, theta=1.0 + torch.rand(n, generator=g,
+                dtype=torch.float64), phi=0.5 + 2 * torch.rand(n, generator=g, dtype=torch.float64),
+                beta=cr(n), N_h=N_h, N_v=N_v)
+
+
+def test_gradcheck_fused_dense_crb(monkeypatch):
+    """Every input of the fused path, with a non-Hermitian R (only its Hermitian part may matter)."""
+    _set_route(monkeypatch, "fused")
+    p = _batch(2, 5, 2, 2, 0, hermitian=False)
+
+    def f(G, psi, R, theta, phi, sr):
+        c = crbmod.crb(G, psi, R, theta, phi, p["beta"], sr, 1.0, 5.0, p["N_h"], p["N_v"], 0.45, 0.55)
+        return c.total, c.theta
+
+    inputs = tuple(t.clone().requires_grad_(True) for t in (p["G"], p["psi"], p["R"], p["theta"], p["phi"],
+                                                            torch.tensor(0.4, dtype=torch.float64)))
+    assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("M,N_h,N_v", [(16, 4, 4), (8, 4, 4)])
+def test_fused_default_on_large_batches_equals_unfused(monkeypatch, M, N_h, N_v):
+    """At the default threshold a batch of 200 problems takes the fused path (the array route is forced for
+    N > M); values and gradients equal the unfused array route, the element route, and a broadcast R_s (one
+    covariance for the batch, which the fused path leaves to the unfused one)."""
+    p = _batch(200, M, N_h, N_v, 1, hermitian=False)
+    args = (p["theta"], p["phi"], p["beta"], 0.7, 1.0, 5.0, N_h, N_v)
+    calls = []
+    monkeypatch.setattr(crb_grams._EchoGramsR, "forward", _count(crb_grams._EchoGramsR.forward, calls))
+    out = {}
+    for r in ("auto", "array", "element"):
+        monkeypatch.setattr(crb_grams, "_GRAM_ROUTE", "array" if r == "auto" else r)
+        if r != "auto":
+            monkeypatch.setattr(crb_grams, "_FUSED_MIN_BATCH", 10 ** 9)
+        G, psi, R = (t.clone().requires_grad_(True) for t in (p["G"], p["psi"], p["R"]))
+        c = crbmod.crb(G, psi, R, *args).total
+        (c * torch.linspace(1, 2, 200, dtype=torch.float64)).sum().backward()
+        out[r] = (c.detach(), G.grad, psi.grad, R.grad)
+        if r == "auto":
+            assert len(calls) == 1
+    assert len(calls) == 1
+    for r in ("array", "element"):
+        for a, b in zip(out["auto"], out[r]):
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12 * b.abs().max().item())
+    monkeypatch.setattr(crb_grams, "_FUSED_MIN_BATCH", 1)
+    monkeypatch.setattr(crb_grams, "_GRAM_ROUTE", "array")
+    R1 = p["R"][:1]
+    shared = crbmod.crb(p["G"], p["psi"], R1, *args).total
+    assert len(calls) == 1  # a broadcast R_s is not copied per problem: the unfused path
+    torch.testing.assert_close(shared, torch.stack([crbmod.crb(p["G"][k], p["psi"][k], R1[0], p["theta"][k],
+                                                               p["phi"][k], p["beta"][k], *args[3:]).total
+                                                    for k in range(200)]), rtol=1e-9, atol=0)
+
+
+def _count(fn, calls):
+    def wrapped(*a, **k):
+        calls.append(1)
+        return fn(*a, **k)
+    return staticmethod(wrapped)
+
+
+def test_fused_rejects_non_finite_inputs(monkeypatch):
+    _set_route(monkeypatch, "fused")
+    p = _batch(3, 4, 2, 2, 2)
+    G = p["G"].clone()
+    G[1, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="R_w is not positive definite"):
+        crbmod.crb(G, p["psi"], p["R"], p["theta"], p["phi"], p["beta"], 0.3, 1.0, 5.0, 2, 2)
+
+
+# ----------------------------------------------------------------------------- the shared-channel route
+def _starts_batch(M, n, K, seed):
+    """A scenario and K designs of it (factors of rank 3 and psi), the shape of a first-order run's batch."""
+    s = _scenario(M, n, n, seed)
+    rng = np.random.default_rng(seed)
+    B = torch.from_numpy(np.stack([_factor(rng, s.L, s.M, 3, float(s.P_t)) for _ in range(K)]))
+    psi = torch.from_numpy(3.0 * ref.crandn(rng, (K, s.L, s.N)))
+    return s, B, psi
+
+
+def _crb_and_grads(s, B, psi):
+    """CRB parts of the factored path and the gradients of a weighted sum w.r.t. B, psi and sigma_r2."""
+    B, psi = B.clone().requires_grad_(True), psi.clone().requires_grad_(True)
+    sr = torch.tensor(float(s.sigma_r2), dtype=torch.float64, requires_grad=True)
+    c = crbmod.crb_factored(s.G, psi, B, s.theta, s.phi, s.beta, sr, s.sigma_b2, s.T_L, s.N_h, s.N_v, s.d_h, s.d_v)
+    w = torch.linspace(1.0, 2.0, c.total.numel(), dtype=torch.float64).reshape(c.total.shape)
+    ((c.total + c.theta) * w / c.total.detach()).sum().backward()
+    return [c.total.detach(), c.theta.detach(), c.beta.detach(), B.grad, psi.grad, sr.grad]
+
+
+def test_shared_route_is_the_default_for_large_arrays_and_equals_the_array_route(monkeypatch):
+    """M = 36 (> 32), N = 36, 5 designs of one scenario: "auto" takes the shared-channel route (once per CRB call),
+    and its CRBs and gradients (B, psi, sigma_r2) equal the array route's to 1e-9 relative."""
+    s, B, psi = _starts_batch(36, 6, 5, 1)
+    calls = []
+    monkeypatch.setattr(crb_grams._EchoGramsShared, "forward", _count(crb_grams._EchoGramsShared.forward, calls))
+    got = _crb_and_grads(s, B, psi)
+    assert len(calls) == 1
+    monkeypatch.setattr(crb_grams, "_GRAM_ROUTE", "array")
+    want = _crb_and_grads(s, B, psi)
+    assert len(calls) == 1
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12 * b.abs().max().item())
+    # one design per channel (the AO's calls) or a channel that needs a gradient: the array route
+    s.crb_factored(B[0], psi[0])
+    crbmod.crb_factored(s.G.clone().requires_grad_(True), psi, B, s.theta, s.phi, s.beta, s.sigma_r2, s.sigma_b2,
+                        s.T_L, s.N_h, s.N_v, s.d_h, s.d_v)
+    assert len(calls) == 1
+
+
+def test_shared_route_off_up_to_32_antennas(monkeypatch):
+    """Up to M = 32 the default never takes the shared-channel route (the default solver's numbers there stay
+    those of the array route, bit for bit)."""
+    s, B, psi = _starts_batch(32, 6, 8, 2)
+    calls = []
+    monkeypatch.setattr(crb_grams._EchoGramsShared, "forward", _count(crb_grams._EchoGramsShared.forward, calls))
+    a = s.crb_factored(B, psi).total
+    assert calls == []
+    monkeypatch.setattr(crb_grams, "_GRAM_ROUTE", "array")
+    assert torch.equal(a, s.crb_factored(B, psi).total)
+
+
+def test_shared_route_kernel_follows_in_place_changes_of_G(monkeypatch):
+    """The cached real kernel of a channel is rebuilt when G changes in place (its version counter) and dropped
+    when G is freed."""
+    monkeypatch.setattr(crb_grams, "_GRAM_ROUTE", "shared")
+    s, B, psi = _starts_batch(8, 3, 4, 3)
+    G = s.G.clone()
+    args = (s.theta, s.phi, s.beta, s.sigma_r2, s.sigma_b2, s.T_L, s.N_h, s.N_v, s.d_h, s.d_v)
+    crbmod.crb_factored(G, psi, B, *args)
+    G.mul_(1.7)
+    got = crbmod.crb_factored(G, psi, B, *args).total
+    monkeypatch.setattr(crb_grams, "_GRAM_ROUTE", "array")
+    torch.testing.assert_close(got, crbmod.crb_factored(G, psi, B, *args).total, rtol=1e-9, atol=0)
+    key = id(G)
+    assert key in crb_grams._KERNEL_CACHE
+    del G
+    gc.collect()
+    assert key not in crb_grams._KERNEL_CACHE  # a freed channel's kernel is not kept
+
+
+def test_factored_power_large_arrays_equals_dense():
+    """C1 of the factored path at M > 32 (one GEMM per distinct G for a batch of designs) equals the dense C1."""
+    s, B, psi = _starts_batch(40, 4, 3, 4)
+    torch.testing.assert_close(s.irs_power_factored(B, psi), s.irs_power(B @ B.mH, psi), rtol=1e-12, atol=0)
+
+
+def test_inverse_forms_agree_including_singular_rows():
+    """The entry-major and batch-major forms of crb_from_grams: same values (inf on singular rows), gradients of
+    A, B and e, on random Gram matrices with a few singular (zero A, zero B) rows."""
+    g = torch.Generator().manual_seed(7)
+    n = 300
+
+    def gram(k):
+        Y = torch.randn(n, 5, k, dtype=torch.complex128, generator=g)
+        return Y.mH @ Y
+
+    A, B = gram(3), gram(3)
+    A[3] = 0
+    B[5] = 0
+    e = torch.sgn(torch.randn(n, dtype=torch.complex128, generator=g))
+    out = []
+    for form in (crb_inverse._CRBFromGramsEntryMajor, crb_inverse._CRBFromGramsBatchMajor):
+        a, b, ee = (t.clone().requires_grad_(True) for t in (A, B, e))
+        d = form.apply(a, b, ee)
+        d[torch.isfinite(d)].sum().backward()
+        out.append((d.detach(), a.grad, b.grad, ee.grad))
+    assert torch.isinf(out[0][0][3]).all() and torch.isinf(out[0][0][5]).all() and torch.isfinite(out[0][0][6]).all()
+    for x, y in zip(*out):
+        torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-12 * y[torch.isfinite(y)].abs().max().item())
+

@@ -424,7 +424,8 @@ def test_extending_a_data_set_and_config_mismatch(ds_root, tmp_path, tiny_cfg):
 
 
 # ----------------------------------------------------------------------------- CLI
-def test_cli_generate_info_config_export(tmp_path, capsys, ds_root):
+def test_cli_generate_info_config_export(tmp_path, capsys, ds_root, monkeypatch):
+    monkeypatch.setenv("IRS_TORCH_PROGRESS", "1")  # stderr is captured, not a terminal: force the progress lines
     cfg = write_config(tmp_path / "tiny.yaml")
     out, num = tmp_path / "cli", 4
     rc, so, se = run_cli(capsys, "dataset", "generate", "--config", cfg, "--num", num, "--out", out, "--workers", 1)

@@ -21,7 +21,7 @@ from test_data_helpers import TINY, assert_same_data, load_rows
 
 from irs_torch.data import DatasetConfig, ShardError, generate_dataset
 from irs_torch.data.datamodule import ShardDataModule
-from irs_torch.data.dataset import check_integrity
+from irs_torch.data.integrity import check_integrity
 
 from helpers import run_cli
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from irs_torch import Scenario
+from irs_torch import Scenario, paper_scenario
 from irs_torch.estimation.echo import echo_covariance, simulate_echoes, waveform, z1_noise_ratio
 
 import reference as ref
@@ -106,7 +106,7 @@ def test_seeds_are_reproducible_and_distinct():
 
 
 def test_z1_noise_is_negligible_on_the_paper_scenario():
-    s = Scenario.paper(0)
+    s = paper_scenario(0)
     R = s.isotropic_design()
     psi = s.random_phase_design(R, seed=0)
     r = z1_noise_ratio(s, psi)

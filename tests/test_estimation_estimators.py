@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from irs_torch import Scenario
+from irs_torch import paper_scenario, random_scenario
 from irs_torch.estimation.echo import simulate_echoes
 from irs_torch.estimation.estimators import (
     canonical_angles,
@@ -24,10 +24,10 @@ import reference as ref
 
 
 def _scenarios():
-    s = Scenario.paper(0)
+    s = paper_scenario(0)
     yield "paper-aligned", s, aligned_psi(s, s.isotropic_design())
     for seed in (1, 2):
-        r = Scenario.random(seed)  # yawed IRSs, target anywhere in front
+        r = random_scenario(seed)  # yawed IRSs, target anywhere in front
         yield f"random-{seed}", r, r.random_phase_design(r.isotropic_design(), seed=seed)
 
 
@@ -44,7 +44,7 @@ def test_noiseless_echo_recovers_the_target_exactly(method):
 def test_ml_criterion_equals_direct_least_squares():
     """J(theta, phi) = ||Yw||^2 - min_beta ||Yw - beta Hw||^2 (whitened, dense numpy) and beta_hat is
     that least-squares beta."""
-    s = Scenario.paper(1)
+    s = paper_scenario(1)
     R = s.isotropic_design()
     psi = s.random_phase_design(R, seed=3)
     e = simulate_echoes(s, R, psi, 2, seed=9)
@@ -114,7 +114,7 @@ def test_direction_grid_covers_the_front_half_space():
 
 
 def test_estimate_directions_rejects_unknown_estimator():
-    s = Scenario.paper(0)
+    s = paper_scenario(0)
     R = s.isotropic_design()
     psi = s.random_phase_design(R)
     e = simulate_echoes(s, R, psi, 1, seed=0)

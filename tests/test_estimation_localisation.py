@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from irs_torch import Scenario
+from irs_torch import from_geometry, paper_scenario
 from irs_torch.estimation.localisation import (
     angle_covariance_bound,
     angle_position_jacobian,
@@ -135,11 +135,11 @@ def _peb_reference(s, R, psi, known_height=False, step=1e-4):
 
 
 def _cases():
-    s = Scenario.paper(0)  # target in the IRSs' plane z = 0: theta = 90 deg
+    s = paper_scenario(0)  # target in the IRSs' plane z = 0: theta = 90 deg
     R = s.isotropic_design()
     yield "paper", s, R, aligned_psi(s, R)
     irs, yaw, tgt = _geometry_3d(3)
-    s3 = Scenario.from_geometry(bs_pos=[0.0, 0.0, 0.0], irs_pos=irs, irs_yaw=yaw, target_pos=tgt,
+    s3 = from_geometry(bs_pos=[0.0, 0.0, 0.0], irs_pos=irs, irs_yaw=yaw, target_pos=tgt,
                                 M=8, N_h=3, N_v=4, seed=4, T_c=60)
     R3 = s3.isotropic_design()
     yield "3-d", s3, R3, s3.random_phase_design(R3, seed=2)
@@ -155,7 +155,7 @@ def test_peb_equals_finite_difference_slepian_bangs(known_height):
 
 
 def test_angle_covariance_diagonal_is_the_crb():
-    s = Scenario.paper(2)
+    s = paper_scenario(2)
     R = s.isotropic_design()
     psi = s.random_phase_design(R, seed=1)
     C = angle_covariance_bound(s, R, psi)
@@ -166,7 +166,7 @@ def test_angle_covariance_diagonal_is_the_crb():
 
 
 def test_peb_on_the_paper_scenario_is_finite_and_2d_is_smaller():
-    s = Scenario.paper(0)
+    s = paper_scenario(0)
     R = s.isotropic_design()
     psi = aligned_psi(s, R)
     p3 = position_error_bound(s, R, psi)

@@ -13,7 +13,7 @@ import re
 import numpy as np
 import pytest
 
-from irs_torch import Scenario, Solution
+from irs_torch import Solution, load_scenario, paper_scenario
 from irs_torch.cli import main
 from irs_torch.estimation import run_monte_carlo
 from irs_torch.estimation.designs import adam_design
@@ -21,7 +21,7 @@ from irs_torch.solvers.baselines import aligned_psi
 
 
 def test_summary_keys_shapes_and_seed():
-    s = Scenario.paper(0)
+    s = paper_scenario(0)
     R = s.isotropic_design()
     psi = aligned_psi(s, R)
     a = run_monte_carlo(s, R, psi, 60, seed=3, chunk=25, progress=False)
@@ -44,7 +44,7 @@ def test_summary_keys_shapes_and_seed():
 def test_ml_reaches_the_crb_at_high_snr():
     """Paper scenario with P_t = 1e6 W and P_s = 5e3 W (P_s / P_t kept at the paper's 0.005: with
     P_s fixed, C1 binds and raising P_t alone stops lowering the CRB), target-aligned design."""
-    s = Scenario.paper(0, P_t=1e6, P_s=5e3)
+    s = paper_scenario(0, P_t=1e6, P_s=5e3)
     R = s.isotropic_design()
     psi = aligned_psi(s, R)
     r = run_monte_carlo(s, R, psi, 500, seed=0, progress=False).summary
@@ -65,7 +65,7 @@ def test_ml_reaches_the_crb_at_high_snr():
 
 
 def test_music_does_not_beat_the_bound():
-    s = Scenario.paper(0, P_t=1e6, P_s=5e3)
+    s = paper_scenario(0, P_t=1e6, P_s=5e3)
     R = s.isotropic_design()
     psi = aligned_psi(s, R)
     r = run_monte_carlo(s, R, psi, 300, seed=1, estimator="music", progress=False).summary
@@ -74,7 +74,7 @@ def test_music_does_not_beat_the_bound():
 
 
 def test_optimised_design_localises_better_than_isotropic():
-    s = Scenario.paper(0)
+    s = paper_scenario(0)
     R_opt, psi_opt = adam_design(s, steps=200, seed=0)
     assert bool(s.is_feasible(R_opt, psi_opt, rtol=1e-6))
     R = s.isotropic_design()
@@ -91,11 +91,11 @@ def test_optimised_design_localises_better_than_isotropic():
 # ------------------------------------------------------------------------------------ CLI
 @pytest.fixture()
 def paper_file(tmp_path):
-    return str(Scenario.paper(0).save(tmp_path / "paper.npz"))
+    return str(paper_scenario(0).save(tmp_path / "paper.npz"))
 
 
 def test_cli_json_report(paper_file, tmp_path, capsys):
-    s = Scenario.load(paper_file)
+    s = load_scenario(paper_file)
     R = s.isotropic_design()
     sol = Solution.evaluate(s, R, aligned_psi(s, R), method="aligned")
     sp = str(sol.save(tmp_path / "sol.npz"))
@@ -123,8 +123,8 @@ def test_cli_text_report_and_errors(paper_file, tmp_path, capsys):
         rc = e.code
     assert rc == 2
     assert re.search(r"--trials must be .*got 0", capsys.readouterr().err)
-    other = Scenario.paper(0, M=8).save(tmp_path / "m8.npz")
-    s8 = Scenario.load(other)
+    other = paper_scenario(0, M=8).save(tmp_path / "m8.npz")
+    s8 = load_scenario(other)
     Solution.evaluate(s8, s8.isotropic_design(), s8.random_phase_design()).save(tmp_path / "s8.npz")
     assert main(["montecarlo", "--scenario", paper_file, "--solution", str(tmp_path / "s8.npz"),
                  "--trials", "5"]) == 2
@@ -157,7 +157,7 @@ def test_cli_sweep_writes_csv_png_and_resumes(paper_file, tmp_path, capsys):
 # ------------------------------------------------------------------------------------ slow
 @pytest.mark.slow
 def test_ml_reaches_the_crb_for_the_optimised_design_at_high_snr():
-    s = Scenario.paper(0, P_t=2e5, P_s=1e3)
+    s = paper_scenario(0, P_t=2e5, P_s=1e3)
     R, psi = adam_design(s, steps=300, seed=0)
     r = run_monte_carlo(s, R, psi, 2000, seed=2, progress=False).summary
     assert max(r["crb_theta"] + r["crb_phi"]) < 1e-5

@@ -6,13 +6,14 @@ import math
 import pytest
 import torch
 
-from irs_torch import Scenario
+from irs_torch import Scenario, paper_scenario, random_scenario
 from irs_torch.solvers import first_order as fo
-from irs_torch.solvers.strategy import diverse_starts, joint_first_order
+from irs_torch.solvers.screen import joint_first_order
+from irs_torch.solvers.starts import diverse_starts
 
 
 def _batch(n=3, **kw):
-    return Scenario.stack([Scenario.random(seed=10 + i, **kw) for i in range(n)]).to(torch.complex128)
+    return Scenario.stack([random_scenario(seed=10 + i, **kw) for i in range(n)]).to(torch.complex128)
 
 
 def _random_params(scn, K, r, scale, seed):
@@ -68,7 +69,7 @@ def test_batched_equals_one_by_one():
 
 def test_early_stopping_is_per_instance():
     # an instance that starts at its (screened) optimum stops early; a fresh one keeps going
-    s = Scenario.paper(seed=0).to(torch.complex128)
+    s = paper_scenario(seed=0).to(torch.complex128)
     st = diverse_starts(s, 2, seed=0)
     R0, p0 = torch.stack([x[1] for x in st]), torch.stack([x[2] for x in st])
     done = fo.refine_batch(s, R0.unsqueeze(1), p0.unsqueeze(1), steps=400, patience=20)
@@ -83,7 +84,7 @@ def test_early_stopping_is_per_instance():
 
 def test_full_rank_refiner_reproduces_the_screen():
     # one definition of the Adam step: the default screen (torch.optim.Adam) and the functional refiner agree
-    s = Scenario.paper(seed=1).to(torch.complex128)
+    s = paper_scenario(seed=1).to(torch.complex128)
     st = diverse_starts(s, 3, seed=0)
     R0, p0 = torch.stack([x[1] for x in st]), torch.stack([x[2] for x in st])
     _, _, c = joint_first_order(s, R0, p0, steps=40, lr=0.1, decay=0.05)
@@ -134,7 +135,7 @@ def test_cpu_equals_gpu():
 
 def test_unrolled_gradient_matches_finite_differences():
     # the exact unrolled loss (twice-differentiable CRB) against central differences, tiny scenario, float64
-    s = Scenario.paper(seed=2, M=3, N_h=2, N_v=2, P_s=1e-3).to(torch.complex128)
+    s = paper_scenario(seed=2, M=3, N_h=2, N_v=2, P_s=1e-3).to(torch.complex128)
     g = torch.Generator().manual_seed(0)
     B0 = torch.complex(torch.randn(2, 3, 2, generator=g, dtype=torch.float64),
                        torch.randn(2, 3, 2, generator=g, dtype=torch.float64))
@@ -160,7 +161,7 @@ def test_unrolled_gradient_matches_finite_differences():
 
 def test_first_order_unrolling_carries_the_refined_gradient():
     # exact=False: the steps' Jacobian is the identity, so d loss / d start = d loss / d refined point
-    s = Scenario.paper(seed=2, M=3, N_h=2, N_v=2).to(torch.complex128)
+    s = paper_scenario(seed=2, M=3, N_h=2, N_v=2).to(torch.complex128)
     B0 = (torch.eye(3, 2, dtype=torch.complex128) + 0.1).expand(2, 3, 2).clone().requires_grad_(True)
     psi0 = torch.polar(torch.full((2, 4), 2.0, dtype=torch.float64), torch.zeros(2, 4, dtype=torch.float64))
     R, psi = fo.unrolled_refine(s, B0, psi0, 5, exact=False)
@@ -174,7 +175,7 @@ def test_first_order_unrolling_carries_the_refined_gradient():
 
 # ----------------------------------------------------------------------------- the learned pipeline's refine="fo"
 def test_polish_never_raises_the_max_crb_and_certifies():
-    from irs_torch.runtime import refine_fo
+    from irs_torch.inference import refine_fo
 
     scn = _batch(2)
     R0 = scn.isotropic_design().unsqueeze(0)
@@ -196,10 +197,10 @@ def test_learned_fo_batch_and_single_are_the_refiner_on_the_network_starts():
     # The network runs in float32, so its designs move by ~1e-6 between batch compositions (and a near-tie between
     # hypotheses can then pick another start set): the runtime's batch and single calls are each checked against the
     # refiner on their own network starts; the refiner itself is batch-invariant (test_batched_equals_one_by_one).
+    from irs_torch.inference import find_checkpoint, network_starts, refine_fo, solve_batch, solve_learned
     from irs_torch.learn.checkpoint import load_model
-    from irs_torch.runtime import find_checkpoint, network_starts, refine_fo, solve_batch, solve_learned
 
-    scn = Scenario.stack([Scenario.paper(seed=s) for s in (0, 1)])
+    scn = Scenario.stack([paper_scenario(seed=s) for s in (0, 1)])
     net = load_model(find_checkpoint(scn))
     b = solve_batch(scn, "learned", refine="fo", fo_steps=20, polish=False, verbose=False)
     R0, p0 = network_starts(net, scn, 4)
@@ -217,7 +218,7 @@ def test_learned_fo_batch_and_single_are_the_refiner_on_the_network_starts():
 def test_portfolio_effort_records_the_winning_start():
     from irs_torch.solvers import SolverOptions, solve, strategy
 
-    s = Scenario.paper(seed=0, M=4, N_h=2, N_v=2)
+    s = paper_scenario(seed=0, M=4, N_h=2, N_v=2)
     old = strategy.PORTFOLIO_STEPS
     strategy.PORTFOLIO_STEPS = 30
     try:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from irs_torch import Scenario
+from irs_torch import Scenario, random_scenario
 from irs_torch.learn.feasibility import aligned_reference, amplitude_map, feasible_design
 
 import reference as ref
@@ -26,7 +26,7 @@ def _batch(n=6, seed=0, budgets=True, **kw):
         if budgets:
             over.update(P_t=float(rng.uniform(1, 40)), P_s=float(10 ** rng.uniform(-2, 0)),
                         a_max=float(rng.uniform(1.5, 10)))
-        scs.append(Scenario.random(seed=seed * 100 + i, **over))
+        scs.append(random_scenario(seed=seed * 100 + i, **over))
     return Scenario.stack(scs)
 
 

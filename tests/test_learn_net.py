@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from irs_torch import Scenario
+from irs_torch import Scenario, random_scenario
 from irs_torch.learn.features import N_GLOBAL, per_irs_width, scenario_features
 from irs_torch.learn.losses import log_smooth_max, psi_label_loss, transmit_label_loss
 from irs_torch.learn.nets import WarmStartNet
@@ -14,7 +14,7 @@ from irs_torch.learn.nets import WarmStartNet
 
 @pytest.fixture(scope="module")
 def batch():
-    return Scenario.stack([Scenario.random(seed=i, P_t=5.0 + 3 * i, a_max=2.0 + i) for i in range(5)])
+    return Scenario.stack([random_scenario(seed=i, P_t=5.0 + 3 * i, a_max=2.0 + i) for i in range(5)])
 
 
 def _net(**kw):
@@ -282,7 +282,7 @@ def test_combine_slots_against_brute_force_and_exact_crb():
     from irs_torch.learn.feasibility import FeasibleDesign
     from irs_torch.learn.nets import combine_slots, expand_scenario, select_best
 
-    s = Scenario.stack([Scenario.random(seed=10 + i, P_t=4.0 + i) for i in range(4)])
+    s = Scenario.stack([random_scenario(seed=10 + i, P_t=4.0 + i) for i in range(4)])
     K = 5
     sk = expand_scenario(s, K)
     g = torch.Generator().manual_seed(3)

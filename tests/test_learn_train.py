@@ -243,7 +243,7 @@ def test_size_mismatch_is_a_clear_error(tiny_data, tmp_path, capsys):
 
 
 def test_export_load_predict_and_other_sizes(tiny_data, tmp_path):
-    from irs_torch import Scenario
+    from irs_torch import random_scenario
     from irs_torch.data import ShardDataset, scenario_from_batch
     from irs_torch.data.datamodule import collate_instances
     from irs_torch.learn import export_model, load_model, predict
@@ -263,7 +263,7 @@ def test_export_load_predict_and_other_sizes(tiny_data, tmp_path):
     assert not R.requires_grad and not psi.requires_grad  # inference: no autograd graph is built
     R1, psi1 = predict(net, scen[0])  # unbatched
     assert torch.allclose(R1, R[0], rtol=1e-6, atol=1e-12) and torch.allclose(psi1, psi[0], rtol=1e-6, atol=1e-12)
-    other = Scenario.random(seed=0)  # M = 16, N = 4 x 4
+    other = random_scenario(seed=0)  # M = 16, N = 4 x 4
     with pytest.raises(ValueError, match=r"trained for M=4, N_h=2, N_v=2, L=2, but the scenario has M=16 \(model 4\)"):
         load_model(slim, other)
     with pytest.raises(ValueError, match=r"M=16 \(model 4\)"):

@@ -7,20 +7,20 @@ import numpy as np
 import pytest
 import torch
 
+from irs_torch.design.mismatch import move_target
 from irs_torch.errors import InputError
-from irs_torch.mismatch import move_target
-from irs_torch.scenario import Scenario
+from irs_torch.scenario import Scenario, paper_scenario
 
 
 def _tiny(seed=0, **kw):
-    return Scenario.paper(seed=seed, M=4, N_h=2, N_v=2, **kw)
+    return paper_scenario(seed=seed, M=4, N_h=2, N_v=2, **kw)
 
 
 FIELDS = ("G", "theta", "phi", "beta", "target_pos", "irs_pos", "irs_yaw", "bs_pos")
 
 
 def test_move_to_own_position_is_identical():
-    s = Scenario.paper(seed=3)
+    s = paper_scenario(seed=3)
     m = move_target(s, s.target_pos.clone())
     for f in FIELDS:
         assert torch.equal(getattr(s, f), getattr(m, f)), f
@@ -53,8 +53,8 @@ def test_angles_from_positions_independent():
 
 def test_equals_scenario_built_at_new_position():
     """Same seed, new target: from_geometry draws the same G and the same beta phase."""
-    s = Scenario.paper(seed=5)
-    ref = Scenario.paper(seed=5, target_pos=[3.0, 17.0, 0.0])
+    s = paper_scenario(seed=5)
+    ref = paper_scenario(seed=5, target_pos=[3.0, 17.0, 0.0])
     m = move_target(s, [3.0, 17.0, 0.0])
     assert torch.equal(m.G, ref.G)
     torch.testing.assert_close(m.theta, ref.theta, rtol=0, atol=1e-14)
@@ -117,7 +117,7 @@ def _design(s, seed=0):
 
 
 def test_mismatch_zero_error_equals_point_crb():
-    from irs_torch.mismatch import mismatch_map
+    from irs_torch.design.mismatch import mismatch_map
 
     s = _tiny(seed=7)
     R, psi = _design(s)
@@ -128,12 +128,12 @@ def test_mismatch_zero_error_equals_point_crb():
     torch.testing.assert_close(m.point_crb, point, rtol=1e-12, atol=0)
     assert m.crb.shape == (5, 7, s.L) and torch.isfinite(m.crb).all()
     # an off-centre cell equals a scenario built at that position with the same seed
-    ref = Scenario.paper(seed=7, M=4, N_h=2, N_v=2, target_pos=[5.0 + float(m.dx[4]), 15.0 + float(m.dy[1]), 0.0])
+    ref = paper_scenario(seed=7, M=4, N_h=2, N_v=2, target_pos=[5.0 + float(m.dx[4]), 15.0 + float(m.dy[1]), 0.0])
     torch.testing.assert_close(m.crb[4, 1], ref.crb(R, psi).total, rtol=1e-10, atol=0)
 
 
 def test_mismatch_invalid_positions_are_nan():
-    from irs_torch.mismatch import mismatch_map
+    from irs_torch.design.mismatch import mismatch_map
 
     s = _tiny()
     R, psi = _design(s)
@@ -142,7 +142,7 @@ def test_mismatch_invalid_positions_are_nan():
 
 
 def test_mismatch_bad_inputs():
-    from irs_torch.mismatch import mismatch_map
+    from irs_torch.design.mismatch import mismatch_map
 
     s = _tiny()
     R, psi = _design(s)

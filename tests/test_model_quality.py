@@ -15,7 +15,7 @@ Checked here, on those instances:
   per-instance bench records (148 paper test instances in results/bench-warmstart/warmstart.csv, 24 budget
   instances in results/bench-warmstart-budget/data/warmstart.csv), 99.9% of the 6-instance geometric
   means fall within x0.80..x1.30 of the full one. No instance is worse than the card's worst test instance;
-* network + refinement (the recorded number of AO iterations, :func:`irs_torch.runtime.refine_starts`):
+* network + refinement (the recorded number of AO iterations, :func:`irs_torch.inference.refine_starts`):
   each instance's max-CRB is the recorded one (rel 5e-3; a rerun on the machine that made the
   reference reproduces it to 4e-7, the margin allows another BLAS / conic solver build), never worse
   than the network alone;
@@ -62,8 +62,8 @@ def _gm(x) -> float:
 @pytest.fixture(scope="module", params=REFS, ids=lambda p: p.stem)
 def case(request):
     from irs_torch.learn import load_model
-    from irs_torch.learn.checkpoint import file_sha256
-    from irs_torch.scenario import Scenario
+    from irs_torch.outputs import file_sha256
+    from irs_torch.scenario import load_scenario
 
     ref = json.loads(request.param.read_text())
     model = REPO / ref["model"]
@@ -71,14 +71,14 @@ def case(request):
     assert file_sha256(model) == ref["sha256"], (
         f"{model.name} is not the file {request.param.name} was made with: regenerate the reference with "
         f"`{ref['record']['command']}`")
-    scen = Scenario.load(request.param.with_name(ref["scenarios"])).to(torch.complex128)
+    scen = load_scenario(request.param.with_name(ref["scenarios"])).to(torch.complex128)
     assert scen.batch_shape[0] == len(ref["instances"])
     torch.set_num_threads(1)
     return {"ref": ref, "net": load_model(model), "scen": scen, "designs": {}}
 
 
 def test_network_alone_matches_its_record_and_its_card(case):
-    from irs_torch.runtime import network_hypotheses
+    from irs_torch.inference import network_hypotheses
 
     ref, rows = case["ref"], case["ref"]["instances"]
     ratios = []
@@ -97,7 +97,7 @@ def test_network_alone_matches_its_record_and_its_card(case):
 
 
 def test_network_plus_refinement_matches_its_record_and_beats_heuristics_where_claimed(case):
-    from irs_torch.runtime import network_hypotheses, refine_starts
+    from irs_torch.inference import network_hypotheses, refine_starts
     from irs_torch.solvers import SolverOptions
 
     ref, rows = case["ref"], case["ref"]["instances"]

@@ -35,12 +35,12 @@ def repo_copy(dest: Path) -> Path:
 CHECK = r"""
 import json, sys
 from pathlib import Path
-import irs_torch, irs_torch.runtime as rt
-from irs_torch import Scenario
+import irs_torch, irs_torch.inference as rt
+from irs_torch.scenario import paper_scenario
 from irs_torch.learn.checkpoint import default_checkpoint_dirs, load_model
 pkg = Path(irs_torch.__file__).resolve().parent
-path = rt.find_checkpoint(Scenario.paper(seed=0))
-net = load_model(path, Scenario.paper(seed=0))
+path = rt.find_checkpoint(paper_scenario(seed=0))
+net = load_model(path, paper_scenario(seed=0))
 print(json.dumps({"package": str(pkg), "dirs": [str(d) for d in default_checkpoint_dirs()],
                   "found": str(path), "params": sum(p.numel() for p in net.parameters()),
                   "shipped": sorted(p.name for p in (pkg / "checkpoints").iterdir())}))

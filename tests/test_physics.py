@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from irs_torch import Scenario
+from irs_torch import paper_scenario, random_scenario
 from irs_torch.physics import direction_angles, path_loss, target_angles, upa_steering, upa_steering_derivatives
 
 import reference as ref
@@ -71,7 +71,7 @@ def test_steering_batched_broadcasts():
 def test_paper_preset_angles():
     """docs/assumptions.md "Geometry and angles": target (5,15,0) seen from IRS 1 at (-5,10,0) and IRS 2 at (-5,20,0),
     both facing +x: theta = 90 deg, phi = atan2(10, 5) = 63.43 deg and 180 - 63.43 = 116.57 deg."""
-    s = Scenario.paper(seed=0)
+    s = paper_scenario(seed=0)
     np.testing.assert_allclose(np.degrees(s.theta.numpy()), [90.0, 90.0], atol=1e-10)
     phi1 = math.degrees(math.acos(5 / math.sqrt(125)))  # cos(phi) = k . h, h = +y
     np.testing.assert_allclose(np.degrees(s.phi.numpy()), [phi1, 180 - phi1], atol=1e-10)
@@ -119,7 +119,7 @@ def test_target_angles_batched():
 def test_path_loss_and_channel_power():
     """PL(d) = C0 d^-alpha; the Rician channel's mean entry power is PL(d_BI) (K/(K+1) + 1/(K+1))."""
     assert abs(path_loss(torch.tensor(10.0, dtype=torch.float64), -30.0, 2.2).item() - 1e-3 * 10**-2.2) < 1e-18
-    s = Scenario.paper(seed=3, M=32, N_h=8, N_v=8)
+    s = paper_scenario(seed=3, M=32, N_h=8, N_v=8)
     d = np.linalg.norm(s.irs_pos.numpy() - s.bs_pos.numpy()[None], axis=-1)
     pl = 1e-3 * d**-2.2
     p = (s.G.abs() ** 2).mean(dim=(-1, -2)).numpy() / pl
@@ -133,10 +133,10 @@ def test_path_loss_and_channel_power():
 
 
 def test_channels_reproducible_from_seed():
-    a, b, c = Scenario.paper(seed=7), Scenario.paper(seed=7), Scenario.paper(seed=8)
+    a, b, c = paper_scenario(seed=7), paper_scenario(seed=7), paper_scenario(seed=8)
     assert torch.equal(a.G, b.G) and torch.equal(a.beta, b.beta)
     assert not torch.equal(a.G, c.G)
-    r1, r2 = Scenario.random(11), Scenario.random(11)
+    r1, r2 = random_scenario(11), random_scenario(11)
     assert torch.equal(r1.G, r2.G) and torch.equal(r1.target_pos, r2.target_pos)
     assert r1.seed == 11 and r1.preset == "random"
 
@@ -148,7 +148,7 @@ def test_cophasing_psi_maximises_the_cascade_gain_and_backs_every_aligned_psi():
     from irs_torch.physics import cophasing_psi
     from irs_torch.solvers.baselines import aligned_phases, aligned_psi
 
-    s = Scenario.random(seed=5).to(torch.complex128)
+    s = random_scenario(seed=5).to(torch.complex128)
     g = torch.Generator().manual_seed(0)
     w = torch.randn(s.L, s.M, 2, dtype=torch.float64, generator=g)
     w = torch.complex(w[..., 0], w[..., 1])

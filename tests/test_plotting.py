@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from irs_torch import Scenario
+from irs_torch import Scenario, paper_scenario
 from irs_torch.plotting import bs_beampattern, design_report, irs_beampattern, plot_design
 from irs_torch.scenario import Solution
 
@@ -15,7 +15,7 @@ from helpers import run_cli
 
 @pytest.fixture(scope="module")
 def small():
-    s = Scenario.paper(seed=3, M=4, N_h=2, N_v=2)
+    s = paper_scenario(seed=3, M=4, N_h=2, N_v=2)
     R = s.isotropic_design()
     psi = s.random_phase_design(R, seed=1)
     return s, R, psi
@@ -87,7 +87,7 @@ def test_plot_command(small, tmp_path, capsys):
     rc, _, err = run_cli(capsys, "plot", "--scenario", tmp_path / "s.npz", "--solution", tmp_path / "x.npz",
                          "-o", tmp_path / "p.gif")
     assert rc == 2 and "-o/--output" in err and "p.gif" in err
-    other = Scenario.paper(seed=3, M=8, N_h=2, N_v=2)
+    other = paper_scenario(seed=3, M=8, N_h=2, N_v=2)
     other.save(tmp_path / "m8.npz")
     rc, _, err = run_cli(capsys, "plot", "--scenario", tmp_path / "m8.npz", "--solution", tmp_path / "x.npz",
                          "-o", tmp_path / "q.png")
@@ -96,7 +96,7 @@ def test_plot_command(small, tmp_path, capsys):
 
 def test_plot_command_batched_files_need_an_index(small, tmp_path, capsys):
     s, R, psi = small
-    other = Scenario.paper(seed=4, M=4, N_h=2, N_v=2)
+    other = paper_scenario(seed=4, M=4, N_h=2, N_v=2)
     Scenario.stack([s, other]).save(tmp_path / "b.npz")
     R2 = torch.stack([R, other.isotropic_design()])
     psi2 = torch.stack([psi, other.random_phase_design(other.isotropic_design(), seed=2)])

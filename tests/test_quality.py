@@ -16,8 +16,8 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from irs_torch import quality as Q
-from irs_torch.scenario import Scenario
+from irs_torch.bench import quality as Q
+from irs_torch.scenario import paper_scenario
 from irs_torch.solvers import SolverOptions, solve
 
 from bruteforce import TinyProblem
@@ -25,7 +25,7 @@ from bruteforce import TinyProblem
 
 def tiny(seed, P_t, P_s, a_max, M=2):
     """L = 1 IRS of 2 x 2 elements at the paper's first IRS position; M BS antennas."""
-    return Scenario.paper(seed=seed, M=M, N_h=2, N_v=2, irs_pos=[[-5.0, 10.0, 0.0]], irs_yaw=[0.0],
+    return paper_scenario(seed=seed, M=M, N_h=2, N_v=2, irs_pos=[[-5.0, 10.0, 0.0]], irs_yaw=[0.0],
                           P_t=P_t, P_s=P_s, a_max=a_max)
 
 
@@ -43,6 +43,7 @@ def _check_bf_point(s, val, psi, R):
 
 
 # ----------------------------------------------------------------------------- brute force
+@pytest.mark.slow  # ~70 s on the 2-core CI machine
 def test_default_reaches_brute_force_optimum_c1_binding():
     """C1 binds (P_s = 0.1 mW): every element at a_max. Brute force: 4 phase levels x 2 amplitudes + polish."""
     s = tiny(0, 1.0, 1e-4, 8.0)
@@ -82,7 +83,7 @@ def test_cophasing_beam_maximises_two_hop_gain():
     right singular vector it starts from and of random unit-norm beams with their own co-phasing."""
     from irs_torch.physics.steering import cophasing_beam, cophasing_psi, upa_steering
 
-    s = Scenario.paper(seed=3, M=8)
+    s = paper_scenario(seed=3, M=8)
     w, psi = cophasing_beam(s)
     a = upa_steering(s.theta, s.phi, s.N_h, s.N_v, s.d_h, s.d_v).to(s.G.dtype)
 
@@ -105,7 +106,7 @@ def test_aligned_start_uses_cophasing_rule():
     from irs_torch.physics.steering import cophasing_beam
     from irs_torch.solvers import initial_point
 
-    s = Scenario.paper(seed=1, M=4)
+    s = paper_scenario(seed=1, M=4)
     R, psi, _ = initial_point(s, {"kind": "aligned"}, SolverOptions())
     ref_psi = cophasing_beam(s)[1]
     # same phases as the co-phasing rule, scaled by a real factor per IRS
@@ -116,9 +117,10 @@ def test_aligned_start_uses_cophasing_rule():
 
 
 def test_joint_screen_feasible_and_not_worse():
-    from irs_torch.solvers.strategy import diverse_starts, joint_first_order
+    from irs_torch.solvers.screen import joint_first_order
+    from irs_torch.solvers.starts import diverse_starts
 
-    s = Scenario.paper(seed=0, M=4, P_t=40.0, P_s=1e-4).to(torch.complex128)
+    s = paper_scenario(seed=0, M=4, P_t=40.0, P_s=1e-4).to(torch.complex128)
     st = diverse_starts(s, 4)
     R0, p0 = torch.stack([x[1] for x in st]), torch.stack([x[2] for x in st])
     c0 = s.crb(R0, p0).total.amax(-1)
@@ -161,7 +163,7 @@ def _square_or_fail(x):
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_run_tasks_local(workers):
-    from irs_torch.parallel import run_tasks
+    from irs_torch.data.parallel import run_tasks
 
     out = dict(run_tasks(_square_or_fail, [1, 2, -3, 4], workers=workers))
     assert {k: v for k, v in out.items() if k != -3} == {1: 1, 2: 4, 4: 16}
@@ -171,7 +173,7 @@ def test_run_tasks_local(workers):
 def test_run_tasks_ray():
     """The same engine on a local Ray instance (tasks are a library function: importable by workers)."""
     ray = pytest.importorskip("ray")
-    from irs_torch.parallel import run_tasks
+    from irs_torch.data.parallel import run_tasks
 
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
@@ -213,6 +215,7 @@ def test_stored_best_known_designs_are_feasible_and_exact():
         pytest.skip("no best-known designs stored yet (run `irs-torch bench quality-search`)")
 
 
+@pytest.mark.slow  # ~40 s; the resume logic it shares with the data sets is tested in the default suite there
 def test_search_and_bench_resumable(tmp_path):
     """Best-known search (tiny time limit) and `bench quality` on 2 instances, each run twice:
     the second run computes nothing. A benchmark run better than the stored design replaces it."""

@@ -6,20 +6,11 @@ import pytest
 import torch
 
 from irs_torch.cli import main
-from irs_torch.reproduce import (
-    CURVES,
-    PointStore,
-    SweepTask,
-    Task,
-    check_claims,
-    figure_tasks,
-    migrate_points,
-    read_csv,
-    run_figure,
-    run_sweep,
-    run_task,
-)
-from irs_torch.scenario import Scenario
+from irs_torch.figures.claims import check_claims
+from irs_torch.figures.reproduce import run_figure
+from irs_torch.figures.storage import PointStore, migrate_points, read_csv
+from irs_torch.figures.sweeps import CURVES, SweepTask, Task, figure_tasks, run_sweep, run_task
+from irs_torch.scenario import paper_scenario
 
 TINY = ["--set", "N_h=2", "--set", "N_v=2", "--realisations", "1", "--max-iter", "2", "--workers", "1",
         "--no-progress"]
@@ -166,12 +157,12 @@ def test_figure_tasks_seeds_and_errors():
 def test_smaller_budget_design_is_feasible_with_the_same_crb_at_larger_budgets():
     """The premise of the monotone sweep: budgets enter only the constraints, not the CRB."""
     small = {"P_t": 1.0, "P_s": 1e-3, "a_max": 4.0}
-    s = Scenario.paper(seed=3, M=4, N_h=2, N_v=2, **small)
+    s = paper_scenario(seed=3, M=4, N_h=2, N_v=2, **small)
     R = s.isotropic_design()
     psi = s.scale_psi_to_feasible(R, s.random_phase_design(R, seed=1))
     assert bool(s.is_feasible(R, psi))
     for big in ({"P_t": 10.0}, {"P_s": 0.1}, {"a_max": 8.0}):
-        b = Scenario.paper(seed=3, M=4, N_h=2, N_v=2, **{**small, **big})
+        b = paper_scenario(seed=3, M=4, N_h=2, N_v=2, **{**small, **big})
         assert bool(b.is_feasible(R, psi))
         assert torch.equal(b.crb(R, psi).total, s.crb(R, psi).total)
 

@@ -75,7 +75,7 @@ def test_refresh_results_is_the_only_way_to_the_committed_folder(tmp_path, monke
 
     seen = []
     monkeypatch.setattr("irs_torch.outputs.check_output_dir", lambda out, *a, **k: seen.append(out))
-    monkeypatch.setattr("irs_torch.reproduce.run_figure", lambda *a, **k: (_ for _ in ()).throw(SystemExit(0)))
+    monkeypatch.setattr("irs_torch.figures.reproduce.run_figure", lambda *a, **k: (_ for _ in ()).throw(SystemExit(0)))
     parser = build_parser()
     for argv, want in [(["reproduce", "fig2"], DEFAULT_OUT),
                        (["reproduce", "fig2", "--refresh-results"], COMMITTED_OUT),

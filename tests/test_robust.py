@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from irs_torch.errors import InputError
-from irs_torch.mismatch import move_target
-from irs_torch.robust import (
+from irs_torch.design.mismatch import move_target
+from irs_torch.design.robust import (
     Region,
     angle_prior_information,
     parse_region_spec,
@@ -18,14 +17,15 @@ from irs_torch.robust import (
     solve_robust,
     solve_robust_transmit,
 )
-from irs_torch.scenario import Scenario
+from irs_torch.errors import InputError
+from irs_torch.scenario import paper_scenario
 from irs_torch.solvers import SolverOptions, solve
 
 OPTS = SolverOptions(max_iter=3, effort="fast", p3_steps=40, p3_warm_steps=15)
 
 
 def _tiny(seed=0, **kw):
-    return Scenario.paper(seed=seed, M=4, N_h=2, N_v=2, **kw)
+    return paper_scenario(seed=seed, M=4, N_h=2, N_v=2, **kw)
 
 
 # ----------------------------------------------------------------------------- Region
@@ -96,7 +96,7 @@ def test_one_point_region_equals_point_design():
 
 def test_robust_p2_with_one_point_is_the_point_p2():
     """The robust SDP with K = 1 (its own LMI construction) reaches the point P2's optimum."""
-    from irs_torch.robust import robust_problem
+    from irs_torch.design.robust import robust_problem
     from irs_torch.solvers.transmit import solve_transmit_sdp
 
     s = _tiny(seed=2)

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from irs_torch import Scenario, Solution
+from irs_torch import Scenario, Solution, random_scenario
 
 import reference as ref
 from helpers import cli_in_process
@@ -67,7 +67,7 @@ def tiny(tmp_path_factory):
     test = ShardDataset(data, split="test")
     s = test.scenario(0)
     scen_file = s.save(root / "scenario.npz")
-    big_file = Scenario.random(seed=0).save(root / "big.npz")  # M = 16, N = 4 x 4
+    big_file = random_scenario(seed=0).save(root / "big.npz")  # M = 16, N = 4 x 4
     empty = root / "no-checkpoints"
     empty.mkdir()
     return {"root": root, "data": data, "model": model, "other": other, "scenario": s, "scenario_file": scen_file,
@@ -109,8 +109,8 @@ def _check_feasible_independently(s: Scenario, R, psi, rtol=1e-6):
 
 # ----------------------------------------------------------------------------- 1. Python API
 def test_network_only_design_is_feasible_and_its_crb_is_recomputed(tiny):
+    from irs_torch.inference import solve_learned
     from irs_torch.learn import load_model, predict
-    from irs_torch.runtime import solve_learned
 
     s = tiny["scenario"]
     res = solve_learned(s, checkpoint=tiny["model"], refine="none", verbose=False)
@@ -136,7 +136,7 @@ def test_network_only_design_is_feasible_and_its_crb_is_recomputed(tiny):
 
 
 def test_ao_refinement_never_worse_than_the_network_and_feasible(tiny):
-    from irs_torch.runtime import solve_learned
+    from irs_torch.inference import solve_learned
     from irs_torch.solvers import SolverOptions
 
     s = tiny["scenario"]
@@ -156,7 +156,7 @@ def test_ao_refinement_never_worse_than_the_network_and_feasible(tiny):
 
 
 def test_solve_learned_rejects_bad_arguments(tiny):
-    from irs_torch.runtime import solve_learned
+    from irs_torch.inference import solve_learned
 
     s = tiny["scenario"]
     with pytest.raises(ValueError, match="refine must be one of"):
@@ -164,13 +164,13 @@ def test_solve_learned_rejects_bad_arguments(tiny):
     with pytest.raises(ValueError, match=r"batch shape \(2,\)"):
         solve_learned(Scenario.stack([s, s]), checkpoint=tiny["model"])
     with pytest.raises(ValueError, match=r"M=16 \(model 4\)"):
-        solve_learned(Scenario.random(seed=0), checkpoint=tiny["model"])
+        solve_learned(random_scenario(seed=0), checkpoint=tiny["model"])
     with pytest.raises(ValueError, match=r"M=4 \(model 8\), L=2 \(model 3\)"):
         solve_learned(s, checkpoint=tiny["other"])
 
 
 def test_find_checkpoint_picks_the_matching_model(tiny, tmp_path, monkeypatch):
-    from irs_torch.runtime import find_checkpoint
+    from irs_torch.inference import find_checkpoint
 
     s = tiny["scenario"]
     d = tmp_path / "ckpts"
@@ -269,11 +269,6 @@ def test_demo_uses_the_shipped_model_or_skips_it(tiny, tmp_path, monkeypatch, ca
 
 # ----------------------------------------------------------------------------- 3. bench warmstart
 # (the benchmark itself: tests/test_warmstart_bench.py)
-def test_bench_warmstart_moved_but_old_import_works():
-    from irs_torch.runtime import bench_warmstart
-    from irs_torch.warmstart_bench import bench_warmstart as b2
-
-    assert bench_warmstart is b2
 
 
 # ----------------------------------------------------------------------------- 4. clear errors
@@ -334,7 +329,7 @@ def test_cli_errors_are_clear(tiny, tmp_path, monkeypatch, capsys, case, subproc
 
 
 def test_warm_start_options_trust_the_start_and_cap_the_iterations():
-    from irs_torch.runtime import REFINE_ITER, warm_start_options
+    from irs_torch.inference import REFINE_ITER, warm_start_options
     from irs_torch.solvers import SolverOptions
 
     base = SolverOptions(max_iter=20, p3_steps=100, p3_starts=4, p3_warm_steps=30, seed=5)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from irs_torch import Scenario
+from irs_torch import random_scenario
 
 from helpers import cli_in_process
 
@@ -68,7 +68,7 @@ def tiny_model(tmp_path_factory):
 
 @pytest.fixture()
 def scen_file(tmp_path):
-    return Scenario.random(seed=0, M=4, N_h=2, N_v=2).save(tmp_path / "scen.npz")
+    return random_scenario(seed=0, M=4, N_h=2, N_v=2).save(tmp_path / "scen.npz")
 
 
 # ----------------------------------------------------------------------------- control
@@ -124,13 +124,13 @@ def test_sidecar_tool_refuses_a_malicious_file(tmp_path):
 
 # ----------------------------------------------------------------------------- found by the scan
 def test_scan_never_opens_a_file_without_sidecar(tmp_path, scen_file, monkeypatch, capsys):
-    from irs_torch.runtime import find_checkpoint
+    from irs_torch.inference import find_checkpoint
 
     marker = tmp_path / "marker"
     d = tmp_path / "ckpts"
     d.mkdir()
     _evil_file(d / "evil.pt", marker)
-    s = Scenario.random(seed=0, M=4, N_h=2, N_v=2)
+    s = random_scenario(seed=0, M=4, N_h=2, N_v=2)
     with pytest.raises(FileNotFoundError) as e, pytest.warns(UserWarning, match=r"evil\.pt: no metadata sidecar"):
         find_checkpoint(s, dirs=d)
     assert "evil.pt (skipped: no valid sidecar evil.json)" in str(e.value)
@@ -151,8 +151,8 @@ def test_scan_never_opens_a_file_without_sidecar(tmp_path, scen_file, monkeypatc
 def test_scan_with_a_forged_sidecar_still_runs_nothing(tmp_path, tiny_model, scen_file, monkeypatch, capsys):
     """A sidecar claiming the right sizes (and the file's true sha256) gets the file chosen; the
     weights-only load then refuses it."""
+    from irs_torch.inference import find_checkpoint
     from irs_torch.learn.checkpoint import read_sidecar
-    from irs_torch.runtime import find_checkpoint
 
     marker = tmp_path / "marker"
     d = tmp_path / "ckpts"
@@ -161,7 +161,7 @@ def test_scan_with_a_forged_sidecar_still_runs_nothing(tmp_path, tiny_model, sce
     forged = json.loads(tiny_model.with_suffix(".json").read_text())
     forged.update(model_file="evil.pt", sha256=_sha256(evil), bytes=evil.stat().st_size)
     (d / "evil.json").write_text(json.dumps(forged))
-    s = Scenario.random(seed=0, M=4, N_h=2, N_v=2)
+    s = random_scenario(seed=0, M=4, N_h=2, N_v=2)
     assert read_sidecar(evil)["sizes"] == {"M": 4, "N_h": 2, "N_v": 2, "L": 2}
     assert find_checkpoint(s, dirs=d) == evil
     assert not marker.exists()
@@ -217,8 +217,8 @@ def test_malformed_sidecar_is_a_clear_error(tmp_path, tiny_model):
 
 # ----------------------------------------------------------------------------- good files
 def test_export_writes_a_weights_only_file_and_its_sidecar(tiny_model, tmp_path):
+    from irs_torch.inference import find_checkpoint
     from irs_torch.learn.checkpoint import load_model
-    from irs_torch.runtime import find_checkpoint
 
     raw = torch.load(tiny_model, map_location="cpu", weights_only=True)
     info = json.loads(tiny_model.with_suffix(".json").read_text())
@@ -227,13 +227,13 @@ def test_export_writes_a_weights_only_file_and_its_sidecar(tiny_model, tmp_path)
     assert (info["d_h"], info["d_v"], info["active"]) == (0.5, 0.5, True)
     net = load_model(tiny_model)
     assert all(torch.equal(v, raw["state_dict"][k]) for k, v in net.state_dict().items())
-    s = Scenario.random(seed=0, M=4, N_h=2, N_v=2)
+    s = random_scenario(seed=0, M=4, N_h=2, N_v=2)
     assert find_checkpoint(s, dirs=tiny_model.parent) == tiny_model
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in SHIPPED.parent.glob("*.pt")))
 def test_shipped_models_are_weights_only_and_their_sidecars_match(name):
-    from irs_torch.runtime import find_checkpoint
+    from irs_torch.inference import find_checkpoint
 
     path = SHIPPED.parent / name
     raw = torch.load(path, map_location="cpu", weights_only=True)
@@ -246,7 +246,7 @@ def test_shipped_models_are_weights_only_and_their_sidecars_match(name):
     assert info["sizes"] == {k: hp[k] for k in ("M", "N_h", "N_v", "L")}
     assert (info["d_h"], info["d_v"], info["active"]) == (hp["d_h"], hp["d_v"], hp["active"])
     # the scan picks a model for the scenario's sizes whose training budgets cover its budgets
-    s = Scenario.random(seed=0)
+    s = random_scenario(seed=0)
     chosen = find_checkpoint(s, dirs=SHIPPED.parent)
     budgets = json.loads(chosen.with_suffix(".json").read_text())["budgets"]
     for k in ("P_t", "P_s", "a_max"):

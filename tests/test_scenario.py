@@ -8,7 +8,7 @@ import pytest
 import scipy.io
 import torch
 
-from irs_torch import Scenario, Solution
+from irs_torch import Scenario, Solution, load_scenario, paper_scenario, random_scenario
 
 SCENARIO_KEYS = ["G", "theta", "phi", "beta", "M", "N_h", "N_v", "d_h", "d_v", "sigma_r2", "sigma_b2", "T_c",
                  "P_t", "P_s", "a_max", "bs_pos", "irs_pos", "irs_yaw", "target_pos", "seed", "preset"]
@@ -16,7 +16,7 @@ SCENARIO_KEYS = ["G", "theta", "phi", "beta", "M", "N_h", "N_v", "d_h", "d_v", "
 
 @pytest.fixture(scope="module")
 def paper():
-    return Scenario.paper(seed=0)
+    return paper_scenario(seed=0)
 
 
 def _design(s, seed=0):
@@ -68,14 +68,14 @@ def test_real_channel_rejected(paper):
 
 def test_target_on_top_of_and_behind_an_irs():
     with pytest.raises(ValueError, match=r"target_pos is 0\.2 m from IRS 1 .*on top of an IRS"):
-        Scenario.paper(seed=0, target_pos=[-5.0, 10.2, 0.0])
+        paper_scenario(seed=0, target_pos=[-5.0, 10.2, 0.0])
     with pytest.raises(ValueError, match=r"target_pos is behind or in the plane of IRS 2"):
-        Scenario.paper(seed=0, irs_yaw=[0.0, -2.27])  # BS in front, target behind
+        paper_scenario(seed=0, irs_yaw=[0.0, -2.27])  # BS in front, target behind
     with pytest.raises(ValueError, match=r"target_pos is behind or in the plane of IRS 1 "
                                          r"\(cosine to its normal -0\.514"):
-        Scenario.paper(seed=0, target_pos=[-8.0, 15.0, 0.0])
+        paper_scenario(seed=0, target_pos=[-8.0, 15.0, 0.0])
     with pytest.raises(ValueError, match=r"bs_pos is behind"):
-        Scenario.paper(seed=0, bs_pos=[-9.0, 0.0, 0.0])
+        paper_scenario(seed=0, bs_pos=[-9.0, 0.0, 0.0])
 
 
 def test_design_shape_and_value_errors(paper):
@@ -115,7 +115,7 @@ def test_feasibility_and_margins(paper):
 
 # ----------------------------------------------------------------------------- batching
 def test_stack_and_index_round_trip():
-    scs = [Scenario.random(s, P_t=10.0 + s) for s in (1, 2, 3)]
+    scs = [random_scenario(s, P_t=10.0 + s) for s in (1, 2, 3)]
     b = Scenario.stack(scs)
     assert b.batch_shape == (3,) and b.G.shape == (3, 2, 16, 16)
     assert torch.is_tensor(b.P_t) and b.P_t.tolist() == [11.0, 12.0, 13.0]
@@ -125,9 +125,9 @@ def test_stack_and_index_round_trip():
             assert torch.equal(getattr(bi, f), getattr(s, f))
         assert float(bi.P_t) == float(s.P_t)
     with pytest.raises(ValueError, match=r"scenario 1 has \(M, N_h, N_v, L\) = \(8, 4, 4, 2\)"):
-        Scenario.stack([scs[0], Scenario.random(2, M=8)])
+        Scenario.stack([scs[0], random_scenario(2, M=8)])
     with pytest.raises(ValueError, match=r"all scenarios must share T_c"):
-        Scenario.stack([scs[0], Scenario.random(2, T_c=50.0)])
+        Scenario.stack([scs[0], random_scenario(2, T_c=50.0)])
     with pytest.raises(ValueError, match=r"non-empty"):
         Scenario.stack([])
 
@@ -143,20 +143,20 @@ def _assert_same_scenario(a, b):
             assert va == vb, (f.name, va, vb)
 
 
-@pytest.mark.parametrize("make", [lambda: Scenario.paper(seed=4),
-                                  lambda: Scenario.random(9, active=False, sigma_r2=0.0),
-                                  lambda: Scenario.stack([Scenario.random(1), Scenario.random(2, P_s=0.2)])])
+@pytest.mark.parametrize("make", [lambda: paper_scenario(seed=4),
+                                  lambda: random_scenario(9, active=False, sigma_r2=0.0),
+                                  lambda: Scenario.stack([random_scenario(1), random_scenario(2, P_s=0.2)])])
 def test_scenario_save_load_exact(tmp_path, make):
     s = make()
     path = s.save(tmp_path / "s.npz")
-    t = Scenario.load(path)
+    t = load_scenario(path)
     _assert_same_scenario(s, t)
     R, psi = _design(s)
     assert torch.equal(s.crb(R, psi).total, t.crb(R, psi).total)
 
 
 def test_scenario_file_keys_and_shapes(tmp_path):
-    s = Scenario.paper(seed=2, M=8, N_h=4, N_v=2)
+    s = paper_scenario(seed=2, M=8, N_h=4, N_v=2)
     path = s.save(tmp_path / "s.npz")
     with np.load(path, allow_pickle=False) as z:
         keys = set(z.files)
@@ -171,7 +171,7 @@ def test_scenario_file_keys_and_shapes(tmp_path):
 
 
 def test_scenario_mat_export(tmp_path):
-    s = Scenario.paper(seed=1)
+    s = paper_scenario(seed=1)
     m = scipy.io.loadmat(str(s.export_mat(tmp_path / "s.mat")))
     assert set(SCENARIO_KEYS) <= set(m)
     np.testing.assert_array_equal(m["G"], s.G.numpy())
@@ -203,40 +203,56 @@ def test_corrupt_and_mismatched_files(tmp_path, paper):
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"this is not a zip file")
     with pytest.raises(ValueError, match=r"bad\.npz: not a readable scenario \.npz"):
-        Scenario.load(bad)
+        load_scenario(bad)
     good = paper.save(tmp_path / "good.npz")
     trunc = tmp_path / "trunc.npz"
     trunc.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(ValueError, match=r"trunc\.npz"):
-        Scenario.load(trunc)
+        load_scenario(trunc)
     with pytest.raises(FileNotFoundError, match=r"missing\.npz"):
-        Scenario.load(tmp_path / "missing.npz")
+        load_scenario(tmp_path / "missing.npz")
     # a scenario file given as a solution, and vice versa
     with pytest.raises(ValueError, match=r"format is 'irs-torch/scenario'"):
         Solution.load(good)
     R, psi = _design(paper)
     solp = Solution.evaluate(paper, R, psi).save(tmp_path / "sol.npz")
     with pytest.raises(ValueError, match=r"format is 'irs-torch/solution'"):
-        Scenario.load(solp)
+        load_scenario(solp)
     # missing keys
     np.savez(tmp_path / "partial.npz", G=paper.G.numpy(), theta=paper.theta.numpy())
     with pytest.raises(ValueError, match=r"missing keys \['phi', 'beta', 'M', 'N_h', 'N_v', 'd_h', 'd_v', "
                                          r"'sigma_r2', 'sigma_b2', 'T_c', "
                        r"'P_t', 'P_s', 'a_max', 'active'\]"):
-        Scenario.load(tmp_path / "partial.npz")
+        load_scenario(tmp_path / "partial.npz")
     # invalid values inside a file are reported with the file name
     d = paper.to_dict()
     d["P_t"] = np.asarray(-3.0)
     np.savez(tmp_path / "neg.npz", **d)
     with pytest.raises(ValueError, match=r"neg\.npz: P_t must be .*> 0, got -3"):
-        Scenario.load(tmp_path / "neg.npz")
+        load_scenario(tmp_path / "neg.npz")
 
 
 def test_solution_for_another_array_size(paper):
-    small = Scenario.paper(seed=0, M=8)
+    small = paper_scenario(seed=0, M=8)
     R, psi = _design(small)
     sol = Solution.evaluate(small, R, psi)
     with pytest.raises(ValueError, match=r"R_s \(2, 8, 8\).*needs R_s \(L=2, M=16, M=16\)"):
         sol.check_compatible(paper)
     with pytest.raises(ValueError, match=r"psi must have shape"):
         Solution(R_s=R, psi=psi[:1])
+
+
+def test_a_float32_scenario_with_geometry_casts_back_to_float64_and_gives_features():
+    # the angles of a complex64 scenario carry float32 rounding; casting up re-derives them from the geometry
+    # (otherwise the float64 angle check rejected the cast, and with it scenario_features of any complex64 input)
+    import torch
+
+    from irs_torch.learn.features import scenario_features
+    from irs_torch.scenario import random_scenario
+
+    s0 = random_scenario(seed=1)
+    s = s0.to(torch.complex64)
+    up = s.to(torch.complex128)
+    assert up.theta.dtype == torch.float64 and torch.allclose(up.theta, s0.theta, atol=1e-6)
+    f, f0 = scenario_features(s), scenario_features(s0)
+    assert torch.allclose(f.per_irs, f0.per_irs, atol=1e-5, rtol=1e-5)

@@ -1,13 +1,13 @@
 """`irs-torch solve` refuses flags it would silently ignore, and names the flag in range errors (exit 2)."""
 import pytest
 
-from irs_torch.scenario import Scenario
+from irs_torch.scenario import paper_scenario
 
 
 @pytest.fixture(scope="module")
 def scen(tmp_path_factory):
     p = tmp_path_factory.mktemp("s") / "s.npz"
-    Scenario.paper(0, M=4, N_h=2, N_v=2).save(p)
+    paper_scenario(0, M=4, N_h=2, N_v=2).save(p)
     return str(p)
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from irs_torch import Scenario, Solution
+from irs_torch import Scenario, Solution, random_scenario
 from irs_torch.solvers import SolverOptions, solve
 
 import reference as ref
@@ -31,7 +31,7 @@ P2_METHODS = ("ao", "transmit-only", "passive")
 
 # ----------------------------------------------------------------------------- helpers / faults
 def _scenario(seed=0) -> Scenario:
-    return Scenario.random(seed=seed, **SMALL)
+    return random_scenario(seed=seed, **SMALL)
 
 
 def _opts(method="ao", **kw) -> SolverOptions:
@@ -161,7 +161,7 @@ def test_the_first_order_p3_raising_is_a_failure(monkeypatch):
 
 
 def test_learned_with_refine_reports_the_failure(tiny_model, conic_infeasible):
-    from irs_torch.runtime import solve_learned
+    from irs_torch.inference import solve_learned
 
     s = _scenario()
     res = solve_learned(s, checkpoint=tiny_model, refine="ao", verbose=False)

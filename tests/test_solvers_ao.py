@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from irs_torch import Scenario, Solution
+from irs_torch import Scenario, Solution, paper_scenario
 from irs_torch.cli import main
 from irs_torch.solvers import SolveResult, SolverOptions, initial_point, solve
 
@@ -16,7 +16,7 @@ FAST = SolverOptions(max_iter=6, p3_steps=40, p3_starts=3, p3_warm_steps=15)
 
 @pytest.fixture(scope="module")
 def small():
-    return Scenario.paper(1, M=4, N_h=2, N_v=2)
+    return paper_scenario(1, M=4, N_h=2, N_v=2)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_benchmarks_on_small_scenario(small, small_ao):
 
 def test_paper_scenario_ao_beats_benchmarks_and_passive():
     """Paper scenario (M=16, 4x4, L=2): AO <= both single-sided benchmarks, far below passive."""
-    s = Scenario.paper(0)
+    s = paper_scenario(0)
     ao = solve(s, "ao")
     t = solve(s, "transmit-only")
     r = solve(s, "reflective-only")
@@ -156,7 +156,7 @@ def test_degenerate_budgets_give_finite_results(kw):
     point and a message, never a crash or NaN (psi is scaled down to meet C1). At P_s = 1e-13 W the
     conic solvers fail on P2 (Clarabel returns no point, SCS a point 5% over C1): that is reported
     as a solver failure, with the feasible starting transmit design."""
-    s = Scenario.paper(0, M=4, N_h=2, N_v=2, **kw)
+    s = paper_scenario(0, M=4, N_h=2, N_v=2, **kw)
     res = solve(s, "ao", options=SolverOptions(max_iter=2, p3_steps=10, p3_warm_steps=5, p3_starts=2))
     _check_feasible(s, res, allow_solver_failure="P_s" in kw)
     assert res.max_crb > 0 and not any(math.isnan(x) for x in res.crb.tolist())
@@ -190,14 +190,15 @@ def test_cli_solve(tmp_path, capsys, small):
     assert rc == 0 and rep["method"] == "reflective-only" and rep["seed"] == 0
     assert rep["max_crb"] <= rep["init_max_crb"]
     assert main(["solve", "--scenario", str(sp), "--init", str(tmp_path / "none.npz")]) == 2
-    assert "not found" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--init" in err and "none.npz" in err and "existing solution file" in err
     assert main(["solve", "--scenario", str(sp), "--rtol", "5"]) == 2
     assert "rtol" in capsys.readouterr().err
 
 
 @pytest.mark.slow
 def test_paper_scenario_sca_sdr_ao_monotone_and_feasible():
-    s = Scenario.paper(0)
+    s = paper_scenario(0)
     res = solve(s, "ao", options=SolverOptions(p3="sca-sdr", max_iter=4))
     _check_feasible(s, res)
     h = [res.init_max_crb] + [x["max_crb"] for x in res.history]
@@ -209,7 +210,7 @@ def test_paper_scenario_sca_sdr_ao_monotone_and_feasible():
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2])
 def test_paper_scenario_other_channels(seed):
-    s = Scenario.paper(seed)
+    s = paper_scenario(seed)
     ao = solve(s, "ao")
     _check_feasible(s, ao)
     assert ao.max_crb <= solve(s, "transmit-only").max_crb

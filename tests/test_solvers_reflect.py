@@ -10,15 +10,18 @@ import numpy as np
 import pytest
 import torch
 
-from irs_torch import Scenario
+from irs_torch import paper_scenario
 from irs_torch.solvers import reflect as P
+from irs_torch.solvers import reflect_sdr as S
+from irs_torch.solvers import theta_model as T
+from irs_torch.solvers.transmit import FIM_ENTRIES
 
 import reference as ref
 
 
 @pytest.fixture(scope="module")
 def small():
-    return Scenario.paper(2, M=4, N_h=2, N_v=2)
+    return paper_scenario(2, M=4, N_h=2, N_v=2)
 
 
 def _herm(gen, n, like):
@@ -43,7 +46,7 @@ def test_theta_model_equals_reference_at_rank_one(small):
     R = np.stack([ref.random_psd(rng, s.M, trace=float(s.P_t)) for _ in range(s.L)])
     psi = ref.crandn(rng, (s.L, s.N)) * 3.0
     for l in range(s.L):
-        m = P.IRSModel.from_scenario(s, torch.from_numpy(R), l)
+        m = T.IRSModel.from_scenario(s, torch.from_numpy(R), l)
         Th = torch.from_numpy(np.outer(psi[l], psi[l].conj()))
         F_ref = _ref_fhat(s, l, psi[l], R[l])
         assert np.allclose(m.fim(Th).numpy(), F_ref, rtol=1e-10, atol=1e-12 * np.abs(F_ref).max())
@@ -59,15 +62,15 @@ def test_linearisation_error_is_second_order(small):
     psi = s.random_phase_design(R, seed=3)
     gen = torch.Generator().manual_seed(0)
     for l in range(s.L):
-        m = P.IRSModel.from_scenario(s, R, l)
+        m = T.IRSModel.from_scenario(s, R, l)
         Th0 = torch.outer(psi[l], psi[l].conj())
         f0, J, x0 = m.linearize(Th0)
         D = _herm(gen, s.N, Th0)
 
         def err(t):
             Th = Th0 + t * D
-            ex = torch.stack([m.fim(Th)[p, q] for p, q in P.FIM_ENTRIES] + [m.irs_power(Th)])
-            return (ex - (f0 + J @ (P.vec_real(Th) - x0))).abs() / f0.abs().max()
+            ex = torch.stack([m.fim(Th)[p, q] for p, q in FIM_ENTRIES] + [m.irs_power(Th)])
+            return (ex - (f0 + J @ (T.vec_real(Th) - x0))).abs() / f0.abs().max()
 
         e1, e2 = err(1e-2), err(5e-3)
         big = e1 > 1e-12
@@ -105,13 +108,13 @@ def test_linearisation_matches_hand_derivation(small):
     psi = s.random_phase_design(R, seed=5)
     gen = torch.Generator().manual_seed(2)
     for l in range(s.L):
-        m = P.IRSModel.from_scenario(s, R, l)
+        m = T.IRSModel.from_scenario(s, R, l)
         Th0 = torch.outer(psi[l], psi[l].conj())
         _, J, _ = m.linearize(Th0)
         for _ in range(3):
             D = _herm(gen, s.N, Th0)
             dF00, dC1 = _hand_derivatives(s, l, R[l].numpy(), psi[l].numpy(), D.numpy())
-            x = P.vec_real(D)
+            x = T.vec_real(D)
             assert float(J[0] @ x) == pytest.approx(dF00, rel=1e-9)
             assert float(J[8] @ x) == pytest.approx(dC1, rel=1e-9)
 
@@ -124,14 +127,14 @@ def test_sdr_value_never_exceeds_rounded_linearised_value(small):
     R = s.isotropic_design()
     psi = s.random_phase_design(R, seed=1)
     for l in range(s.L):
-        m = P.IRSModel.from_scenario(s, R, l)
-        lin = P.sdr_step(m, psi[l], delta_rel=0.5)
+        m = T.IRSModel.from_scenario(s, R, l)
+        lin = S.sdr_step(m, psi[l], delta_rel=0.5)
         assert lin.Theta is not None
         tol = 1e-6 * max(1.0, abs(lin.value))
         Th0 = torch.outer(psi[l], psi[l].conj())
         assert lin.value <= float(lin.objective(Th0.unsqueeze(0))[0]) + tol
         gen = torch.Generator().manual_seed(l)
-        cands = P.gaussian_randomization(lin.Theta, 200, gen)
+        cands = S.gaussian_randomization(lin.Theta, 200, gen)
         # normalise the amplitude as in the paper (max |psi_n| = a_max) and keep those feasible
         # for the linearised problem: diag <= a_max^2, linearised C1 <= P_s, trust region
         cands = cands * (s.a_max / cands.abs().amax(-1, keepdim=True))
@@ -139,7 +142,7 @@ def test_sdr_value_never_exceeds_rounded_linearised_value(small):
         for f in (1.0, 0.7, 0.5, 0.3):
             Th = torch.einsum("kn,km->knm", f * cands, (f * cands).conj())
             c1 = lin.irs_power(Th)
-            x = torch.stack([P.vec_real(t) for t in Th]) / lin.scale_T
+            x = torch.stack([T.vec_real(t) for t in Th]) / lin.scale_T
             tr_ok = (x - lin.x0 / lin.scale_T).norm(dim=-1) <= 0.5 * (lin.x0 / lin.scale_T).norm() * (1 - 1e-9)
             ok = (c1 <= s.P_s) & tr_ok
             if ok.any():
@@ -158,7 +161,7 @@ def test_p3_never_worse_and_feasible(small, method):
     if method == "first-order":
         res = P.solve_reflect_first_order(s, R, psi, steps=40, n_starts=3)
     else:
-        res = P.solve_reflect_sca(s, R, psi, max_iter=4, n_randomizations=20)
+        res = S.solve_reflect_sca(s, R, psi, max_iter=4, n_randomizations=20)
     assert (res.crb <= before * (1 + 1e-12)).all()
     assert (res.crb < before).any()
     assert bool(s.is_feasible(R, res.psi, rtol=1e-9))
@@ -173,14 +176,14 @@ def test_p3_passive_keeps_unit_modulus(small):
                       torch.rand(s.L, s.N, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
     before = s.crb(R, psi.to(torch.complex128)).total
     for res in (P.solve_reflect_first_order(s, R, psi, steps=30, n_starts=2),
-                P.solve_reflect_sca(s, R, psi, max_iter=3, n_randomizations=20)):
+                S.solve_reflect_sca(s, R, psi, max_iter=3, n_randomizations=20)):
         assert torch.allclose(res.psi.abs(), torch.ones(s.L, s.N, dtype=torch.float64), atol=1e-12)
         assert (res.crb <= before * (1 + 1e-12)).all()
 
 
 def test_gaussian_randomization_is_seeded(small):
     Th = torch.eye(small.N, dtype=torch.complex128)
-    a = P.gaussian_randomization(Th, 5, torch.Generator().manual_seed(3))
-    b = P.gaussian_randomization(Th, 5, torch.Generator().manual_seed(3))
-    c = P.gaussian_randomization(Th, 5, torch.Generator().manual_seed(4))
+    a = S.gaussian_randomization(Th, 5, torch.Generator().manual_seed(3))
+    b = S.gaussian_randomization(Th, 5, torch.Generator().manual_seed(3))
+    c = S.gaussian_randomization(Th, 5, torch.Generator().manual_seed(4))
     assert torch.equal(a, b) and not torch.equal(a, c)

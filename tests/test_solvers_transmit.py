@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from irs_torch import Scenario
 from irs_torch import crb as crb_mod
+from irs_torch import paper_scenario
 from irs_torch.solvers import transmit as T
 
 import reference as ref
@@ -18,7 +18,7 @@ import reference as ref
 
 @pytest.fixture(scope="module")
 def small():
-    return Scenario.paper(3, M=4, N_h=2, N_v=2)
+    return paper_scenario(3, M=4, N_h=2, N_v=2)
 
 
 def _psi(s, seed=0, scale=1.0):
@@ -124,7 +124,7 @@ def test_p2_is_locally_optimal(small):
 
 
 def test_subspace_p2_matches_full_p2(small):
-    s = Scenario.paper(1, M=6, N_h=2, N_v=2)
+    s = paper_scenario(1, M=6, N_h=2, N_v=2)
     psi = _psi(s, seed=1)
     full = T.solve_transmit_sdp(s, psi, subspace=None)
     sub = T.solve_transmit_sdp(s, psi, subspace=4)

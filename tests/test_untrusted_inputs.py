@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from irs_torch import Scenario
+from irs_torch import load_scenario, paper_scenario, random_scenario
 
 from helpers import run_cli
 
@@ -310,8 +310,8 @@ def test_track_refuses_an_out_folder_another_run_is_writing(tmp_path, capsys):
 
 def test_reproduce_and_benches_refuse_a_locked_out_folder(tmp_path, capsys):
     from irs_torch.errors import InputError
+    from irs_torch.figures.reproduce import run_figure
     from irs_torch.outputs import DirLock
-    from irs_torch.reproduce import run_figure
 
     out = tmp_path / "o"
     with DirLock(out, "--out"):
@@ -352,7 +352,7 @@ def files(tmp_path_factory):
     from irs_torch import Solution
 
     d = tmp_path_factory.mktemp("files")
-    s = Scenario.paper(0, **SMALL)
+    s = paper_scenario(0, **SMALL)
     R = s.isotropic_design()
     psi = s.random_phase_design(R, seed=0)
     return {"dir": d, "scenario": s, "good": s.save(d / "good.npz"),
@@ -363,7 +363,7 @@ def test_npz_reads_only_the_format_keys_and_bounds_elements_first(files, tmp_pat
     from irs_torch import Solution
 
     big = _npz_with_huge_header(files["good"], tmp_path / "big.npz")
-    assert Scenario.load(big).M == 4  # the unused key is never read
+    assert load_scenario(big).M == 4  # the unused key is never read
     bigsol = _npz_with_huge_header(files["sol"], tmp_path / "bigsol.npz")
     with pytest.raises(ValueError, match=r"bigsol\.npz: array junk \(shape \(200000000,\)\) takes the file over"):
         Solution.load(bigsol)  # solutions keep extra arrays: every key is read, so every key is bounded first
@@ -440,9 +440,9 @@ def test_dataset_config_sizes_are_bounded(tmp_path):
     with pytest.raises(ValueError, match=r"M=100000.*GiB"):
         cfg.replace(M=100000)
     with pytest.raises(ValueError, match="K_db must be a finite number"):
-        Scenario.paper(0, K_db=float("nan"), **SMALL)
+        paper_scenario(0, K_db=float("nan"), **SMALL)
     with pytest.raises(ValueError, match="K_db must be"):  # found by the fuzz test: 10**(1e9/10) overflowed
-        Scenario.paper(0, K_db=1e9, **SMALL)
+        paper_scenario(0, K_db=1e9, **SMALL)
     with pytest.raises(ValueError, match="K_db must be in"):
         cfg.replace(K_db=1e9)
 
@@ -496,7 +496,7 @@ def test_a_deeply_nested_sidecar_is_skipped_not_a_crash(tiny_model, tmp_path):
     import shutil
     import warnings
 
-    from irs_torch.runtime import find_checkpoint
+    from irs_torch.inference import find_checkpoint
 
     d = tmp_path / "ck"
     d.mkdir()
@@ -504,7 +504,7 @@ def test_a_deeply_nested_sidecar_is_skipped_not_a_crash(tiny_model, tmp_path):
     shutil.copy(tiny_model.with_suffix(".json"), d / "good.json")
     shutil.copy(tiny_model, d / "deep.pt")
     (d / "deep.json").write_text("[" * 200_000 + "]" * 200_000)
-    s = Scenario.random(seed=0, **SMALL)
+    s = random_scenario(seed=0, **SMALL)
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
         assert find_checkpoint(s, dirs=d) == d / "good.pt"
@@ -638,3 +638,206 @@ def test_crb_error_of_an_overflowing_design_names_the_file(files, tmp_path, caps
     np.savez(tmp_path / "huge.npz", **d)
     rc, _, err = run_cli(capsys, "crb", "--scenario", files["good"], "--solution", tmp_path / "huge.npz")
     _one_line_error(rc, err, str(tmp_path / "huge.npz"))
+
+
+# ================================================================= (g) HDF5 shard sizes bounded before any read
+def _forge_huge(root: Path, field: str, shape, dtype="f8") -> Path:
+    """Replace ``field`` of shard 0 by a dataset of ``shape`` whose chunks are never written (a file of
+    a few KB that declares terabytes), and record the new checksum, as a careful forger would."""
+
+    def edit(f):
+        del f[field]
+        f.create_dataset(field, shape=shape, dtype=dtype, chunks=(1,) * len(shape))
+
+    _tamper(root, 0, edit)
+    return root / "shards" / "shard-00000.h5"
+
+
+@pytest.mark.parametrize("cmd", [("dataset", "info"), ("dataset", "info", "--verify")])
+def test_a_forged_shard_with_a_huge_dataset_is_refused_before_reading(ds16, tmp_path, capsys, cmd):
+    root = _copy(ds16, tmp_path / "d")
+    p = _forge_huge(root, "max_crb", (10 ** 11,))
+    assert p.stat().st_size < 1 << 20
+    rc, _, err = run_cli(capsys, *cmd, root)
+    line = _one_line_error(rc, err, "shard-00000.h5", "'max_crb'")
+    assert "nothing was read" in line, line
+
+
+def test_training_data_refuses_a_shard_dataset_beyond_the_manifest_sizes(ds16, tmp_path):
+    from irs_torch.data import ShardDataset, ShardError
+
+    root = _copy(ds16, tmp_path / "d")
+    _forge_huge(root, "G", (8, 2, 4, 1 << 20), dtype="c16")  # 2 GiB of G behind the manifest's M = 4
+    with pytest.raises(ShardError, match=r"shard-00000.h5: dataset 'G' has shape \(8, 2, 4, 1048576\).*"
+                                         r"\(K, 2, 4, 4\); nothing was read"):
+        ShardDataset(root, keys=["G", "instance_id"])
+    root2 = _copy(ds16, tmp_path / "d2")
+    _forge_huge(root2, "instance_id", (5_000_000,), dtype="i8")  # rows beyond the shard's 8 ids
+    with pytest.raises(ShardError, match=r"shard-00000.h5: dataset 'instance_id' has 5000000 rows, more than the 8"):
+        ShardDataset(root2)
+
+
+def test_a_data_set_config_keeps_its_shards_readable():
+    from irs_torch.data.distribution import DatasetConfig
+    from irs_torch.limits import MAX_SHARD_ELEMENTS
+
+    cfg = DatasetConfig(**SMALL, shard_size=8)
+    with pytest.raises(ValueError, match="shard_size = .*more than the"):
+        cfg.replace(M=512, shard_size=MAX_SHARD_ELEMENTS // (2 * 512 * 512) + 1)
+
+
+# ================================================================= (h) every file write is atomic
+@pytest.fixture()
+def full_disk():
+    """``with full_disk(n): ...``: every file write beyond ``n`` bytes fails (RLIMIT_FSIZE, SIGXFSZ
+    ignored), as on a full disk; restored afterwards."""
+    import contextlib
+    import resource
+    import signal
+
+    @contextlib.contextmanager
+    def cm(limit: int):
+        old_sig = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+        try:
+            yield
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+            signal.signal(signal.SIGXFSZ, old_sig)
+
+    return cm
+
+
+def _write_plot(files, target, capsys):
+    rc, _, err = run_cli(capsys, "plot", "--scenario", files["good"], "--solution", files["sol"], "-o", target)
+    if rc:
+        raise OSError(err)
+
+
+def _write_dataset_config(files, target, capsys):
+    from irs_torch.data.distribution import DatasetConfig
+
+    DatasetConfig(**SMALL, shard_size=8).save(target)
+
+
+def _write_figure_csv(files, target, capsys):
+    from irs_torch.figures.storage import write_csv
+
+    write_csv([{"figure": "fig3", "curve": "ao", "x": float(i), "max_crb": 1e-3 * i} for i in range(200)], target,
+              "fig3", {"max_iter": 30})
+
+
+def _write_design_json(files, target, capsys):
+    from irs_torch.outputs import atomic_write_text, dumps
+
+    atomic_write_text(target, dumps({"x": list(range(2000))}))
+
+
+@pytest.mark.parametrize("writer, name", [(_write_plot, "design.png"), (_write_dataset_config, "config.yaml"),
+                                          (_write_figure_csv, "fig3.csv"), (_write_design_json, "summary.json")])
+@pytest.mark.parametrize("before", ["old file", "no file"])
+def test_a_write_that_fails_half_way_leaves_the_old_file_or_none(files, tmp_path, capsys, full_disk, writer, name,
+                                                                  before):
+    """Plots, data-set configs, figure CSVs and JSON reports are written through a temporary file and
+    renamed: a disk that fills up half-way leaves the previous file (or no file), never a partial or
+    0-byte one, and the error names the file."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401 - imported before the limit (fonts are cached on first use)
+
+    target = tmp_path / "out" / name
+    target.parent.mkdir()
+    if before == "old file":
+        target.write_bytes(b"OLD")
+    with full_disk(200), pytest.raises(OSError) as e:
+        writer(files, target, capsys)
+    assert name in str(e.value), e.value
+    left = sorted(p.name for p in target.parent.iterdir())
+    if before == "old file":
+        assert left == [name] and target.read_bytes() == b"OLD", left
+    else:
+        assert left == [], left
+
+
+def test_atomic_savefig_keeps_the_old_image_when_drawing_fails(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from irs_torch.outputs import atomic_savefig
+
+    target = tmp_path / "a.svg"  # the SVG writer streams into the file while it draws
+    fig, ax = plt.subplots()
+    ax.plot([1, 2], [3, 4])
+    atomic_savefig(fig, target)
+    good = target.read_bytes()
+    assert b"<svg" in good
+    class Boom(matplotlib.artist.Artist):
+        def draw(self, renderer):
+            raise RuntimeError("boom")
+
+    fig.add_artist(Boom())  # drawing raises inside savefig, after the file is opened
+    with pytest.raises(RuntimeError, match="boom"):
+        atomic_savefig(fig, target)
+    plt.close(fig)
+    assert target.read_bytes() == good and sorted(p.name for p in tmp_path.iterdir()) == ["a.svg"]
+
+
+# ================================================================= (i) checkpoint errors name the file
+@pytest.mark.parametrize("kind", ["text", "truncated", "not-a-checkpoint", "a-tensor", "wrong-weights"])
+def test_every_checkpoint_error_names_the_file(tiny_model, tmp_path, capsys, kind):
+    from irs_torch.learn.checkpoint import load_model
+
+    p = tmp_path / f"{kind}.pt"
+    if kind == "text":
+        p.write_text("this is not a model\n")
+    elif kind == "truncated":
+        data = tiny_model.read_bytes()
+        p.write_bytes(data[: len(data) // 2])
+    elif kind == "not-a-checkpoint":
+        torch.save({"a": 1}, p)
+    elif kind == "a-tensor":
+        torch.save(torch.zeros(3), p)
+    else:
+        ck = torch.load(tiny_model, weights_only=True)
+        ck["state_dict"] = {k: v[..., :1] if v.dim() else v for k, v in ck["state_dict"].items()}
+        torch.save(ck, p)
+    with pytest.raises(ValueError) as e:
+        load_model(p)
+    assert str(p) in str(e.value) and "\n" not in str(e.value), e.value
+    scen = paper_scenario(0, **SMALL).save(tmp_path / "s.npz")
+    rc, _, err = run_cli(capsys, "solve", "--scenario", scen, "--method", "learned", "--checkpoint", p, "--no-progress")
+    _one_line_error(rc, err, str(p))
+
+
+# ================================================================= (j) the training config, found by fuzzing it
+@pytest.mark.parametrize("extra, needle", [
+    (["--model.unroll_steps=1000000000"], "model.unroll_steps"),  # trained "forever": 1e9 refine steps per batch
+    (["--model.hidden=1000000000"], "model.hidden"),  # a multi-GB network before any check
+    (["--data.batch_size=1000000000"], "data.batch_size"),
+    (["--seed_everything=-3"], "seed_everything"),  # "-3 is not in bounds, numpy accepts ..." named nothing
+    (["--model.hidden=abc"], "model.hidden"),  # jsonargparse's usage + multi-line message
+    (["--trainer.max_epochs=-3"], "max_epochs"),  # Lightning's MisconfigurationException: a traceback
+])
+def test_training_config_errors_are_one_line_naming_the_field(tiny_data, tmp_path, capsys, monkeypatch, extra, needle):
+    rc, err = _train(["fit"], tiny_data, tmp_path, capsys, monkeypatch, extra=extra)
+    _one_line_error(rc, err, needle)
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_solve_init_that_is_no_file_names_the_flag(files, capsys):
+    rc, _, err = run_cli(capsys, "solve", "--scenario", files["good"], "--init", "isotropic", "--method",
+                         "transmit-only")
+    _one_line_error(rc, err, "--init isotropic")
+
+
+def test_a_training_config_that_refers_to_itself_is_one_line(tiny_data, tmp_path, capsys, monkeypatch):
+    """Found by fuzzing the training YAML: a self-referential alias made jsonargparse recurse until a
+    RecursionError traceback."""
+    cfg = tmp_path / "loop.yaml"
+    cfg.write_text("a: &x [*x]\n")
+    rc, err = _train(["fit"], tiny_data, tmp_path, capsys, monkeypatch, extra=["--config", str(cfg)])
+    _one_line_error(rc, err, "--config")

@@ -1,4 +1,4 @@
-"""The warm-start benchmark (irs_torch.warmstart_bench) and the shipped checkpoints.
+"""The warm-start benchmark (irs_torch.bench.warmstart) and the shipped checkpoints.
 
 - `irs-torch bench warmstart` on a tiny data set and model: every method's row is consistent (ratio =
   max-CRB / reference, refinement never worse than its start, the capped AO within the refinement's
@@ -152,7 +152,7 @@ def test_bench_warmstart_bad_inputs_are_clear(tiny, tmp_path):
 
 # ----------------------------------------------------------------------------- shipped checkpoints
 def _checkpoints():
-    from irs_torch.runtime import shipped_checkpoints
+    from irs_torch.inference import shipped_checkpoints
 
     found = [p for p in shipped_checkpoints()]
     extra = [Path(p) for p in os.environ.get("IRS_TORCH_TEST_CHECKPOINTS", "").split(os.pathsep) if p]
@@ -175,8 +175,9 @@ def _budget_ranges(net) -> dict:
 @pytest.mark.parametrize("ckpt", _checkpoints(), ids=lambda p: getattr(p, "name", "none"))
 def test_checkpoint_loads_and_predicts_feasible_designs_across_budgets(ckpt):
     from irs_torch.learn import load_model, predict
-    from irs_torch.learn.checkpoint import file_sha256, read_sidecar
-    from irs_torch.scenario import Scenario
+    from irs_torch.learn.checkpoint import read_sidecar
+    from irs_torch.outputs import file_sha256
+    from irs_torch.scenario import Scenario, random_scenario
 
     info = read_sidecar(ckpt)
     assert file_sha256(ckpt) == info["sha256"]
@@ -185,7 +186,7 @@ def test_checkpoint_loads_and_predicts_feasible_designs_across_budgets(ckpt):
     rng = np.random.default_rng(14)
     n = 24
     lu = lambda lo, hi: float(np.exp(rng.uniform(np.log(lo), np.log(hi))))  # noqa: E731
-    scen = [Scenario.random(seed=1000 + i, P_t=lu(1, 40), P_s=lu(1e-4, 1), a_max=lu(2, 10)) for i in range(n)]
+    scen = [random_scenario(seed=1000 + i, P_t=lu(1, 40), P_s=lu(1e-4, 1), a_max=lu(2, 10)) for i in range(n)]
     R, psi = predict(net, Scenario.stack(scen).to(torch.complex128))
     assert torch.isfinite(R).all() and torch.isfinite(psi).all()
     for i, s in enumerate(scen):
@@ -217,12 +218,12 @@ def test_learned_refine_beats_the_heuristic_start_on_a_fixed_set(ckpt):
     below 1. A single-budget checkpoint is skipped: its card makes no such claim (the warm-start
     bench measured its refined design level with the aligned start, 0.999x; the default-suite
     tests/test_model_quality.py records it 2% above the best heuristic on its handful)."""
+    from irs_torch.bench.warmstart_methods import heuristic_starts
+    from irs_torch.inference import network_hypotheses, refine_starts
     from irs_torch.learn import load_model
-    from irs_torch.runtime import network_hypotheses, refine_starts
-    from irs_torch.scenario import Scenario
+    from irs_torch.scenario import random_scenario
     from irs_torch.solvers import SolverOptions
-    from irs_torch.solvers.strategy import cophased_start
-    from irs_torch.warmstart_bench import heuristic_starts
+    from irs_torch.solvers.starts import cophased_start
 
     net = load_model(ckpt)
     rng_ = _budget_ranges(net)
@@ -235,7 +236,7 @@ def test_learned_refine_beats_the_heuristic_start_on_a_fixed_set(ckpt):
     logs = []
     torch.set_num_threads(1)
     for i in range(6):
-        s = Scenario.random(seed=2000 + i, **{k: lu(*v) for k, v in rng_.items()}).to(torch.complex128)
+        s = random_scenario(seed=2000 + i, **{k: lu(*v) for k, v in rng_.items()}).to(torch.complex128)
         learned, _ = refine_starts(s, network_hypotheses(net, s, 1), opts)
         heur = [refine_starts(s, st, opts)[0] for st in (heuristic_starts(s, 1), [cophased_start(s)])]
         assert learned.success and all(h.success for h in heur)

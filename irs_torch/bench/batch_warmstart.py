@@ -3,19 +3,21 @@
 ``irs-torch bench warmstart --batch N`` is a thin wrapper of :func:`bench_batch`. Two groups of instances:
 
 - ``suite``: the quality suite's instances of the model's sizes (``benchmarks/quality``); reference = the
-  best-known design (:mod:`irs_torch.quality`);
+  best-known design (:mod:`irs_torch.bench.quality`);
 - ``dist``: ``N`` draws of the model's budget distribution (the data-set config the model was trained on,
   drawn with another seed: held out); reference ``label`` = the cold default solver on the first ``n_label`` of
   them, and ``best`` = the best design any method found for the instance in this run (all N).
 
-Methods (the same refiner for every start: :func:`irs_torch.runtime.refine_fo`; ``K`` = first-order step cap):
+Methods (the same refiner for every start: :func:`irs_torch.inference.refine_fo`; ``K`` = first-order step cap):
 
 ===================  =========================================================================================
 ``net``              the network's design alone (one batched pass)
 ``net+fo@K``         the network's 4 best designs refined together by K first-order steps, no P2 polish
 ``net+fo@K+p2``      the same, then one P2 solve per instance (R_s certified optimal for psi)
-``heur+fo@K[+p2]``   4 heuristic starts (:func:`irs_torch.warmstart_bench.heuristic_starts`: aligned + random
+``heur+fo@K[+p2]``   4 heuristic starts (:func:`irs_torch.bench.warmstart_methods.heuristic_starts`: aligned + random
                      phases) with the same refiner: the strongest non-learned start at equal steps
+``net+heur+fo@K``    the network's 4 designs and 4 diverse heuristic starts (2 of them also from 10 P_s) refined
+[+p2]                together (3x the starts of the others): do the two kinds of start cover each other's misses?
 ``net+ao3``          the network's design + 3 AO iterations (``refine="ao"``), item by item
 ``ao-default``       the cold default solver, item by item
 ===================  =========================================================================================
@@ -71,9 +73,9 @@ DATA_CONFIG = Path(__file__).resolve().parents[2] / "training" / "budget-data.ya
 
 def _instances(sizes: dict, n: int, seed: int, data_config, suite_dir=None):
     """``(suite scenarios (B,), suite best-known max-CRBs, dist scenarios (n,), suite ids)``, complex128."""
+    from irs_torch.bench.warmstart_methods import suite_instances
     from irs_torch.data.distribution import load_config
     from irs_torch.scenario import Scenario
-    from irs_torch.warmstart_bench import suite_instances
 
     suite = suite_instances(sizes, suite_dir)
     s_scn = Scenario.stack([i["scenario"] for i in suite]) if suite else None
@@ -91,8 +93,8 @@ def _instances(sizes: dict, n: int, seed: int, data_config, suite_dir=None):
 
 
 def _starts(method: str, net, scn):
-    from irs_torch.runtime import network_starts
-    from irs_torch.warmstart_bench import heuristic_starts
+    from irs_torch.bench.warmstart_methods import heuristic_starts
+    from irs_torch.inference import network_starts
 
     if method.startswith("net"):
         return network_starts(net, scn, STARTS)
@@ -105,7 +107,7 @@ def _starts(method: str, net, scn):
 def _run_group(scn, net, ks, n_item: int, options, log) -> dict:
     """All methods on one group; returns ``{method: {"max_crb": [...], "seconds": s, "n": count}}`` where item-by-
     item methods cover the first ``n_item`` instances only."""
-    from irs_torch.runtime import polish_transmit, refine_fo, refine_starts
+    from irs_torch.inference import polish_transmit, refine_fo, refine_starts
     from irs_torch.solvers import solve
 
     B = int(scn.batch_shape[0])
@@ -115,13 +117,14 @@ def _run_group(scn, net, ks, n_item: int, options, log) -> dict:
     out["net"] = {"max_crb": scn.crb(R[0], psi[0], validate=False).total.amax(-1).tolist(),
                   "seconds": time.perf_counter() - t, "n": B}
     log(f"  net: {out['net']['seconds']:.2f} s")
-    for kind in ("net", "heur"):
+    for kind in ("net", "heur", "net+heur"):
         t = time.perf_counter()
         R0, p0 = _starts(kind, net, scn)
         t_start = time.perf_counter() - t
+        extra = {"extra_starts": STARTS, "relaxed": STARTS // 2} if kind == "net+heur" else {}
         for K in ks:
             t = time.perf_counter()
-            fo = refine_fo(scn, R0, p0, options=options, steps=int(K), polish=False)
+            fo = refine_fo(scn, R0, p0, options=options, steps=int(K), polish=False, **extra)
             sec = time.perf_counter() - t + t_start
             out[f"{kind}+fo@{K}"] = {"max_crb": fo.max_crb.tolist(), "seconds": sec, "n": B,
                                      "steps_mean": float(fo.steps.double().mean())}
@@ -164,9 +167,9 @@ def bench_batch(out, *, checkpoint=None, n: int = 1000, n_label: int = 50, seed:
     """Run the batch benchmark (module docstring) and write its outputs under ``out``; returns the summary dict.
     ``n``: budget-distribution draws (>= 1); ``n_label``: how many of them (and at most how many suite
     instances) the item-by-item methods and the P2 polish run on; ``seed``: the draws' data-set seed (recorded)."""
+    from irs_torch.inference import find_checkpoint
     from irs_torch.learn.checkpoint import load_model, read_sidecar
-    from irs_torch.runtime import find_checkpoint
-    from irs_torch.scenario import Scenario
+    from irs_torch.scenario import paper_scenario
     from irs_torch.solvers import SolverOptions
 
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 100_000:
@@ -178,7 +181,7 @@ def bench_batch(out, *, checkpoint=None, n: int = 1000, n_label: int = 50, seed:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     log = print if progress else (lambda *a, **k: None)
-    ckpt = Path(checkpoint) if checkpoint else find_checkpoint(Scenario.paper(0, P_t=1.0, P_s=1e-4))
+    ckpt = Path(checkpoint) if checkpoint else find_checkpoint(paper_scenario(0, P_t=1.0, P_s=1e-4))
     sizes = {k: int(v) for k, v in read_sidecar(ckpt)["sizes"].items()}
     net = load_model(ckpt)
     s_scn, s_ref, d_scn, suite_ids = _instances(sizes, n, seed, data_config, suite_dir)
@@ -226,7 +229,8 @@ def bench_batch(out, *, checkpoint=None, n: int = 1000, n_label: int = 50, seed:
         best = [min(v["max_crb"][i] for v in r.values() if i < len(v["max_crb"])) for i in range(n)]
         full = {m: v for m, v in r.items() if int(v["n"]) == n}
         summary["groups"][f"dist, all {n} (ratio to the best found in this run)"] = summarize(full, best, per_def)
-    (out / "batch.json").write_text(json.dumps(summary, indent=1))
+    from irs_torch.outputs import atomic_write_text
+    atomic_write_text(out / "batch.json", json.dumps(summary, indent=1))
     _plot(out / "batch.png", summary)
     return summary
 
@@ -267,7 +271,8 @@ def _plot(path: Path, summary: dict):
     fig.suptitle(f"warm-start batch benchmark ({summary['machine']['cpus']} CPUs, load "
                  f"{summary['machine']['load_avg'][0]}, {summary['machine']['date']})", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    from irs_torch.outputs import atomic_savefig
+    atomic_savefig(fig, path, dpi=120)
     plt.close(fig)
 
 

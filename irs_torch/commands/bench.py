@@ -1,4 +1,4 @@
-"""``irs-torch bench warmstart``: the learned warm start vs honest baselines (:mod:`irs_torch.warmstart_bench`);
+"""``irs-torch bench warmstart``: the learned warm start vs honest baselines (:mod:`irs_torch.bench.warmstart`);
 ``irs-torch bench quality`` / ``quality-search``: solver efforts vs best-known designs."""
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def register(sub):
                                   "reference (suite: best-known designs of benchmarks/quality at the model's sizes; "
                                   "data: the data set's labels) with its time, split by C1 regime and budget bucket. "
                                   "Writes warmstart.csv, warmstart.json, warmstart_<source>.png and the resume log "
-                                  "rows.jsonl under --out; prints a table. See irs_torch/warmstart_bench.py.")
+                                  "rows.jsonl under --out; prints a table. See irs_torch/bench/warmstart.py.")
     w.add_argument("--source", nargs="+", choices=["suite", "data"], default=None,
                    help="instances: the quality suite and/or a data set's split (default: suite, and data when "
                         "--data is given)")
@@ -34,7 +34,7 @@ def register(sub):
     w.add_argument("--checkpoint", help="model file (default: the shipped one for the instances' sizes)")
     w.add_argument("--limit", type=int, help="at most this many instances per source")
     w.add_argument("--methods", nargs="+", default=None,
-                   help="methods to run (default: all; see irs_torch.warmstart_bench.METHODS)")
+                   help="methods to run (default: all; see irs_torch.bench.warmstart_methods.METHODS)")
     w.add_argument("--hypotheses", nargs="+", type=int, default=[1, 2, 4],
                    help="portfolio sizes k (default 1 2 4)")
     w.add_argument("--out", default="bench-warmstart", help="output directory (default bench-warmstart)")
@@ -63,7 +63,7 @@ def register(sub):
 
 
 def _register_quality(sp):
-    """``bench quality`` and ``bench quality-search`` (library: :mod:`irs_torch.quality`)."""
+    """``bench quality`` and ``bench quality-search`` (library: :mod:`irs_torch.bench.quality`)."""
     q = sp.add_parser("quality", help="solver efforts vs best-known designs over the quality suite",
                       description="Runs solver efforts over the quality suite (benchmarks/quality/) and reports "
                                   "each one's max-CRB / best-known ratio (median, p90, max) and median time, split "
@@ -73,9 +73,10 @@ def _register_quality(sp):
     q.add_argument("--quick", action="store_true", help="the quick subset (11 instances)")
     q.add_argument("--ids", nargs="+", help="only these instance ids")
     q.add_argument("--methods", nargs="+", default=["legacy", "fast", "default"],
-                   choices=["legacy", "fast", "default", "thorough"],
+                   choices=["legacy", "fast", "default", "thorough", "portfolio", "first-order"],
                    help="efforts to run (default: legacy fast default; the thorough row comes from the "
-                        "search records unless listed)")
+                        "search records unless listed; portfolio and first-order: the batched portfolios, "
+                        "solved here one instance at a time)")
     q.add_argument("--suite", default=None, help="suite directory (default: the repository's benchmarks/quality)")
     q.add_argument("--out", default="bench-quality", help="output directory (default bench-quality)")
     q.add_argument("--seed", type=int, default=0, help="solver seed (default 0)")
@@ -84,6 +85,7 @@ def _register_quality(sp):
     q.add_argument("--address", default=None, help="ray: cluster address")
     q.add_argument("--no-update-best", action="store_true", help="never replace a best-known design")
     q.add_argument("--json", action="store_true", help="print the summary as JSON")
+    q.add_argument("--no-progress", action="store_true", help="no progress bar")
     q.set_defaults(func=run_quality)
     s = sp.add_parser("quality-search", help="find or improve the best-known designs of the quality suite",
                       description="The expensive best-known search (resumable): per instance the thorough effort "
@@ -99,11 +101,12 @@ def _register_quality(sp):
     s.add_argument("--workers", type=int, default=1)
     s.add_argument("--backend", choices=["local", "ray"], default="local")
     s.add_argument("--address", default=None, help="ray: cluster address")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=run_quality_search)
 
 
 def run_quality(args: argparse.Namespace) -> int:
-    from irs_torch.quality import SUITE_DIR, bench_quality
+    from irs_torch.bench.quality import SUITE_DIR, bench_quality
 
     if args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
@@ -118,7 +121,8 @@ def run_quality(args: argparse.Namespace) -> int:
             locks.enter_context(DirLock(args.suite or SUITE_DIR, "--suite"))
         s = bench_quality(args.out, suite_dir=args.suite or SUITE_DIR, quick=args.quick, ids=args.ids,
                           methods=tuple(dict.fromkeys(args.methods)), seed=args.seed, workers=args.workers,
-                          backend=args.backend, address=args.address, update_best=not args.no_update_best, log=log)
+                          backend=args.backend, address=args.address, update_best=not args.no_update_best, log=log,
+                          progress=not (args.no_progress or args.json))
     if args.json:
         print(json.dumps(s))
     else:
@@ -127,7 +131,7 @@ def run_quality(args: argparse.Namespace) -> int:
 
 
 def run_quality_search(args: argparse.Namespace) -> int:
-    from irs_torch.quality import SUITE_DIR, search_best_known
+    from irs_torch.bench.quality import SUITE_DIR, search_best_known
 
     if args.time_limit <= 0:
         raise ValueError(f"--time-limit must be > 0 s, got {args.time_limit}")
@@ -138,7 +142,7 @@ def run_quality_search(args: argparse.Namespace) -> int:
     with DirLock(args.suite or SUITE_DIR, "--suite"):  # records.jsonl and best/ are appended to
         s = search_best_known(args.suite or SUITE_DIR, quick=args.quick, ids=args.ids, time_limit=args.time_limit,
                               passes=args.passes, workers=args.workers, backend=args.backend, address=args.address,
-                              seed=args.seed, log=lambda m: print(m, flush=True))
+                              seed=args.seed, log=lambda m: print(m, flush=True), progress=not args.no_progress)
     print(f"search: {s['run']} task(s) run, {s['skipped']} already done, {s['improved']} improvement(s), "
           f"{s['seconds']:.0f} s; {s['monotonicity_violations']} monotonicity violation(s) "
           f"among the best-known designs")
@@ -180,8 +184,10 @@ def _run_batch(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from irs_torch.bench.warmstart import bench_warmstart
+    from irs_torch.bench.warmstart_methods import is_method
+    from irs_torch.bench.warmstart_report import format_table
     from irs_torch.outputs import check_output_dir
-    from irs_torch.warmstart_bench import bench_warmstart, format_table, is_method
 
     if args.batch is not None:
         return _run_batch(args)
@@ -198,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
     bad = [m for m in args.methods or [] if not is_method(m)]
     if bad:
-        from irs_torch.warmstart_bench import BASE_METHODS
+        from irs_torch.bench.warmstart_methods import BASE_METHODS
 
         raise ValueError(f"--methods: unknown method(s) {bad}; known: {', '.join(BASE_METHODS)} and the portfolio "
                          f"net+refine@K, heuristic+refine@K, random+refine@K")

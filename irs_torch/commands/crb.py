@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 
 from irs_torch.commands import seed_arg
 
@@ -26,38 +25,12 @@ def register(sub):
     p.set_defaults(func=run)
 
 
-def evaluate(scenario, R_s, psi) -> dict:
-    """The report of ``irs-torch crb`` as a dict of plain Python values."""
-    c = scenario.crb(R_s, psi)
-    irs = scenario.irs_power(R_s, psi)
-    bs = scenario.bs_power(R_s)
-    m = scenario.constraint_margins(R_s, psi)
-    deg = 180.0 / math.pi
-    tl = lambda t: [float(x) for x in t.detach().flatten()]  # noqa: E731
-    return {
-        "crb": tl(c.total),
-        "crb_angles": tl(c.angles),
-        "crb_theta": tl(c.theta),
-        "crb_phi": tl(c.phi),
-        "root_crb_theta_deg": [math.sqrt(x) * deg for x in tl(c.theta)],
-        "root_crb_phi_deg": [math.sqrt(x) * deg for x in tl(c.phi)],
-        "irs_power": tl(irs),
-        "P_s": float(scenario.P_s),
-        "bs_power": float(bs),
-        "P_t": float(scenario.P_t),
-        "max_amplitude": tl(psi.abs().amax(-1)),
-        "a_max": float(scenario.a_max),
-        "max_crb": float(c.total.max()),
-        "feasible": bool(scenario.is_feasible(R_s, psi, rtol=1e-6)),
-        "margins": {k: tl(v) for k, v in m.items()},
-    }
-
-
 def run(args: argparse.Namespace) -> int:
-    from irs_torch.scenario import Scenario, Solution
+    from irs_torch.scenario import Solution, load_scenario
+    from irs_torch.scenario.solution import design_summary
     from irs_torch.solvers.baselines import aligned_psi
 
-    s = Scenario.load(args.scenario)
+    s = load_scenario(args.scenario)
     item = None  # the item of a batched scenario file
     if s.batch_shape:
         n = int(s.batch_shape[0])
@@ -87,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         psi = s.random_phase_design(R, seed=args.seed) if args.design == "isotropic-random" else aligned_psi(s, R)
         label = f"{args.design} (seed {args.seed})" if args.design == "isotropic-random" else args.design
     try:
-        rep = evaluate(s, R, psi)
+        rep = design_summary(s, R, psi)
     except ValueError as e:  # e.g. a design so large that the model overflows: name where it came from
         msg = " ".join(str(e).split())
         where = label if args.solution else f"{args.scenario} (design {label})"

@@ -55,6 +55,9 @@ def register(sub):
     c.add_argument("--preset", default="paper", help="paper (default), paper-budgets or tiny")
     c.add_argument("--L", type=int, default=None, help="number of IRSs (default: the preset's 2), their boxes "
                                                         "spread along the paper's IRS wall")
+    c.add_argument("--effort", choices=["legacy", "fast", "default", "thorough", "portfolio", "first-order"],
+                   default=None, help="how the labels are solved (default: the preset's, 'legacy'); 'first-order' "
+                                      "labels 32 instances per solver call, the cheapest near-optimal labels")
     c.add_argument("-o", "--output", help="output file (.yaml/.yml or .json); default: print YAML")
     c.set_defaults(func=run_config)
 
@@ -108,7 +111,7 @@ def _fmt_stats(s, unit=""):
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from irs_torch.data.dataset import dataset_info
+    from irs_torch.data.integrity import dataset_info
 
     d = dataset_info(args.dir, verify=args.verify)
     integ = d.get("integrity")
@@ -148,6 +151,10 @@ def run_info(args: argparse.Namespace) -> int:
     print(f"  solve time per instance:          {_fmt_stats(d['solve_time_s'], ' s')}; "
           f"total {d['total_solve_time_s']:.1f} s")
     print(f"  CPU time per instance:            {_fmt_stats(d['cpu_time_s'], ' s')}")
+    if d.get("found_by"):
+        won = d["found_by"]
+        print("  winning starts (batched labels):  " + ", ".join(f"{k} {n}" for k, n in list(won.items())[:8])
+              + (f", {len(won) - 8} more kinds" if len(won) > 8 else ""))
     if integ:
         print(f"  verified: {integ['checksums_verified']}/{integ['shards']} shards match their sha256"
               + (f" ({len(integ['checksums_missing'])} without a recorded checksum)"
@@ -177,6 +184,8 @@ def run_config(args: argparse.Namespace) -> int:
         if args.L < 1:
             raise ValueError(f"--L must be >= 1, got {args.L}")
         cfg = cfg.replace(irs=irs_boxes(args.L))
+    if args.effort is not None:
+        cfg = cfg.replace(solver={**cfg.solver, "effort": args.effort})
     if args.output:
         from irs_torch.outputs import check_output_path
 

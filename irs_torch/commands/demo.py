@@ -26,7 +26,7 @@ def register(sub):
 
 
 def run(args: argparse.Namespace) -> int:
-    from irs_torch.scenario import Scenario
+    from irs_torch.scenario import load_scenario, paper_scenario
     from irs_torch.solvers import SolverOptions, solve
 
     if args.out:  # before solving: never overwrite an input, fail early if the folder cannot be written
@@ -37,14 +37,14 @@ def run(args: argparse.Namespace) -> int:
         check_output_dir(args.out, {"--scenario": args.scenario}, "--out")
         for method in args.methods:
             check_output_path(Path(args.out) / f"{method}.npz", {"--scenario": args.scenario}, "--out")
-    scen = Scenario.load(args.scenario) if args.scenario else Scenario.paper(seed=args.seed)
+    scen = load_scenario(args.scenario) if args.scenario else paper_scenario(seed=args.seed)
     print(f"scenario: {args.scenario or 'paper preset'} (seed {scen.seed}); M={scen.M}, N={scen.N_h}x{scen.N_v}, "
           f"L={scen.L}, P_t={float(scen.P_t):g} W, P_s={float(scen.P_s):g} W, a_max={float(scen.a_max):g}")
     rows = []
     for method in args.methods:
         t0 = time.perf_counter()
         if method == "learned":
-            from irs_torch.runtime import solve_learned
+            from irs_torch.inference import solve_learned
 
             try:
                 res = solve_learned(scen, refine="ao", options=SolverOptions(seed=args.seed))

@@ -37,16 +37,16 @@ def _pair(name, v):
 
 
 def run(args: argparse.Namespace) -> int:
-    from irs_torch.mismatch import run_mismatch
+    from irs_torch.design.mismatch import run_mismatch
     from irs_torch.outputs import dumps
-    from irs_torch.scenario import Scenario, Solution
+    from irs_torch.scenario import Solution, load_scenario
     from irs_torch.solvers import SolverOptions
 
     extent, n = _pair("--extent", args.extent), _pair("--grid", args.grid)
     for v in n:  # bounded before any solve: the map costs one CRB evaluation per grid point
         if v > MAX_GRID:
             raise ValueError(f"--grid must be at most {MAX_GRID} points per axis, got {v}")
-    s = Scenario.load(args.scenario)
+    s = load_scenario(args.scenario)
     if s.batch_shape:
         raise ValueError(f"{args.scenario}: batched scenario files are not supported by 'mismatch'")
     sol = Solution.load(args.solution) if args.solution else None

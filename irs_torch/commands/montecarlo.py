@@ -80,9 +80,9 @@ def register(sub):
 
 
 def _load(scenario_path):
-    from irs_torch.scenario import Scenario
+    from irs_torch.scenario import load_scenario
 
-    s = Scenario.load(scenario_path)
+    s = load_scenario(scenario_path)
     if s.batch_shape:
         raise ValueError(f"{scenario_path}: batched scenario files are not supported by 'montecarlo'")
     if s.irs_pos is None or s.target_pos is None:

@@ -24,13 +24,13 @@ def register(sub):
 def run(args: argparse.Namespace) -> int:
     from irs_torch.outputs import check_output_path
     from irs_torch.plotting import FORMATS, design_report, plot_design
-    from irs_torch.scenario import Scenario, Solution
+    from irs_torch.scenario import Solution, load_scenario
 
     ext = args.output.rsplit(".", 1)[-1].lower() if "." in args.output else ""
     if ext not in FORMATS:
         raise ValueError(f"-o/--output must end in {', '.join('.' + f for f in FORMATS)}, got {args.output!r}")
     check_output_path(args.output, {"--scenario": args.scenario, "--solution": args.solution}, "-o/--output")
-    s = Scenario.load(args.scenario)
+    s = load_scenario(args.scenario)
     sol = Solution.load(args.solution)
     R, psi = sol.R_s, sol.psi
     if s.batch_shape:

@@ -54,7 +54,10 @@ def register(sub):
 
 
 def run(args: argparse.Namespace) -> int:
-    from irs_torch.reproduce import FIGURES, check_claims, migrate_points, run_figure
+    from irs_torch.figures.claims import check_claims
+    from irs_torch.figures.reproduce import run_figure
+    from irs_torch.figures.storage import migrate_points
+    from irs_torch.figures.sweeps import FIGURES
 
     figs = FIGURES if args.figure == "all" else (args.figure,)
     args.out = COMMITTED_OUT if args.refresh_results else (args.out or DEFAULT_OUT)

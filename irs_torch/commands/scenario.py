@@ -37,7 +37,7 @@ def register(sub):
 
 def run(args: argparse.Namespace) -> int:
     from irs_torch.outputs import check_output_path, npz_path
-    from irs_torch.scenario import Scenario
+    from irs_torch.scenario import Scenario, paper_scenario, random_scenario
 
     check_output_path(npz_path(args.output), None, "-o/--output")
     if args.mat:
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     if args.passive:
         over["active"] = False
         over["sigma_r2"] = 0.0
-    base = Scenario.paper if args.preset == "paper" else Scenario.random
+    base = paper_scenario if args.preset == "paper" else random_scenario
 
     def make(**kw):
         """The preset with the flags; an invalid value is reported under its flag's name."""

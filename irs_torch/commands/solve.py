@@ -53,10 +53,13 @@ def register(sub):
     p.add_argument("--rtol", type=float, default=None, help="AO stop: relative improvement (default 1e-3)")
     p.add_argument("--p2-solver", choices=["CLARABEL", "SCS", "clarabel", "scs"], default=None,
                    help="conic solver of the SDPs (default CLARABEL)")
-    p.add_argument("--effort", choices=["fast", "default", "thorough", "legacy", "portfolio"], default=None,
+    p.add_argument("--effort", choices=["fast", "default", "thorough", "legacy", "portfolio", "first-order"],
+                   default=None,
                    help="ao with --init random: how hard to search (default: 'default', a batched joint first-order "
                         "screen of 8 diverse starts then the AO; 'fast'; 'thorough', the best-known search, minutes; "
-                        "'legacy', the AO from one random start). See docs/solver.md")
+                        "'legacy', the AO from one random start; 'portfolio', 12 starts refined together then one AO "
+                        "iteration; 'first-order', 8 starts refined together then one transmit SDP, no AO: the "
+                        "data-set labeller, fastest per instance in batches). See docs/solver.md")
     p.add_argument("--n-starts", type=positive_int_arg("--n-starts", MAX_STARTS), default=None,
                    help=f"AO starts for --init random (default 1, at most {MAX_STARTS})")
     p.add_argument("--n-randomizations", type=int, default=None, help="Gaussian randomisations (sca-sdr)")
@@ -127,6 +130,10 @@ def _init(spec: str, scenario):
     from irs_torch.scenario import Solution
 
     path, _, part = spec.partition(":") if spec.endswith((":psi", ":R_s")) else (spec, "", "")
+    from pathlib import Path
+
+    if not Path(path).exists():
+        raise FileNotFoundError(f"--init {spec}: neither 'random', 'aligned' nor an existing solution file")
     sol = Solution.load(path)
     sol.check_compatible(scenario, source=path)
     init = {}
@@ -141,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from irs_torch.outputs import check_output_path, dumps, npz_path
-    from irs_torch.scenario import Scenario
+    from irs_torch.scenario import load_scenario
 
     _check_flags(args)
     if args.output:  # before the solve: never overwrite an input, fail early if it cannot be written
@@ -151,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
                                                   "--checkpoint": args.checkpoint}, "-o/--output")
     if Path(args.scenario).is_dir():
         return _solve_many(args)  # a folder of scenarios: batch inference
-    s = Scenario.load(args.scenario)
+    s = load_scenario(args.scenario)
     item = None  # the item of a batched scenario file
     if s.batch_shape:
         if args.index is None:
@@ -167,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "region", None):  # robust design over a region: _solve_region
         res = _solve_region(args, s, opts)
     elif args.method == "learned":
-        from irs_torch.runtime import solve_learned
+        from irs_torch.inference import solve_learned
 
         if args.init != "random":
             raise ValueError(f"--init {args.init!r} is not used with --method learned (the network gives the start)")
@@ -266,7 +273,7 @@ def _explain_start(res) -> None:
 
 # ----------------------------------------------------------------------------- robust design
 def _add_region_args(p):
-    """``--region``, ``--region-points``, ``--robust-objective`` (robust design, irs_torch.robust)."""
+    """``--region``, ``--region-points``, ``--robust-objective`` (robust design, irs_torch.design.robust)."""
     p.add_argument("--region", default=None,
                    help="robust design over a region around the scenario's target instead of the point: "
                         "box:D or box:DX,DY (half-widths, m) or ellipse:SXX,SXY,SYY[,K] (x-y covariance m^2, "
@@ -280,7 +287,7 @@ def _add_region_args(p):
 
 def _solve_region(args, scenario, opts):
     """The robust solve of ``solve --region`` (method ao only)."""
-    from irs_torch.robust import parse_region_spec, solve_robust
+    from irs_torch.design.robust import parse_region_spec, solve_robust
 
     if args.method != "ao":
         raise ValueError(f"--region works with --method ao only, got --method {args.method}")
@@ -308,11 +315,11 @@ def _options(args):
 
 def _solve_many(args, scenarios=None) -> int:
     """``solve`` of a batched scenario file or a directory of scenario files: every item, one solutions
-    file (:func:`irs_torch.runtime.solve_batch`)."""
+    file (:func:`irs_torch.inference.solve_batch`)."""
     import statistics
 
+    from irs_torch.inference import load_scenarios, solve_batch
     from irs_torch.outputs import check_output_path, dumps, npz_path
-    from irs_torch.runtime import load_scenarios, solve_batch
 
     if getattr(args, "region", None):
         raise ValueError("--region solves one scenario; choose an item of the batch with --index")

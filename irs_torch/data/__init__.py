@@ -9,7 +9,7 @@
 - :mod:`.dataset`: :class:`ShardDataset` (a torch Dataset with deterministic splits),
   :func:`scenario_from_batch`, :func:`dataset_info`.
 """
-from irs_torch.data.dataset import ShardDataset, dataset_info, scenario_from_batch, split_of  # noqa: F401
+from irs_torch.data.dataset import ShardDataset, scenario_from_batch, split_of  # noqa: F401
 from irs_torch.data.distribution import (  # noqa: F401
     PRESETS,
     DatasetConfig,
@@ -19,6 +19,7 @@ from irs_torch.data.distribution import (  # noqa: F401
 )
 from irs_torch.data.generate import generate_dataset  # noqa: F401
 from irs_torch.data.instance import solve_instance  # noqa: F401
+from irs_torch.data.integrity import dataset_info  # noqa: F401
 from irs_torch.data.shards import ShardError  # noqa: F401
 
 __all__ = ["DatasetConfig", "NodeBox", "PRESETS", "load_config", "instance_seed", "generate_dataset",

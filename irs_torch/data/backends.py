@@ -1,9 +1,10 @@
 """Where data-set instances (and any embarrassingly parallel task) run: this process, a local
-process pool, or a Ray cluster (:mod:`irs_torch.data.ray_backend`).
+process pool (:class:`LocalBackend`), or a Ray cluster (:mod:`irs_torch.data.ray_backend`).
 
 A backend is a context manager with ``imap_unordered(config, ids)`` (the records of
 :func:`irs_torch.data.instance.solve_instance` as they complete) and ``imap_tasks(fn, items)`` (any
-picklable module-level function, :mod:`irs_torch.parallel`). :func:`make_backend` picks one by name.
+picklable module-level function, :mod:`irs_torch.data.parallel`). :func:`irs_torch.data.parallel.make_backend`
+picks one by name; this module knows nothing of Ray (the Ray backend imports its error type from here).
 Workers run one torch thread each; a dead worker turns every task in flight into a failure record,
 never into a silent gap.
 """
@@ -157,7 +158,7 @@ class LocalBackend:
 
     def imap_tasks(self, fn, items):
         """Generic form of :meth:`imap_unordered` (the one engine for all embarrassingly parallel work,
-        :mod:`irs_torch.parallel`): yield ``(item, result)`` for ``fn(item)`` as they complete (at most
+        :mod:`irs_torch.data.parallel`): yield ``(item, result)`` for ``fn(item)`` as they complete (at most
         2 * workers in flight); ``fn`` must be a picklable module-level function. A task that raises
         yields ``(item, exception)``; a dead worker yields a ``RuntimeError`` for every task in flight."""
         if self._pool is None:
@@ -205,16 +206,3 @@ def default_workers() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover
         return max(1, os.cpu_count() or 1)
-
-
-def make_backend(backend: str = "local", workers: int | None = None, address: str | None = None):
-    """A backend by name: "local" (process pool) or "ray"."""
-    if backend == "local":
-        if address is not None:
-            raise ValueError(f"address is only used by the ray backend, got address={address!r} with backend='local'")
-        return LocalBackend(workers)
-    if backend == "ray":
-        from irs_torch.data.ray_backend import RayBackend
-
-        return RayBackend(workers=workers, address=address)
-    raise ValueError(f"backend must be 'local' or 'ray', got {backend!r}")

@@ -112,7 +112,7 @@ class SampledScenarios(torch.utils.data.Dataset):
         import sys
         import warnings
 
-        from tqdm.auto import tqdm
+        from irs_torch.outputs import progress_bar
 
         if self._stacked is not None or self.n == 0:
             return self
@@ -137,8 +137,8 @@ class SampledScenarios(torch.utils.data.Dataset):
             self._stacked = self._draw_parallel(workers, progress)
         else:
             items = [self._cache[i] if i in self._cache else self._draw(i)
-                     for i in tqdm(range(self.n), desc="draw unlabelled geometries", unit="geom",
-                                   disable=not progress, mininterval=2.0)]
+                     for i in progress_bar(range(self.n), desc="draw unlabelled geometries", unit="geom",
+                                           progress=progress, mininterval=2.0)]
             self._stacked = {k: torch.stack([it[k] for it in items]) for k in self.FIELDS}
         self._cache.clear()
         if path is not None:
@@ -159,14 +159,14 @@ class SampledScenarios(torch.utils.data.Dataset):
     def _draw_parallel(self, workers: int, progress: bool) -> dict[str, torch.Tensor]:
         from concurrent.futures import ProcessPoolExecutor
 
-        from tqdm.auto import tqdm
+        from irs_torch.outputs import progress_bar
 
         bounds = [round(self.n * k / (4 * workers)) for k in range(4 * workers + 1)]
         chunks = [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
         parts: dict[int, dict] = {}
         with ProcessPoolExecutor(max_workers=workers) as ex, \
-                tqdm(total=self.n, desc="draw unlabelled geometries", unit="geom", disable=not progress,
-                     mininterval=2.0) as bar:
+                progress_bar(total=self.n, desc="draw unlabelled geometries", unit="geom", progress=progress,
+                             mininterval=2.0) as bar:
             futs = {ex.submit(_draw_chunk, self.config.to_dict(), self.offset, a, b): a for a, b in chunks}
             for fut in futs:
                 parts[futs[fut]] = fut.result()
@@ -243,6 +243,12 @@ class ShardDataModule(L.LightningDataModule):
             raise ValueError(f"eval_batch_size must be an integer >= 1, got {eval_batch_size!r}")
         if not isinstance(num_workers, int) or num_workers < 0:
             raise ValueError(f"num_workers must be an integer >= 0, got {num_workers!r}")
+        from irs_torch.limits import MAX_BATCH, MAX_LOADER_WORKERS, check_int
+
+        check_int("data.batch_size", batch_size, 1, MAX_BATCH)
+        if eval_batch_size is not None:
+            check_int("data.eval_batch_size", eval_batch_size, 1, MAX_BATCH)
+        check_int("data.num_workers", num_workers, 0, MAX_LOADER_WORKERS)
         if max_train_instances is not None and (not isinstance(max_train_instances, int) or max_train_instances < 1):
             raise ValueError(f"max_train_instances must be None or an integer >= 1, got {max_train_instances!r}")
         if isinstance(unlabelled, bool) or not isinstance(unlabelled, int) or unlabelled < 0:
@@ -303,7 +309,7 @@ class ShardDataModule(L.LightningDataModule):
 
     def check_integrity(self) -> dict:
         """Check the data set once, before the first split is built (so before training), with the
-        checks of ``irs-torch dataset info --verify`` (:func:`irs_torch.data.dataset.verify_dataset`):
+        checks of ``irs-torch dataset info --verify`` (:func:`irs_torch.data.integrity.verify_dataset`):
         every recomputable manifest field, every shard read completely against the manifest (SHA-256,
         id range, unique and complete instance ids, stored count), ``success`` in {0, 1}, every
         ``success = 1`` design feasible, ``max_crb == max_l crb`` everywhere and the CRBs recomputed
@@ -312,7 +318,7 @@ class ShardDataModule(L.LightningDataModule):
         if self._integrity is None:
             import warnings
 
-            from irs_torch.data.dataset import verify_dataset
+            from irs_torch.data.integrity import verify_dataset
 
             rep = verify_dataset(self.root, labels="sample")
             if rep["checksums_missing"]:

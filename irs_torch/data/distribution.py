@@ -31,7 +31,7 @@ Per-instance seeds. Instance ``i`` of a data set with seed ``s`` has the seed
 
 (numpy's ``np.random.SeedSequence``). ``seed_i`` alone determines the instance: the geometry and
 budgets come from ``np.random.default_rng(seed_i)``, the channels and beta phase from
-``torch.Generator().manual_seed(seed_i)`` (:meth:`irs_torch.Scenario.from_geometry`) and the
+``torch.Generator().manual_seed(seed_i)`` (:func:`irs_torch.scenario.presets.from_geometry`) and the
 solver's randomness from ``SolverOptions(seed=seed_i % 2**31)`` (the solver derives further seeds
 arithmetically from its seed, e.g. ``seed * 1000 + iteration``, which must stay below 2**63). So any instance can be
 regenerated alone
@@ -50,8 +50,7 @@ from typing import Any
 import numpy as np
 
 from irs_torch.physics.geometry import dbm_to_watt
-from irs_torch.scenario.model import MIN_FRONT_COSINE, MIN_SEPARATION_M
-from irs_torch.scenario.sampling import geometry_admissible
+from irs_torch.scenario.placement import MIN_FRONT_COSINE, MIN_SEPARATION_M, geometry_admissible
 
 CONFIG_FORMAT = "irs-torch/dataset-config"
 
@@ -238,9 +237,10 @@ class DatasetConfig:
             b = getattr(self, name)
             if not isinstance(b, NodeBox):
                 object.__setattr__(self, name, NodeBox.from_dict(b, name))
-        from irs_torch.limits import check_scenario_sizes
+        from irs_torch.limits import check_scenario_sizes, check_shard_elements
 
         check_scenario_sizes(self.M, self.N_h, self.N_v, self.L)  # bounded before any instance is drawn
+        check_shard_elements(self.shard_size, self.M, self.N, self.L, self.history_length)  # shards stay readable
         if abs(self.K_db) > 300:
             raise ValueError(f"K_db must be in [-300, 300] dB, got {self.K_db}")
         if self.T_c < self.L:
@@ -421,9 +421,11 @@ class DatasetConfig:
         if path.suffix in (".yaml", ".yml"):
             import yaml
 
-            path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None))
+            from irs_torch.outputs import atomic_write_text
+            atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None))
         else:
-            path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+            from irs_torch.outputs import atomic_write_text
+            atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
         return path
 
 

@@ -31,16 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from irs_torch.data import shards as sh
-from irs_torch.data.backends import (  # noqa: F401  (re-exported: the names of the former single module)
-    BackendUnavailable,
-    LocalBackend,
-    default_workers,
-    make_backend,
-    single_threaded_env,
-)
 from irs_torch.data.distribution import REJECTION_RULE, SEED_RULE, DatasetConfig, instance_seed, load_config
-from irs_torch.data.instance import THROTTLE_ENV, solve_instance  # noqa: F401  (re-exported)
-from irs_torch.outputs import DirLock
+from irs_torch.data.parallel import make_backend
+from irs_torch.outputs import DirLock, file_sha256
 
 
 # ---------------------------------------------------------------------------------- the driver
@@ -243,7 +236,7 @@ def _foreign_shards(out: Path, n_shards: int, sha: str) -> list[str]:
 
 def _run(out: Path, num: int, cfg: DatasetConfig, bk, retry_failed: bool, progress: bool, log, old,
          force: bool = False) -> dict:
-    from tqdm.auto import tqdm
+    from irs_torch.outputs import progress_bar
 
     ss = cfg.shard_size
     sdir = out / sh.SHARDS_DIR
@@ -271,7 +264,7 @@ def _run(out: Path, num: int, cfg: DatasetConfig, bk, retry_failed: bool, progre
         if p.exists():
             try:
                 info = sh.verify_shard(p, config_sha256=sha, first_id=lo, stop_id=hi, names=specs)
-                digest = (sh.check_shard_checksum(out, recorded[s], num) if s in recorded else None) or sh.file_sha256(
+                digest = (sh.check_shard_checksum(out, recorded[s], num) if s in recorded else None) or file_sha256(
                     p
                 )
             except sh.ShardError as e:
@@ -315,11 +308,11 @@ def _run(out: Path, num: int, cfg: DatasetConfig, bk, retry_failed: bool, progre
     n_failed = sum(len(t["failures"]) for s, t in table.items() if s not in partial)
     order = [i for s in sorted(todo) for i in todo[s]]
     if order:
-        bar = tqdm(total=num, initial=n_done, unit="inst", desc="generate", disable=not progress,
-                   dynamic_ncols=True, smoothing=0.05, file=sys.stderr)
+        bar = progress_bar(total=num, initial=n_done, unit="inst", desc="generate", progress=progress,
+                           dynamic_ncols=True, smoothing=0.05)
         try:
             with bk:
-                for rec in bk.imap_unordered(cfg, order):
+                for rec in _records(bk, cfg, todo):
                     i = int(rec["instance_id"])
                     s = i // ss
                     if rec.get("failed"):
@@ -346,6 +339,34 @@ def _run(out: Path, num: int, cfg: DatasetConfig, bk, retry_failed: bool, progre
     return m
 
 
+def _label_chunk(task):
+    """Worker task of the batched labels: ``(config dict, ids) -> records`` (module level: picklable)."""
+    from irs_torch.data.instance import solve_chunk
+
+    cfg_d, ids = task
+    return solve_chunk(cfg_d, ids)
+
+
+def _records(bk, cfg: DatasetConfig, todo: dict):
+    """The records of every id in ``todo`` (shard index -> ids), as they complete: one solve per instance, or
+    for the batched ``first-order`` effort chunks of :data:`irs_torch.data.instance.LABEL_CHUNK` ids of one
+    shard labelled together (a chunk whose worker died yields a failure record for each of its ids)."""
+    from irs_torch.data.instance import LABEL_CHUNK, batched_labels, failure_record
+
+    order = [i for s in sorted(todo) for i in todo[s]]
+    if not batched_labels(cfg):
+        yield from bk.imap_unordered(cfg, order)
+        return
+    cfg_d = cfg.to_dict()
+    chunks = [(cfg_d, ids[k:k + LABEL_CHUNK]) for s in sorted(todo) for ids in [todo[s]]
+              for k in range(0, len(ids), LABEL_CHUNK)]
+    for (_, ids), recs in bk.imap_tasks(_label_chunk, chunks):
+        if isinstance(recs, BaseException):
+            yield from (failure_record(i, cfg, f"{type(recs).__name__}: {recs}") for i in ids)
+        else:
+            yield from recs
+
+
 def _write(out, cfg, s, num, specs, recs, fails, is_partial, table):
     ss = cfg.shard_size
     lo, hi = s * ss, min((s + 1) * ss, num)
@@ -357,13 +378,19 @@ def _write(out, cfg, s, num, specs, recs, fails, is_partial, table):
         order = np.argsort(np.concatenate([old["instance_id"], arrays["instance_id"]]), kind="stable")
         arrays = {k: np.concatenate([old[k], arrays[k]])[order] for k in specs}
     fails = sorted(fails, key=lambda x: x["instance_id"])
-    sh.write_shard(p, arrays, shard_attributes(cfg, s, lo, hi, fails))
+    attrs = shard_attributes(cfg, s, lo, hi, fails)
+    won = {str(int(r["instance_id"])): str(r["found_by"]) for r in recs if "found_by" in r}
+    if won:  # batched labels: the winning start of each instance (JSON: instance id -> start name)
+        if is_partial:
+            won = {**sh.read_found_by(p), **won}
+        attrs["found_by"] = json.dumps(won, sort_keys=True)
+    sh.write_shard(p, arrays, attrs)
     table[s] = {
         "file": f"{sh.SHARDS_DIR}/{p.name}",
         "index": s,
         "first_id": lo,
         "stop_id": hi,
-        "sha256": sh.file_sha256(p),
+        "sha256": file_sha256(p),
         "stored": int(len(arrays["instance_id"])),
         "failures": fails,
     }

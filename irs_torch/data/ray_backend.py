@@ -117,7 +117,7 @@ class RayBackend:
                 ray.cancel(ref, force=True)
 
     def imap_tasks(self, fn, items):
-        """Generic form of :meth:`imap_unordered` (:mod:`irs_torch.parallel`): yield ``(item, result)``
+        """Generic form of :meth:`imap_unordered` (:mod:`irs_torch.data.parallel`): yield ``(item, result)``
         of ``fn(item)`` as tasks complete (at most 2 * slots in flight); a task that raises or dies
         yields ``(item, exception)``."""
         ray = _ray()

@@ -62,7 +62,7 @@ the 0600 of the temporary file.
 Integrity. The manifest's entry of every shard records ``sha256``, the SHA-256 of the shard file's
 bytes, computed when the shard is written. :func:`check_shard_checksum` compares a file with it
 (``irs-torch dataset info --verify`` and the training data module do, see
-:func:`irs_torch.data.dataset.check_integrity`); a resumed ``dataset generate`` recomputes a shard
+:func:`irs_torch.data.integrity.check_integrity`); a resumed ``dataset generate`` recomputes a shard
 whose bytes no longer match. Manifests written before checksums existed have no ``sha256``
 entries: readers warn and carry on, and resuming the data set (rerunning its ``dataset
 generate`` command) records them for the shards that verify.
@@ -76,7 +76,7 @@ from pathlib import Path
 
 import numpy as np
 
-from irs_torch.outputs import apply_file_mode, dumps, file_sha256  # noqa: F401 (file_sha256 re-exported)
+from irs_torch.outputs import apply_file_mode, dumps, file_sha256
 
 SHARD_FORMAT = "irs-torch/dataset-shard"
 MANIFEST_FORMAT = "irs-torch/dataset"
@@ -200,8 +200,76 @@ def write_shard(path, arrays: dict, attrs: dict) -> Path:
     return path
 
 
-def open_shard(path):
-    """Open a shard read-only; a missing, truncated or non-HDF5 file raises a ShardError naming it."""
+def _int_attr(f, name):
+    try:
+        v = f.attrs[name]
+        v = v.item() if isinstance(v, np.generic) else v
+        return int(v) if not isinstance(v, (bool, bytes, str)) and int(v) == v else None
+    except Exception:
+        return None
+
+
+def check_shard_shapes(f, path, sizes: dict | None = None, rows: int | None = None) -> None:
+    """Bound every dataset of an open shard from its HDF5 metadata alone, before any of it is read.
+
+    A forged shard can declare a dataset of billions of elements in a file of a few kilobytes (HDF5
+    stores unwritten chunks as a fill value), so no reader may trust a shape before this check:
+
+    - at most :data:`irs_torch.limits.MAX_SHARD_DATASETS` datasets, each at most
+      :data:`irs_torch.limits.MAX_SHARD_ELEMENTS` elements;
+    - every dataset the format defines has the per-instance shape of :func:`field_specs` for
+      ``sizes`` (``M``, ``N_h``, ``N_v``, ``L`` and, when given, ``history_length``; default: the
+      shard's own size attributes) and at most ``rows`` instances (default: its ``stop_id - first_id``;
+      readers that know the manifest pass its sizes and the entry's id range).
+
+    Raises :class:`ShardError` naming the shard, the dataset and both shapes.
+    """
+    import h5py
+
+    from irs_torch.limits import MAX_SHARD_DATASETS, MAX_SHARD_ELEMENTS
+
+    keys = list(f.keys())
+    if len(keys) > MAX_SHARD_DATASETS:
+        raise ShardError(f"{path}: holds {len(keys)} datasets, more than the {MAX_SHARD_DATASETS} allowed "
+                         f"(a forged shard?)")
+    if sizes is None:
+        sizes = {k: _int_attr(f, k) for k in ("M", "N_h", "N_v", "L")}
+    specs = None
+    try:
+        M, L = int(sizes["M"]), int(sizes["L"])
+        N = int(sizes["N"]) if sizes.get("N") is not None else int(sizes["N_h"]) * int(sizes["N_v"])
+        H = sizes.get("history_length")
+        specs = field_specs(L, N, M, int(H) if H is not None else -1)
+        if H is None:
+            specs.pop("history_max_crb")
+    except (KeyError, TypeError, ValueError):
+        pass  # no usable size attributes: only the global bounds apply
+    if rows is None:
+        lo, hi = _int_attr(f, "first_id"), _int_attr(f, "stop_id")
+        rows = hi - lo if lo is not None and hi is not None and hi >= lo else None
+    for name in keys:
+        if f.get(name, getclass=True) is not h5py.Dataset:
+            raise ShardError(f"{path}: {name!r} is not a dataset (a group or link; a forged shard?)")
+        shape = f[name].shape
+        shape = tuple(int(x) for x in shape) if shape is not None else ()
+        n = int(np.prod(shape, dtype=object)) if shape else 1
+        if n > MAX_SHARD_ELEMENTS:
+            raise ShardError(f"{path}: dataset {name!r} has shape {shape} ({n} elements), more than the "
+                             f"{MAX_SHARD_ELEMENTS} a shard dataset may hold (a forged shard?); nothing was read")
+        if specs is not None and name in specs:
+            want = tuple(specs[name][0])
+            if len(shape) != 1 + len(want) or shape[1:] != want:
+                raise ShardError(f"{path}: dataset {name!r} has shape {shape}, the data set's sizes give "
+                                 f"(K{''.join(f', {x}' for x in want)}); nothing was read")
+        if rows is not None and shape and shape[0] > rows:
+            raise ShardError(f"{path}: dataset {name!r} has {shape[0]} rows, more than the {rows} instances of the "
+                             f"shard's id range; nothing was read")
+
+
+def open_shard(path, sizes: dict | None = None, rows: int | None = None):
+    """Open a shard read-only; a missing, truncated or non-HDF5 file raises a ShardError naming it.
+    Every dataset's shape is bounded by :func:`check_shard_shapes` (``sizes``, ``rows``) before the
+    caller reads anything."""
     import h5py
 
     path = Path(path)
@@ -216,6 +284,7 @@ def open_shard(path):
         fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
         if fmt != SHARD_FORMAT:
             raise ShardError(f"{path}: attribute format is {fmt!r}, expected {SHARD_FORMAT!r}")
+        check_shard_shapes(f, path, sizes, rows)
     except ShardError:
         f.close()
         raise
@@ -236,13 +305,18 @@ def _attr(f, name):
 
 def shard_attrs(f) -> dict:
     """The attributes of an open shard as plain Python values (``failures`` parsed from JSON)."""
+    from irs_torch.limits import MAX_JSON_BYTES, MAX_JSON_DEPTH, json_depth
+
     d = {k: _attr(f, k) for k in f.attrs}
-    d["failures"] = json.loads(d.get("failures", "[]"))
+    text = d.get("failures", "[]")
+    if not isinstance(text, str) or len(text) > MAX_JSON_BYTES or json_depth(text) > MAX_JSON_DEPTH:
+        raise ShardError(f"{f.filename}: attribute failures is not a JSON list within the size and depth bounds")
+    d["failures"] = json.loads(text)
     return d
 
 
 def verify_shard(path, *, config_sha256: str | None = None, first_id: int | None = None,
-                 stop_id: int | None = None, names=None) -> dict:
+                 stop_id: int | None = None, names=None, sizes: dict | None = None) -> dict:
     """Check a shard completely and return ``{attrs, instance_id, n}``; raise ShardError otherwise.
 
     Checks: the file opens; the format; ``config_sha256``/``first_id``/``stop_id`` attributes if
@@ -251,7 +325,8 @@ def verify_shard(path, *, config_sha256: str | None = None, first_id: int | None
     is readable (catches corrupted data blocks).
     """
     path = Path(path)
-    with open_shard(path) as f:
+    rows = stop_id - first_id if first_id is not None and stop_id is not None else None
+    with open_shard(path, sizes, rows) as f:
         try:
             a = shard_attrs(f)
             for key, want in (("config_sha256", config_sha256), ("first_id", first_id), ("stop_id", stop_id)):
@@ -288,9 +363,10 @@ def verify_shard(path, *, config_sha256: str | None = None, first_id: int | None
     return {"attrs": a, "instance_id": ids, "n": K}
 
 
-def read_shard_arrays(path, names=None) -> dict:
-    """All (or ``names``) datasets of a shard as numpy arrays (errors name the file)."""
-    with open_shard(path) as f:
+def read_shard_arrays(path, names=None, sizes: dict | None = None, rows: int | None = None) -> dict:
+    """All (or ``names``) datasets of a shard as numpy arrays (errors name the file; shapes bounded
+    first by :func:`check_shard_shapes` with ``sizes`` and ``rows``)."""
+    with open_shard(path, sizes, rows) as f:
         try:
             return {n: f[n][...] for n in (names if names is not None else f.keys())}
         except Exception as e:
@@ -339,3 +415,28 @@ def read_manifest(root) -> dict:
     if missing:
         raise ValueError(f"{path}: missing keys {missing} (a damaged or hand-edited manifest)")
     return m
+
+
+def start_kind(name: str) -> str:
+    """A winning start's name without its seed (``"random(seed=7,level=0.5,beam) from 10 P_s"`` ->
+    ``"random(level=0.5,beam) from 10 P_s"``): the recipe, which is what a summary counts."""
+    import re
+
+    return re.sub(r"\(\)", "", re.sub(r"seed=\d+,?", "", str(name)))
+
+
+def read_found_by(path) -> dict:
+    """The shard's ``found_by`` attribute (instance id -> winning start name; batched labels only), or {}."""
+    import h5py
+
+    with h5py.File(path, "r", locking=False) as f:
+        v = f.attrs.get("found_by")
+    if v is None:
+        return {}
+    try:
+        d = json.loads(v.decode() if isinstance(v, bytes) else str(v))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ShardError(f"{path}: attribute found_by is not JSON ({e})") from None
+    if not isinstance(d, dict) or not all(isinstance(x, str) for x in d.values()):
+        raise ShardError(f"{path}: attribute found_by must map instance ids to start names")
+    return d

@@ -69,9 +69,9 @@ def adam_design(scenario, steps: int = 300, lr: float = 0.03, seed: int = 0, ini
     if seconds is None:
         it = range(steps)
         if progress:
-            from tqdm import tqdm
+            from irs_torch.outputs import progress_bar
 
-            it = tqdm(it, desc="adam design", leave=False)
+            it = progress_bar(it, total=steps, desc="adam design", unit="step", leave=False)
     else:
         import itertools
 

@@ -149,10 +149,10 @@ def run_monte_carlo(scenario, R_s, psi, trials: int, seed: int = 0, *, estimator
     th_l, ph_l, be_l, conv_l, fail_l = [], [], [], [], []
     it = range(0, trials, chunk)
     if progress:
-        from tqdm import tqdm
+        from irs_torch.outputs import progress_bar
 
-        it = tqdm(it, total=math.ceil(trials / chunk), desc=f"montecarlo ({estimator})", unit="chunk",
-                  leave=False)
+        it = progress_bar(it, total=math.ceil(trials / chunk), desc=f"montecarlo ({estimator})", unit="chunk",
+                          leave=False)
     for start in it:
         k = min(chunk, trials - start)
         ech = simulate_echoes(scenario, R_s, psi, k, generator=gen, S=S, include_z1=include_z1)

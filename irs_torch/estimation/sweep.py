@@ -50,12 +50,10 @@ def monte_carlo_sweep(scenario, out, *, pts=DEFAULT_PT, designs=DEFAULT_DESIGNS,
     Returns ``{"rows": [summary per run], "csv", "png", "json": paths}``. Raises ValueError for bad
     arguments (naming them).
     """
-    from tqdm import tqdm
-
     from irs_torch import __version__
     from irs_torch.estimation.designs import DESIGNS, make_design
     from irs_torch.estimation.montecarlo import run_monte_carlo
-    from irs_torch.outputs import atomic_savez, dumps
+    from irs_torch.outputs import atomic_savez, dumps, progress_bar
 
     pts = [float(p) for p in pts]
     designs = list(designs)
@@ -76,10 +74,12 @@ def monte_carlo_sweep(scenario, out, *, pts=DEFAULT_PT, designs=DEFAULT_DESIGNS,
                 "P_t0": float(s0.P_t), "P_s0": float(s0.P_s), "trials": trials, "seed": seed,
                 "estimator": estimator, "optimiser": optimiser, "adam_steps": adam_steps,
                 "version": __version__}
-    (out / "sweep.json").write_text(dumps({**settings, "pt": pts, "designs": designs, "cdf_pt": cdf_pt}, indent=1))
+    from irs_torch.outputs import atomic_write_text
+    atomic_write_text(out / "sweep.json",
+                      dumps({**settings, "pt": pts, "designs": designs, "cdf_pt": cdf_pt}, indent=1))
     rows, errors = [], {}
     jobs = [(d, pt) for d in designs for pt in pts]
-    for d, pt in tqdm(jobs, desc="montecarlo-sweep", unit="run", disable=not progress):
+    for d, pt in progress_bar(jobs, desc="montecarlo-sweep", unit="run", progress=progress):
         path = out / "runs" / (run_name(d, pt) + ".npz")
         summ = None
         if path.exists():
@@ -123,8 +123,9 @@ def write_sweep_csv(path, rows, L):
     for l in range(1, L + 1):
         cols += [f"crb_theta_{l}", f"mse_theta_{l}", f"crb_phi_{l}", f"mse_phi_{l}", f"outlier_fraction_{l}"]
     cols += ["peb", "position_rmse", "peb_2d", "position_rmse_2d", "position_error_median", "seconds"]
-    tmp = Path(str(path) + ".tmp")
-    with open(tmp, "w", newline="") as f:
+    from irs_torch.outputs import atomic_open
+
+    with atomic_open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(cols)
         for r in rows:
@@ -135,7 +136,6 @@ def write_sweep_csv(path, rows, L):
             vals += [r["peb"], r["position_rmse"], r["peb_2d"], r["position_rmse_2d"],
                      r["position_error_median"], r["seconds"]]
             w.writerow(vals)
-    tmp.replace(path)
 
 
 def plot_sweep(path, rows, errors, designs, pts, cdf_pt, L, settings):
@@ -183,6 +183,7 @@ def plot_sweep(path, rows, errors, designs, pts, cdf_pt, L, settings):
                  f"{settings['seed']}, P_s {settings['ps']} (scenario seed {settings['scenario_seed']})",
                  fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    from irs_torch.outputs import atomic_savefig
+    atomic_savefig(fig, path, dpi=120)
     plt.close(fig)
     return path

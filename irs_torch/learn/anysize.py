@@ -52,6 +52,7 @@ from irs_torch import crb as crb_model
 from irs_torch.learn.feasibility import C1_MODES, FeasibleDesign, feasible_design
 from irs_torch.learn.features import N_GLOBAL, N_IRS_SCALARS, Features, scenario_features
 from irs_torch.learn.nets import CLinear, ModReLU, channel_transmit, combine_slots, expand_scenario, mlp
+from irs_torch.learn.safe_load import read_checkpoint
 from irs_torch.scenario import Scenario
 
 MODEL_FORMAT = "irs-torch/warm-start-anysize-model"
@@ -454,10 +455,8 @@ def is_anysize_sidecar(path) -> bool:
 
 
 def load_model(path, scenario: Scenario | None = None) -> AnySizeNet:
-    """The :class:`AnySizeNet` of a model file, weights-only (:func:`irs_torch.learn.checkpoint.read_checkpoint`),
+    """The :class:`AnySizeNet` of a model file, weights-only (:func:`irs_torch.learn.safe_load.read_checkpoint`),
     on CPU, in eval mode; with ``scenario``, :meth:`AnySizeNet.check_scenario` (warns outside the ranges)."""
-    from irs_torch.learn.checkpoint import read_checkpoint
-
     ckpt = read_checkpoint(path)
     if ckpt.get("format") != MODEL_FORMAT:
         raise ValueError(f"{path}: not an any-size warm-start model (format {ckpt.get('format')!r})")

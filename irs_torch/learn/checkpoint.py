@@ -13,9 +13,9 @@ ValueError that names them.
 Safety: model files from outside are data, never code. Every load is ``torch.load(...,
 weights_only=True)`` (tensors, numbers, strings, containers only); a file that needs anything else
 (a pickled object, a legacy or crafted file) is refused with a ValueError naming it, and nothing in
-it runs. There is no unsafe fallback. The checkpoint scan (:func:`irs_torch.runtime.find_checkpoint`)
-does not open the model files at all: it reads the JSON sidecar ``<stem>.json`` that
-:func:`export_model` writes next to each slim model file (:func:`write_sidecar`; format
+it runs (:func:`irs_torch.learn.safe_load.read_checkpoint`). There is no unsafe fallback. The checkpoint
+scan (:func:`irs_torch.inference.find_checkpoint`) does not open the model files at all: it reads the JSON
+sidecar ``<stem>.json`` that :func:`export_model` writes next to each slim model file (:func:`write_sidecar`; format
 :data:`SIDECAR_FORMAT`: sizes, element spacings, ``active``, the model file's sha256). For a model
 file without one: ``python -m irs_torch.learn.checkpoint sidecar FILE.pt`` (a weights-only load).
 """
@@ -31,7 +31,8 @@ from pathlib import Path
 import torch
 
 from irs_torch.learn.nets import WarmStartNet
-from irs_torch.outputs import apply_file_mode, dumps, file_sha256  # noqa: F401 (file_sha256 re-exported)
+from irs_torch.learn.safe_load import read_checkpoint
+from irs_torch.outputs import apply_file_mode, dumps, file_sha256
 from irs_torch.scenario import Scenario
 
 MODEL_FORMAT = "irs-torch/warm-start-model"
@@ -57,39 +58,6 @@ def default_checkpoint_dirs() -> tuple[Path, ...]:
     if (repo / "pyproject.toml").is_file() and (repo / "checkpoints").is_dir():
         out.append(repo / "checkpoints")
     return tuple(out)
-
-
-def _refusal_detail(e: Exception) -> str:
-    """The specific reason in torch's weights-only refusal (e.g. "Unsupported global: GLOBAL io.open
-    was not an allowed global by default."), without its boilerplate; one line."""
-    text = str(e)
-    key = "WeightsUnpickler error:"
-    if key in text:
-        lines = [ln.strip() for ln in text.split(key, 1)[1].splitlines() if ln.strip()]
-        if lines:
-            return lines[0].split(" Please use", 1)[0][:200]
-    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
-    return f"{type(e).__name__}: {first}"[:200]
-
-
-def read_checkpoint(path) -> dict:
-    """The raw dict of a model file or Lightning checkpoint, loaded with ``torch.load(...,
-    weights_only=True)`` only (nothing in the file is executed). Raises FileNotFoundError if it does
-    not exist and ValueError naming the file if it is not a weights-only warm-start checkpoint."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, EOFError, ...
-        raise ValueError(
-            f"{path}: refused: not a weights-only checkpoint (torch.load(weights_only=True): {_refusal_detail(e)}); "
-            f"irs-torch never unpickles model files (they could run code): use a model file written by "
-            f"irs-torch (export_model, or a Lightning .ckpt of `python -m irs_torch.learn.train`), or re-save a "
-            f"model you trust as plain tensors and numbers") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
-        raise ValueError(f"{path}: not a warm-start checkpoint (no state_dict / hyper_parameters)")
-    return ckpt
 
 
 def sidecar_path(path) -> Path:

@@ -19,15 +19,13 @@ import time
 
 import torch
 
-from irs_torch.outputs import dumps
+from irs_torch.outputs import dumps, progress_bar
 
 
 def evaluate(checkpoint, data_root, split: str = "test", batch_size: int = 256, fractions=None,
              require_success: bool = True, progress: bool = True, return_ratios: bool = False) -> dict:
     """Metrics of ``checkpoint`` on ``split`` of the data set at ``data_root`` (module docstring).
     ``return_ratios``: also return the per-instance ratios (list, split order) under ``"ratios"``."""
-    from tqdm import tqdm
-
     from irs_torch.data.datamodule import TRAIN_KEYS, collate_instances
     from irs_torch.data.dataset import ShardDataset, scenario_from_batch
     from irs_torch.learn.checkpoint import check_compatible, load_model
@@ -45,7 +43,7 @@ def evaluate(checkpoint, data_root, split: str = "test", batch_size: int = 256, 
     rows = []
     t_net = 0.0
     with torch.no_grad():
-        for i in tqdm(range(0, len(ds), batch_size), desc=f"evaluate {split}", disable=not progress,
+        for i in progress_bar(range(0, len(ds), batch_size), desc=f"evaluate {split}", progress=progress,
                       unit="batch"):
             b = collate_instances([ds[j] for j in range(i, min(len(ds), i + batch_size))])
             scen = scenario_from_batch(b, attrs).to(torch.complex128)
@@ -108,8 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     text = dumps(res, indent=2)
     print(text)
     if a.json:
-        with open(a.json, "w") as f:
-            f.write(text + "\n")
+        from irs_torch.outputs import atomic_write_text
+
+        atomic_write_text(a.json, text + "\n")
     return 0
 
 

@@ -76,8 +76,8 @@ def _atomic_save(obj, path: Path):
 
 def validate(net, scn, unroll: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per instance ``(B,)``: the network's max-CRB alone and after ``unroll`` first-order steps from its four best
-    designs (:func:`irs_torch.runtime.network_starts`, :func:`irs_torch.solvers.first_order.refine_batch`)."""
-    from irs_torch.runtime import network_starts
+    designs (:func:`irs_torch.inference.network_starts`, :func:`irs_torch.solvers.first_order.refine_batch`)."""
+    from irs_torch.inference import network_starts
     from irs_torch.solvers.first_order import refine_batch
 
     R0, p0 = network_starts(net, scn, 4)
@@ -108,7 +108,8 @@ def finetune(out, settings: FinetuneSettings, *, minutes: float | None = None, l
             diff = {k: (old.get(k), v) for k, v in asdict(st).items() if old.get(k) != v}
             raise ValueError(f"{out} holds a run with other settings {diff} (old, new): use another --out")
     else:
-        sfile.write_text(json.dumps(asdict(st), indent=1))
+        from irs_torch.outputs import atomic_write_text
+        atomic_write_text(sfile, json.dumps(asdict(st), indent=1))
     cfg = load_config(st.data_config).replace(seed=int(st.seed))
     vcfg = cfg.replace(seed=int(st.seed) + 1)
     net = load_model(st.init)
@@ -130,7 +131,8 @@ def finetune(out, settings: FinetuneSettings, *, minutes: float | None = None, l
     else:
         b_raw, b_ref = validate(load_model(st.init), val, st.unroll)
         base = {"raw": b_raw, "refined": b_ref}
-        base_path.write_text(json.dumps({k: v.tolist() for k, v in base.items()}))
+        from irs_torch.outputs import atomic_write_text
+        atomic_write_text(base_path, json.dumps({k: v.tolist() for k, v in base.items()}))
     tb = SummaryWriter(str(out / "tb"))
     t0 = time.perf_counter()
     last = {}
@@ -229,7 +231,8 @@ def plot_history(out, png=None, hardware: str = "") -> Path:
     ax.legend(fontsize=8)
     fig.tight_layout()
     png = Path(png) if png else out / "history.png"
-    fig.savefig(png, dpi=120)
+    from irs_torch.outputs import atomic_savefig
+    atomic_savefig(fig, png, dpi=120)
     plt.close(fig)
     return png
 

@@ -45,6 +45,37 @@ LR_SCHEDULES = ("cosine", "constant")
 HYP_LOSSES = ("joint", "slots")
 
 
+def _check_sizes(kw: dict) -> None:
+    """Bound every size-like field of the model config before anything is allocated or trained
+    (:mod:`irs_torch.limits`); ValueError naming the field (``model.hidden`` etc.) otherwise."""
+    from irs_torch.limits import (
+        MAX_HIDDEN,
+        MAX_HYPOTHESES,
+        MAX_NET_DEPTH,
+        MAX_NET_PARAMETERS,
+        MAX_NORMALIZER_INSTANCES,
+        MAX_UNROLL_STEPS,
+        check_int,
+        check_scenario_sizes,
+    )
+
+    check_scenario_sizes(kw["M"], kw["N_h"], kw["N_v"], kw["L"],
+                         names={k: f"model.{k}" for k in ("M", "N_h", "N_v", "L")})
+    for k, lo, hi in (("hidden", 1, MAX_HIDDEN), ("channels", 1, MAX_HIDDEN), ("depth", 0, MAX_NET_DEPTH),
+                      ("layers", 0, MAX_NET_DEPTH), ("rank", 1, MAX_HIDDEN), ("hypotheses", 1, MAX_HYPOTHESES),
+                      ("unroll_steps", 0, MAX_UNROLL_STEPS), ("unroll_hypotheses", 1, MAX_HYPOTHESES),
+                      ("normalizer_instances", 1, MAX_NORMALIZER_INSTANCES), ("warmup_steps", 0, None)):
+        check_int(f"model.{k}", kw[k], lo, hi)
+    try:
+        with torch.device("meta"):
+            n = sum(math.prod(p.shape) for p in WarmStartNet(**{k: kw[k] for k in NET_KEYS}).parameters())
+    except (TypeError, ValueError, RuntimeError, KeyError) as e:
+        raise ValueError(f"model: these settings do not describe a network ({type(e).__name__}: {e})") from None
+    if n > MAX_NET_PARAMETERS:
+        raise ValueError(f"model: hidden/depth/channels/layers give a network of {n} weights, more than the "
+                         f"{MAX_NET_PARAMETERS} allowed")
+
+
 class WarmStartModule(L.LightningModule):
     """Train :class:`~irs_torch.learn.nets.WarmStartNet` on solver-labelled shards.
 
@@ -116,6 +147,7 @@ class WarmStartModule(L.LightningModule):
             raise ValueError(f"hyp_loss must be one of {HYP_LOSSES}, got {hyp_loss!r}")
         if not isinstance(normalizer_instances, int) or normalizer_instances < 1:
             raise ValueError(f"normalizer_instances must be an integer >= 1, got {normalizer_instances!r}")
+        _check_sizes(locals())
         self.save_hyperparameters()
         hp = self.hparams
         self.net = WarmStartNet(**{k: hp[k] for k in NET_KEYS})

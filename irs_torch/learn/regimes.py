@@ -1,13 +1,13 @@
 """Regimes and budget buckets used to break the warm-start metrics down, so a model's weak regime shows.
 
 One definition for the TensorBoard logs of training (:mod:`irs_torch.learn.module`), the warm-start
-benchmark (:mod:`irs_torch.warmstart_bench`) and the model card (``scripts/model_card.py``):
+benchmark (:mod:`irs_torch.bench.warmstart`) and the model card (``scripts/model_card.py``):
 
 - **C1 regime** of an instance, at a *reference* design (the label, or the best-known design):
   ``"c1-binding"`` when the IRS power constraint C1 (eq. (7), (17a)) is active, i.e. its relative
   margin ``1 - P_irs / P_s`` is below :data:`C1_TOL` (0.1 %), for the IRS that attains the max-CRB
   (the one that sets the objective); else ``"standard"``. The same rule as
-  :func:`irs_torch.quality.regime`, which tags the quality suite.
+  :func:`irs_torch.bench.quality.regime`, which tags the quality suite.
 - **P_s bucket**: the decade of the IRS budget P_s [W]: ``"P_s <1e-3"``, ``"P_s 1e-3..1e-2"``,
   ``"P_s 1e-2..0.1"``, ``"P_s >=0.1"`` (TensorBoard tags ``P_s_lt1e-3``, ``P_s_1e-3-1e-2``, ``P_s_1e-2-0p1``,
   ``P_s_ge0p1``) (:data:`PS_EDGES`; the budget-conditioned training range is

@@ -32,6 +32,28 @@ class WarmStartCLI(LightningCLI):
     architecture still fails when the weights are loaded.
     """
 
+    def init_parser(self, **kwargs):
+        """The main and every subcommand parser raise on a bad flag or config field (instead of printing a
+        multi-line usage and exiting), so :func:`main` reports it in one line naming the field."""
+        kwargs.setdefault("exit_on_error", False)
+        return super().init_parser(**kwargs)
+
+    def instantiate_trainer(self, **kwargs):
+        """Lightning's Trainer checks its own settings (``devices``, ``max_epochs``, ...) with a TypeError
+        or MisconfigurationException; report them as the user errors they are, naming the section."""
+        from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except (TypeError, MisconfigurationException) as e:
+            raise ValueError(f"trainer: {e}") from None
+
+    def _set_seed(self) -> None:
+        seed = self._get(self.config, "seed_everything")
+        if not isinstance(seed, bool) and isinstance(seed, int) and not 0 <= seed <= 2**32 - 1:
+            raise ValueError(f"seed_everything must be an integer in [0, {2**32 - 1}] (or true/false), got {seed}")
+        super()._set_seed()
+
     def _parse_ckpt_path(self) -> None:
         sub = self.config.get("subcommand")
         if not sub:
@@ -77,15 +99,24 @@ def check_ckpt_path(ckpt_path) -> Path:
 
 
 def main(args: list[str] | None = None) -> int:
+    """Run the CLI; exit status 0, or 2 with one line ``irs-torch train: error: ...`` naming the flag,
+    config field or file of a user error (a bad flag or YAML value, a missing or refused file)."""
+    from jsonargparse import ArgumentError
+
     try:
         WarmStartCLI(WarmStartModule, ShardDataModule, seed_everything_default=0,
                      save_config_kwargs={"overwrite": True}, auto_configure_optimizers=False, args=args)
-    except (ValueError, FileNotFoundError, OSError) as e:
+    except (ValueError, FileNotFoundError, OSError, ArgumentError) as e:
         from irs_torch.errors import debug_enabled
 
         if debug_enabled():
             raise
-        print(f"irs-torch train: error: {e}", file=sys.stderr)
+        msg = " ".join(str(e).split())  # jsonargparse's messages span lines: keep the field and the value
+        print(f"irs-torch train: error: {msg}", file=sys.stderr)
+        return 2
+    except RecursionError:  # e.g. a YAML alias that contains itself (a: &x [*x])
+        print("irs-torch train: error: --config: the configuration is nested too deeply or refers to itself "
+              "(a recursive YAML alias)", file=sys.stderr)
         return 2
     return 0
 

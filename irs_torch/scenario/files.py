@@ -22,9 +22,8 @@ import torch
 
 from irs_torch.errors import InputError
 from irs_torch.physics.geometry import target_angles
-from irs_torch.scenario.model import BUDGET_FIELDS, SCALAR_FIELDS, TENSOR_FIELDS, Scenario
+from irs_torch.scenario.model import BUDGET_FIELDS, SCALAR_FIELDS, SCENARIO_FORMAT, TENSOR_FIELDS, Scenario
 
-SCENARIO_FORMAT = "irs-torch/scenario"
 SOLUTION_FORMAT = "irs-torch/solution"
 
 # Fields read from a scenario file: required keys, integers, strings.
@@ -39,22 +38,6 @@ def package_version() -> str:
     from irs_torch import __version__
 
     return __version__
-
-
-def scenario_to_dict(scenario: Scenario) -> dict:
-    """Plain numpy/str values keyed by the documented field names (the file's keys)."""
-    out: dict[str, Any] = {"format": SCENARIO_FORMAT, "version": package_version()}
-    for f in TENSOR_FIELDS:
-        t = getattr(scenario, f)
-        if t is not None:
-            out[f] = torch.as_tensor(t).detach().cpu().numpy()
-    for f in SCALAR_FIELDS:
-        v = getattr(scenario, f)
-        if torch.is_tensor(v):
-            v = v.detach().cpu().numpy()
-        out[f] = np.asarray(-1 if (f == "seed" and v is None) else v)
-    out["L"] = np.asarray(scenario.L)
-    return out
 
 
 def scenario_from_dict(d: dict, source: str = "<dict>") -> Scenario:
@@ -229,11 +212,3 @@ def load_npz(path, what: str, keys=None) -> dict:
         raise
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
         raise InputError(f"{path}: not a readable {what} .npz file ({type(e).__name__}: {e})") from None
-
-
-def export_mat(path, d: dict) -> Path:
-    """Write the file keys ``d`` of a scenario or solution as a compressed MATLAB ``.mat`` file."""
-    import scipy.io
-
-    scipy.io.savemat(str(path), d, do_compression=True)
-    return Path(path)

@@ -25,10 +25,12 @@ IRSs: a scalar, or a tensor of the batch shape of G (per-IRS budgets are not sup
 :meth:`Scenario.budget` returns one as a tensor, :meth:`Scenario.budget_broadcast` with a trailing
 axis so that it broadcasts against per-IRS quantities ``(..., L)``.
 
-Presets and constructors live in :mod:`irs_torch.scenario.presets`, the random-geometry sampler
-in :mod:`irs_torch.scenario.sampling`, the file format in :mod:`irs_torch.scenario.files`; the
-classmethods here (:meth:`Scenario.paper`, :meth:`Scenario.from_geometry`, :meth:`Scenario.random`,
-:meth:`Scenario.load`, ...) call them.
+This module knows nothing of presets, samplers or file reading: those build Scenarios.
+:func:`irs_torch.scenario.presets.paper_scenario` (the paper's Section V) and
+:func:`~irs_torch.scenario.presets.from_geometry`; :func:`irs_torch.scenario.sampling.random_scenario`;
+:func:`irs_torch.scenario.files.load_scenario` and :func:`~irs_torch.scenario.files.scenario_from_dict` (strict
+reading of what :meth:`Scenario.save` / :meth:`Scenario.to_dict` write). The node placement rules are in
+:mod:`irs_torch.scenario.placement`.
 """
 from __future__ import annotations
 
@@ -44,7 +46,9 @@ import torch
 from irs_torch import crb as crb_model
 from irs_torch.errors import InputError, InputTypeError
 from irs_torch.physics.geometry import target_angles
+from irs_torch.scenario.placement import check_node_placement
 
+SCENARIO_FORMAT = "irs-torch/scenario"
 TENSOR_FIELDS = ("G", "theta", "phi", "beta", "bs_pos", "irs_pos", "irs_yaw", "target_pos")
 SCALAR_FIELDS = ("M", "N_h", "N_v", "d_h", "d_v", "d_bs", "wavelength", "sigma_r2", "sigma_b2",
                  "T_c", "P_t", "P_s", "a_max", "active", "K_db", "C0_db", "alpha", "beta_model",
@@ -56,10 +60,6 @@ REAL_SCALAR_FIELDS = ("d_h", "d_v", "d_bs", "wavelength", "T_c", "K_db", "C0_db"
 # Largest admissible difference (rad) between stored angles and those of the stored geometry.
 ANGLE_TOL_RAD = {torch.float64: 1e-9, torch.float32: 1e-5}
 
-# Minimum node separation (m) and the smallest admissible cosine between a direction and an
-# IRS normal (the target and the BS must be in front of every IRS, off its plane).
-MIN_SEPARATION_M = 0.5
-MIN_FRONT_COSINE = 0.05
 
 
 def _is_real_scalar(v) -> bool:
@@ -80,20 +80,6 @@ def _check_positive(name, value, *, allow_zero=False):
         worst = v[bad].flatten()[0].item() if v.dim() else v.item()
         rel = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be finite and {rel}, got {worst}")
-
-
-def check_node_placement(name: str, dist: torch.Tensor, front: torch.Tensor, L: int, what: str = ""):
-    """The node ``name`` (``target_pos`` or ``bs_pos``) must be >= ``MIN_SEPARATION_M`` m from every IRS
-    and in front of it (cosine to its normal >= ``MIN_FRONT_COSINE``). ``dist``, ``front``: ``(..., L)``
-    from :func:`irs_torch.physics.geometry.direction_angles`. Raises ValueError naming the IRS."""
-    if (dist < MIN_SEPARATION_M).any():
-        idx = int(torch.nonzero((dist < MIN_SEPARATION_M).flatten())[0]) % L
-        raise ValueError(f"{name} is {dist.flatten()[idx].item():.3g} m from IRS {idx + 1} "
-                         f"(must be >= {MIN_SEPARATION_M} m){what}")
-    if (front < MIN_FRONT_COSINE).any():
-        idx = int(torch.nonzero((front < MIN_FRONT_COSINE).flatten())[0]) % L
-        raise ValueError(f"{name} is behind or in the plane of IRS {idx + 1} "
-                         f"(cosine to its normal {front.flatten()[idx].item():.3g}, must be >= {MIN_FRONT_COSINE})")
 
 
 @dataclass(frozen=True)
@@ -290,6 +276,10 @@ class Scenario:
             if t is None:
                 continue
             ch[f] = t.to(device=device, dtype=cd if t.is_complex() else rd)
+        if rd == torch.float64 and self.real_dtype != torch.float64 and ch.get("target_pos") is not None:
+            # up from float32: the angles carry float32 rounding (~1e-7 rad) that the float64 check against the
+            # stored geometry (ANGLE_TOL_RAD) would reject; they are derived from the geometry, so derive them again
+            ch["theta"], ch["phi"], _, _ = target_angles(ch["irs_pos"], ch["irs_yaw"], ch["target_pos"])
         return self.replace(**ch)
 
     def budget(self, name: str) -> torch.Tensor:
@@ -513,37 +503,6 @@ class Scenario:
                 ch[f] = v[idx]
         return self.replace(**ch)
 
-    # ------------------------------------------------------------------ constructors (irs_torch.scenario.presets)
-    @classmethod
-    def paper(cls, seed: int = 0, **kwargs) -> "Scenario":
-        """The scenario of the paper's Section V: :func:`irs_torch.scenario.presets.paper`."""
-        from irs_torch.scenario.presets import paper
-
-        return paper(seed, **kwargs)
-
-    @classmethod
-    def from_geometry(cls, **kwargs) -> "Scenario":
-        """One scenario from positions: :func:`irs_torch.scenario.presets.from_geometry`."""
-        from irs_torch.scenario.presets import from_geometry
-
-        return from_geometry(**kwargs)
-
-    @classmethod
-    def random(cls, seed: int = 0, distribution=None, **overrides) -> "Scenario":
-        """A random geometry around the paper's scenario, drawn from ``seed``.
-
-        See :class:`irs_torch.scenario.sampling.GeometryDistribution` for the ranges and the
-        rejection rule (default: ``GeometryDistribution()``, or ``GeometryDistribution(L=L)`` with an
-        ``L`` keyword: L IRSs).
-        """
-        from irs_torch.scenario.sampling import GeometryDistribution
-
-        L = overrides.pop("L", None)
-        if distribution is not None and L is not None and L != distribution.L:
-            raise ValueError(f"L={L} differs from the distribution's L={distribution.L}")
-        dist = distribution or (GeometryDistribution() if L is None else GeometryDistribution(L=L))
-        return dist.sample(seed, **overrides)
-
     @classmethod
     def stack(cls, scenarios: list["Scenario"]) -> "Scenario":
         """Stack unbatched scenarios of equal sizes into one batch (budgets become tensors)."""
@@ -573,35 +532,33 @@ class Scenario:
                 raise ValueError(f"all scenarios must share {f}, got {sorted(vals)}")
         return s0.replace(seed=None, preset="batch", **ch)
 
-    # ------------------------------------------------------------------ files (irs_torch.scenario.files)
+    # ------------------------------------------------------------------ plain values and writing
     def to_dict(self) -> dict:
-        """Plain numpy/str values keyed by the documented field names (:mod:`irs_torch.scenario.files`)."""
-        from irs_torch.scenario.files import scenario_to_dict
+        """Plain numpy/str values keyed by the documented field names: the keys of a scenario file
+        (read back, strictly, by :func:`irs_torch.scenario.files.load_scenario`)."""
+        from irs_torch import __version__
 
-        return scenario_to_dict(self)
+        out: dict[str, Any] = {"format": SCENARIO_FORMAT, "version": __version__}
+        for f in TENSOR_FIELDS:
+            t = getattr(self, f)
+            if t is not None:
+                out[f] = torch.as_tensor(t).detach().cpu().numpy()
+        for f in SCALAR_FIELDS:
+            v = getattr(self, f)
+            if torch.is_tensor(v):
+                v = v.detach().cpu().numpy()
+            out[f] = np.asarray(-1 if (f == "seed" and v is None) else v)
+        out["L"] = np.asarray(self.L)
+        return out
 
     def save(self, path) -> Path:
-        """Write a ``.npz`` with the documented keys (:mod:`irs_torch.scenario.files`). Atomic."""
+        """Write a ``.npz`` with the documented keys (:meth:`to_dict`). Atomic."""
         from irs_torch.outputs import atomic_savez
 
         return atomic_savez(path, self.to_dict())
 
     def export_mat(self, path) -> Path:
         """Write a MATLAB ``.mat`` file with the same keys as :meth:`save`."""
-        from irs_torch.scenario.files import export_mat
+        from irs_torch.outputs import export_mat
 
         return export_mat(path, self.to_dict())
-
-    @classmethod
-    def from_dict(cls, d: dict, source: str = "<dict>") -> "Scenario":
-        """A scenario from the file keys; strict (:func:`irs_torch.scenario.files.scenario_from_dict`)."""
-        from irs_torch.scenario.files import scenario_from_dict
-
-        return scenario_from_dict(d, source)
-
-    @classmethod
-    def load(cls, path) -> "Scenario":
-        """Read a scenario ``.npz`` written by :meth:`save` (or by hand with the same keys)."""
-        from irs_torch.scenario.files import load_scenario
-
-        return load_scenario(path)

@@ -10,7 +10,8 @@ import torch
 
 from irs_torch.physics.channels import rician_bs_irs_channel, target_coefficient
 from irs_torch.physics.geometry import dbm_to_watt, direction_angles, target_angles
-from irs_torch.scenario.model import Scenario, check_node_placement
+from irs_torch.scenario.model import Scenario
+from irs_torch.scenario.placement import check_node_placement
 
 # The paper's Section V geometry (m, rad): BS at the origin, two IRSs on the plane x = -5 facing +x.
 PAPER_GEOMETRY = dict(bs_pos=[0.0, 0.0, 0.0], irs_pos=[[-5.0, 10.0, 0.0], [-5.0, 20.0, 0.0]],
@@ -34,10 +35,10 @@ def irs_rows(L: int, center: float = 15.0, span: float = 10.0, min_spacing: floa
 def paper_geometry(L: int = 2) -> dict:
     """The paper's Section V geometry with L IRSs on the plane x = -5 m facing +x, at :func:`irs_rows`
     (L = 2: the paper's). ValueError naming L if the placement breaks the geometry accept rule
-    (:func:`irs_torch.scenario.sampling.geometry_admissible`, 2 m separation, front cosine 0.2)."""
+    (:func:`irs_torch.scenario.placement.geometry_admissible`, 2 m separation, front cosine 0.2)."""
     import numpy as np
 
-    from irs_torch.scenario.sampling import geometry_admissible
+    from irs_torch.scenario.placement import geometry_admissible
 
     if L == 2:
         return dict(PAPER_GEOMETRY)
@@ -50,7 +51,7 @@ def paper_geometry(L: int = 2) -> dict:
     return g
 
 
-def paper(seed: int = 0, *, M: int = 16, N_h: int = 4, N_v: int = 4, P_t: float = 20.0,
+def paper_scenario(seed: int = 0, *, M: int = 16, N_h: int = 4, N_v: int = 4, P_t: float = 20.0,
           P_s: float = 0.1, a_max: float = 8.0, active: bool = True, L: int = 2, **overrides) -> Scenario:
     """The scenario of the paper's Section V with the defaults of docs/assumptions.md.
 

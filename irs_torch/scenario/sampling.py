@@ -1,11 +1,7 @@
-"""Random geometries: the one geometry accept rule and the sampler behind :meth:`Scenario.random`.
+"""Random geometries around the paper's scenario: :class:`GeometryDistribution` and :func:`random_scenario`.
 
-:func:`geometry_admissible` is the rejection rule used by every random geometry in irs-torch
-(:class:`GeometryDistribution` here, and the data-set distribution
-:class:`irs_torch.data.distribution.DatasetConfig`): a draw is admissible if every pair of nodes
-(BS, IRSs, target) is at least ``min_separation`` m apart and the target and the BS are in front of
-every IRS with cosine to its normal at least ``min_front_cosine``. Each caller keeps its own
-defaults for the two thresholds (both 2.0 m and 0.2 today).
+A draw that breaks the geometry accept rule (:func:`irs_torch.scenario.placement.geometry_admissible`) is
+redrawn, deterministically from the seed.
 """
 from __future__ import annotations
 
@@ -15,32 +11,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from irs_torch.scenario.model import Scenario
+from irs_torch.scenario.placement import geometry_admissible
 from irs_torch.scenario.presets import from_geometry
-
-
-def geometry_admissible(bs_pos: np.ndarray, irs_pos: np.ndarray, irs_yaw: np.ndarray, target_pos: np.ndarray,
-                        min_separation: float, min_front_cosine: float) -> bool:
-    """The rejection rule: True if the geometry is admissible (see the module docstring).
-
-    Shapes: bs_pos ``(3,)``, irs_pos ``(L, 3)`` [m], irs_yaw ``(L,)`` [rad] (IRS normal
-    ``(cos yaw, sin yaw, 0)``), target_pos ``(3,)`` [m]; min_separation [m]; min_front_cosine.
-    """
-    nodes = np.vstack([bs_pos[None], irs_pos, target_pos[None]])
-    dd = np.linalg.norm(nodes[:, None] - nodes[None], axis=-1)
-    if (dd[np.triu_indices(len(nodes), 1)] < min_separation).any():
-        return False
-    n = np.stack([np.cos(irs_yaw), np.sin(irs_yaw), np.zeros_like(irs_yaw)], -1)
-    for p in (target_pos, bs_pos):
-        k = p[None] - irs_pos
-        k = k / np.linalg.norm(k, axis=-1, keepdims=True)
-        if ((k * n).sum(-1) < min_front_cosine).any():
-            return False
-    return True
 
 
 @dataclass(frozen=True)
 class GeometryDistribution:
-    """Random geometries around the paper's scenario (used by :meth:`Scenario.random`).
+    """Random geometries around the paper's scenario (used by :func:`random_scenario`).
 
     The BS sits at the origin with its ULA along +x. IRS l sits at ``x = irs_x + U(-jitter, jitter)``,
     ``y = irs_y[l] + U(-jitter, jitter)``, ``z = 0`` (``irs_y`` None: the L rows of
@@ -115,3 +92,17 @@ class GeometryDistribution:
         kw = dict(M=self.M, N_h=self.N_h, N_v=self.N_v, **budgets)
         kw.update(overrides)
         return from_geometry(bs_pos=bs, irs_pos=irs, irs_yaw=yaw, target_pos=tgt, seed=seed, preset="random", **kw)
+
+
+def random_scenario(seed: int = 0, distribution: GeometryDistribution | None = None, **overrides) -> Scenario:
+    """A random geometry around the paper's scenario, drawn from ``seed``.
+
+    See :class:`GeometryDistribution` for the ranges and the rejection rule (default:
+    ``GeometryDistribution()``, or ``GeometryDistribution(L=L)`` with an ``L`` keyword: L IRSs); other
+    ``overrides`` are keywords of :func:`irs_torch.scenario.presets.from_geometry`.
+    """
+    L = overrides.pop("L", None)
+    if distribution is not None and L is not None and L != distribution.L:
+        raise ValueError(f"L={L} differs from the distribution's L={distribution.L}")
+    dist = distribution or (GeometryDistribution() if L is None else GeometryDistribution(L=L))
+    return dist.sample(seed, **overrides)

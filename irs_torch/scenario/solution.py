@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,7 +84,7 @@ class Solution:
 
     def export_mat(self, path) -> Path:
         """Write a MATLAB ``.mat`` file with the same keys as :meth:`save`."""
-        from irs_torch.scenario.files import export_mat
+        from irs_torch.outputs import export_mat
 
         return export_mat(path, self.to_dict())
 
@@ -114,3 +115,32 @@ class Solution:
                        method=str(d.get("method", "custom")), metadata=md, arrays=arrays)
         except (ValueError, TypeError) as e:
             raise InputError(f"{path}: {e}") from None
+
+
+def design_summary(scenario: Scenario, R_s: torch.Tensor, psi: torch.Tensor) -> dict:
+    """A design on a scenario as plain Python values (the report of ``irs-torch crb``): per IRS the CRB
+    tr(F^-1), the angle CRBs and root-CRBs [deg], IRS power against P_s; BS power against P_t; the largest
+    amplitude against a_max; max-CRB, feasibility and the constraint margins."""
+    c = scenario.crb(R_s, psi)
+    irs = scenario.irs_power(R_s, psi)
+    bs = scenario.bs_power(R_s)
+    m = scenario.constraint_margins(R_s, psi)
+    deg = 180.0 / math.pi
+    tl = lambda t: [float(x) for x in t.detach().flatten()]  # noqa: E731
+    return {
+        "crb": tl(c.total),
+        "crb_angles": tl(c.angles),
+        "crb_theta": tl(c.theta),
+        "crb_phi": tl(c.phi),
+        "root_crb_theta_deg": [math.sqrt(x) * deg for x in tl(c.theta)],
+        "root_crb_phi_deg": [math.sqrt(x) * deg for x in tl(c.phi)],
+        "irs_power": tl(irs),
+        "P_s": float(scenario.P_s),
+        "bs_power": float(bs),
+        "P_t": float(scenario.P_t),
+        "max_amplitude": tl(psi.abs().amax(-1)),
+        "a_max": float(scenario.a_max),
+        "max_crb": float(c.total.max()),
+        "feasible": bool(scenario.is_feasible(R_s, psi, rtol=1e-6)),
+        "margins": {k: tl(v) for k, v in m.items()},
+    }

@@ -23,9 +23,12 @@ Effort levels (:mod:`.strategy`): ``SolverOptions(effort=...)`` chooses how meth
 ``init=None`` searches: "default" (a batched joint first-order screen of 8 diverse starts, then the AO
 from the best), "fast", "thorough" (the best-known search) or "legacy" (one random start; data-set
 labels use it). Measured against the best-known designs of the quality suite:
-``irs-torch bench quality`` (:mod:`irs_torch.quality`).
+``irs-torch bench quality`` (:mod:`irs_torch.bench.quality`).
 
-Building blocks: :mod:`.transmit` (P2), :mod:`.reflect` (P3), :mod:`.ao`, :mod:`.strategy`, :mod:`.baselines`.
+Building blocks: :mod:`.transmit` (P2), :mod:`.reflect` (P3 by first order; :mod:`.reflect_sdr` by SCA + SDR
+on the Theta model :mod:`.theta_model`), :mod:`.ao` (the AO loop), :mod:`.starts`
+(starting points), :mod:`.screen` (the joint first-order screen), :mod:`.strategy` (``solve`` and the
+effort levels), :mod:`.baselines`.
 """
 from irs_torch.solvers.result import (  # noqa: F401
     EFFORTS,
@@ -39,10 +42,14 @@ from irs_torch.solvers.result import (  # noqa: F401
 
 
 def __getattr__(name):  # lazy: `from irs_torch.solvers import SolverOptions` imports no cvxpy (fast start-up)
-    if name in ("solve", "initial_point"):
-        from irs_torch.solvers import ao
+    if name == "solve":
+        from irs_torch.solvers.strategy import solve
 
-        return getattr(ao, name)
+        return solve
+    if name == "initial_point":
+        from irs_torch.solvers.starts import initial_point
+
+        return initial_point
     raise AttributeError(f"module 'irs_torch.solvers' has no attribute {name!r}")
 
 

@@ -279,10 +279,10 @@ def refine_batch(scenario: Scenario, R0: torch.Tensor, psi0: torch.Tensor, *, st
     mark = best_c.amin(0).clone()  # per instance: best max-CRB at the last patience check
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from irs_torch.outputs import progress_bar
 
-        bar = tqdm(total=steps, desc=f"first-order refine ({B} instance{'s' if B != 1 else ''} x {K})",
-                   unit="step")
+        bar = progress_bar(total=steps, desc=f"first-order refine ({B} instance{'s' if B != 1 else ''} x {K})",
+                           unit="step")
     for it in range(steps):
         relaxed = it < t_relax
         if patience and it > t_relax and (it - t_relax) % patience == 0:

@@ -17,7 +17,7 @@ P2_SOLVERS = ("SCS", "CLARABEL")
 P3_METHODS = ("sca-sdr", "first-order")
 METHODS = ("ao", "transmit-only", "reflective-only", "passive")
 INIT_KINDS = ("random", "aligned")
-EFFORTS = ("legacy", "fast", "default", "thorough", "portfolio")  # see irs_torch.solvers.strategy
+EFFORTS = ("legacy", "fast", "default", "thorough", "portfolio", "first-order")  # see irs_torch.solvers.strategy
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ class SolveResult:
     history: one dict per AO iteration (``max_crb``, ``crb`` list, ``t_p2``, ``t_p3`` seconds, and
     step details, including ``p2_failed`` / ``p3_failed`` and the solver failure counts); status:
     ``"converged"`` (relative improvement < rtol), ``"max-iter"``, ``"single-step"`` (benchmarks),
-    ``"network-only"`` (:func:`irs_torch.runtime.solve_learned` with ``refine="none"``),
+    ``"network-only"`` (:func:`irs_torch.inference.solve_learned` with ``refine="none"``),
     ``"solver-failed"`` or ``"infeasible"`` (see below); success: see below; nit: AO iterations;
     times: ``total``, ``p2``, ``p3`` seconds; options: the settings as a dict plus ``method``;
     init_*: the starting point; message: what went wrong or is worth knowing (empty if nothing);

@@ -1,4 +1,8 @@
-"""Effort levels of the exact solver: which starting points the AO runs from, and how many.
+"""The exact solver's entry point, :func:`solve`, and its effort levels: which starting points the AO runs
+from, and how many.
+
+:func:`solve` decides the strategy; the AO itself (:func:`irs_torch.solvers.ao.solve_direct`) is a plain
+function the strategies call for each start.
 
 The AO (:mod:`.ao`) is a local method. When C1 binds it keeps roughly the amplitude level and
 the beam structure it starts from (docs/assumptions.md "Numerical experience"), so a single random start can land 2x
@@ -28,207 +32,41 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from dataclasses import dataclass
 
 import torch
 
 from irs_torch.scenario import Scenario
-from irs_torch.solvers.result import EFFORTS  # re-exported
+from irs_torch.solvers.ao import solve_direct
+from irs_torch.solvers.result import EFFORTS, SolveResult, SolverOptions
+from irs_torch.solvers.screen import joint_first_order
+from irs_torch.solvers.starts import amax_start, diverse_starts, initial_point, random_start
 
 
-# ----------------------------------------------------------------------------- starting points
-def cophased_start(scenario: Scenario):
-    """Co-phased start: ``R_s,l = P_t w_l w_l^H`` and psi_l co-phasing the cascade of the BS beam w_l
-    (:func:`irs_torch.physics.steering.cophasing_beam`), psi at the largest scale meeting C1 and
-    a_max, then :func:`~irs_torch.solvers.ao.balance_power`. Shapes ``(L, M, M)``, ``(L, N)``."""
-    from irs_torch.physics.steering import cophasing_beam
-    from irs_torch.solvers.ao import balance_power
+def solve(scenario: Scenario, method: str = "ao", init: dict | None = None,
+          options: SolverOptions | None = None, progress: bool = False) -> SolveResult:
+    """Solve (P1) for one scenario with ``method`` in ``("ao", "transmit-only", "reflective-only",
+    "passive")`` (see :mod:`irs_torch.solvers`). ``init``: see :func:`initial_point`. With
+    ``init=None`` and ``options.n_starts > 1`` the AO also runs from :func:`amax_start` (and
+    further random starts) and keeps the best. ``progress`` shows tqdm bars.
 
-    w, psi = cophasing_beam(scenario)
-    R = float(scenario.P_t) * (w.unsqueeze(-1) @ w.conj().unsqueeze(-2))
-    psi = scenario.scale_psi_to_feasible(R, psi)
-    R, psi, _ = balance_power(scenario, R, psi)
-    return R, psi
-
-
-def random_start(scenario: Scenario, seed: int, level: float = 1.0, beam: bool = False):
-    """Random phases at a_max-relative amplitude ``level`` (scaled to meet C1), ``R_s = P_t/M I``
-    (or, with ``beam``, the co-phased beam ``P_t w w^H``), then :func:`balance_power` (which scans the
-    BS power down and the amplitude up). Shapes ``(L, M, M)``, ``(L, N)``."""
-    from irs_torch.physics.steering import cophasing_beam
-    from irs_torch.solvers.ao import balance_power
-
-    g = torch.Generator().manual_seed(int(seed))
-    ph = 2 * math.pi * torch.rand(scenario.L, scenario.N, generator=g, dtype=torch.float64)
-    psi = torch.polar(torch.full_like(ph, float(level) * float(scenario.a_max)), ph).to(scenario.G.dtype)
-    if beam:
-        w, _ = cophasing_beam(scenario)
-        R = float(scenario.P_t) * (w.unsqueeze(-1) @ w.conj().unsqueeze(-2))
-    else:
-        R = scenario.isotropic_design()
-    psi = scenario.scale_psi_to_feasible(R, psi)
-    if scenario.active:
-        R, psi, _ = balance_power(scenario, R, psi)
-    return R, psi
-
-
-def diverse_starts(scenario: Scenario, n: int, seed: int = 0) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
-    """``n`` diverse feasible starts ``(name, R_s, psi)``: the co-phased start, the AO's own random
-    start (:func:`~irs_torch.solvers.ao.initial_point`), its a_max start, then random phases
-    alternating isotropic / beamformed R_s and amplitude levels 1, 0.5, 0.25 of a_max."""
-    from irs_torch.solvers.ao import amax_start, initial_point
-    from irs_torch.solvers.result import SolverOptions
-
-    out = [("cophased", *cophased_start(scenario))]
-    if n > 1:
-        R, psi, _ = initial_point(scenario, None, SolverOptions(seed=seed))
-        out.append((f"random(seed={seed})", R, psi))
-    if n > 2:
-        out.append((f"amax(seed={seed})", *amax_start(scenario, seed)))
-    k = 0
-    while len(out) < n:
-        level = (1.0, 0.5, 0.25)[k % 3]
-        beam = k % 2 == 1
-        sd = seed * 1000 + 17 + k
-        out.append((f"random(seed={sd},level={level},{'beam' if beam else 'iso'})",
-                    *random_start(scenario, sd, level, beam)))
-        k += 1
-    return out[:n]
-
-
-# ----------------------------------------------------------------------------- the joint screen
-def _sqrt_psd(R):
-    lam, V = torch.linalg.eigh(0.5 * (R + R.conj().transpose(-1, -2)))
-    return V * lam.clamp(min=0).sqrt().to(R.dtype).unsqueeze(-2)
-
-
-@dataclass
-class ScreenParams:
-    """The free (unconstrained) Adam parameters of a batch of S designs in the screens'
-    feasible-by-construction parameterisation (:func:`encode_start`, :func:`decode_design`), all
-    real float64 leaf tensors with ``requires_grad``:
-
-    - ``Br`` ``(S, L, M, M, 2)``: ``view_as_real`` of B_l, the PSD square root of R_l scaled to unit
-      Frobenius norm (so Adam's learning rate is relative), ``R_l ~ B_l B_l^H``;
-    - ``u`` ``(S, L)``: log of the slots' shares of the used BS power (softmax logits);
-    - ``v`` ``(S, L)``: logit of the used fraction of the average BS budget ``L P_t``;
-    - ``rho`` ``(S, L, N)``: logit of the IRS amplitudes relative to each slot's largest;
-    - ``ph`` ``(S, L, N)``: IRS phases [rad].
+    Returns a :class:`SolveResult`; its CRB is the torch model's for the returned point, which is
+    checked feasible (``success``). Raises ValueError for batched scenarios or bad arguments.
+    Runs with ``options.torch_threads`` torch threads (restored afterwards).
     """
+    options = options or SolverOptions()
+    if not isinstance(options, SolverOptions):
+        raise TypeError(f"options must be a SolverOptions, got {type(options).__name__}")
+    n0 = torch.get_num_threads()
+    if options.torch_threads is not None and options.torch_threads != n0:
+        torch.set_num_threads(options.torch_threads)
+    try:
+        if method == "ao" and options.effort != "legacy":
 
-    Br: torch.Tensor
-    u: torch.Tensor
-    v: torch.Tensor
-    rho: torch.Tensor
-    ph: torch.Tensor
-
-    def trainable(self, active: bool) -> list[torch.Tensor]:
-        """The tensors to optimise: all but ``rho`` for a passive IRS (unit modulus)."""
-        return [self.Br, self.u, self.v, self.ph] + ([self.rho] if active else [])
-
-
-def encode_start(scenario: Scenario, R0: torch.Tensor, psi0: torch.Tensor) -> ScreenParams:
-    """Encode starts ``(R0, psi0)`` into free :class:`ScreenParams` (inverse of :func:`decode_design`
-    up to psi's feasibility scale and the clamps: used budget fraction in [1e-6, 0.98], relative
-    amplitudes in [1e-3, 1 - 1e-3]). Only ``scenario.L`` and ``scenario.P_t`` [W] are used.
-
-    Shapes: R0 ``(S, L, M, M)`` complex [W], psi0 ``(S, L, N)`` complex (taken as given: the caller
-    makes it feasible first if it wants to). The BS budget is spread over the slots in proportion
-    to ``tr R0_l``."""
-    L, P_t = scenario.L, float(scenario.P_t)
-    B = _sqrt_psd(R0)
-    B = B / torch.linalg.matrix_norm(B).clamp(min=1e-300)[..., None, None]  # unit Frobenius norm: Adam's lr is relative
-    tr = torch.diagonal(R0, dim1=-2, dim2=-1).real.sum(-1).clamp(min=1e-300)  # (S, L)
-    frac = (tr.sum(-1, keepdim=True) / (L * P_t)).clamp(1e-6, 0.98).expand_as(tr)
-    amp = (psi0.abs() / psi0.abs().amax(-1, keepdim=True).clamp(min=1e-300)).clamp(1e-3, 1 - 1e-3)
-    return ScreenParams(
-        Br=torch.view_as_real(B).clone().requires_grad_(True),
-        u=torch.log(tr / tr.sum(-1, keepdim=True)).clone().requires_grad_(True),
-        v=torch.log(frac / (1 - frac)).clone().requires_grad_(True),
-        rho=torch.log(amp / (1 - amp)).clone().requires_grad_(True),
-        ph=torch.angle(psi0).clone().requires_grad_(True),
-    )
-
-
-def decode_design(scenario: Scenario, params: ScreenParams) -> tuple[torch.Tensor, torch.Tensor]:
-    """Decode :class:`ScreenParams` into ``(R, psi_raw)`` (differentiable):
-    ``R_l = L P_t softmax(u)_l sigmoid(v) B_l B_l^H / tr(B_l B_l^H)`` (PSD, average BS budget (6) met)
-    and ``psi_raw_l = sigmoid(rho_l) exp(j ph_l)`` (passive scenario: ``exp(j ph_l)``), in
-    ``scenario.G.dtype``. psi_raw is not yet scaled to meet C1 (7) and a_max: the caller applies its
-    closed-form largest scale (:meth:`Scenario.scale_psi_to_feasible`, or over a region's candidates).
-
-    Shapes: ``R (S, L, M, M)`` [W], ``psi_raw (S, L, N)``."""
-    cdt, L, P_t = scenario.G.dtype, scenario.L, float(scenario.P_t)
-    Bc = torch.view_as_complex(params.Br)
-    G = Bc @ Bc.conj().transpose(-1, -2)
-    trg = torch.diagonal(G, dim1=-2, dim2=-1).real.sum(-1).clamp(min=1e-300)
-    p = L * P_t * torch.softmax(params.u, -1) * torch.sigmoid(params.v)
-    R = G * (p / trg).to(cdt)[..., None, None]
-    amp = torch.sigmoid(params.rho) if scenario.active else torch.ones_like(params.ph)
-    return R, torch.polar(amp, params.ph).to(cdt)
-
-
-def joint_first_order(scenario: Scenario, R0: torch.Tensor, psi0: torch.Tensor, *, steps: int = 150,
-                      lr: float = 0.05, smooth: float = 20.0, decay: float = 1.0, patience: int = 0):
-    """Adam on the smoothed max-CRB over ``(R_s, psi)`` jointly, batched over S starts.
-
-    Parameterisation (feasible by construction, so every iterate is a valid design; :func:`encode_start`,
-    :func:`decode_design`):
-    ``R_l = L P_t softmax(u)_l sigmoid(v_l) B_l B_l^H / tr(B_l B_l^H)`` (average BS budget (6)),
-    ``psi_l = scale(sigmoid(rho_l) exp(j ph_l))`` with the closed-form largest real scale meeting C1 (7)
-    and a_max (:meth:`Scenario.scale_psi_to_feasible`). Loss: ``logsumexp(smooth * log c_l) / smooth``
-    (a smooth max of log tr(F_l^-1)); learning rate ``lr`` annealed (cosine) to ``lr * decay``;
-    ``patience`` > 0: stop early when the best start's max-CRB improved by < 0.1% over that many steps.
-    Passive scenarios: unit-modulus psi, no C1.
-
-    Shapes: R0 ``(S, L, M, M)``, psi0 ``(S, L, N)`` -> ``(R (S, L, M, M), psi (S, L, N), max_crb (S,))``,
-    the best iterate of each start (exactly re-scaled and evaluated; never worse than its start).
-    """
-    cdt = scenario.G.dtype
-    R0 = R0.to(cdt)
-    psi0 = scenario.scale_psi_to_feasible(R0, psi0.to(cdt))
-    with torch.no_grad():
-        c0 = scenario.crb(R0, psi0, validate=False).total.amax(-1)
-    params = encode_start(scenario, R0, psi0)
-    opt = torch.optim.Adam(params.trainable(scenario.active), lr=lr)
-    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(int(steps), 1), eta_min=lr * decay)
-             if decay < 1 else None)
-
-    def make():
-        R, psi = decode_design(scenario, params)
-        return R, (scenario.scale_psi_to_feasible(R, psi) if scenario.active else psi)
-
-    best_R, best_psi, best_c = R0, psi0, c0.clone()
-    mark = float(c0.min())
-    for it in range(steps):
-        if patience and it and it % patience == 0:  # stop when the best start gained < 0.1% in `patience` steps
-            now = float(best_c.min())
-            if now > mark * (1 - 1e-3):
-                break
-            mark = now
-        opt.zero_grad()
-        R, psi = make()
-        c = scenario.crb(R, psi, validate=False).total  # (S, L)
-        ok = torch.isfinite(c).all(-1) & (c > 0).all(-1)
-        with torch.no_grad():
-            mx = torch.where(ok, c.amax(-1), torch.full_like(c[..., 0], float("inf")))
-            imp = mx < best_c
-            if imp.any():
-                best_R = torch.where(imp[:, None, None, None], R.detach(), best_R)
-                best_psi = torch.where(imp[:, None, None], psi.detach(), best_psi)
-                best_c = torch.where(imp, mx, best_c)
-        lc = torch.log(torch.where(torch.isfinite(c) & (c > 0), c, torch.ones_like(c)))
-        loss = (torch.logsumexp(smooth * lc, -1) / smooth).sum()
-        loss.backward()
-        opt.step()
-        if sched is not None:
-            sched.step()
-    with torch.no_grad():
-        if scenario.active:
-            best_psi = scenario.scale_psi_to_feasible(best_R, best_psi)
-        c = scenario.crb(best_R, best_psi, validate=False).total.amax(-1)
-        c = torch.where(torch.isfinite(c), c, torch.full_like(c, float("inf")))
-    return best_R, best_psi, c
+            return solve_with_effort(scenario, options.effort, init, options, progress)
+        return solve_direct(scenario, method, init, options, progress)
+    finally:
+        if torch.get_num_threads() != n0:
+            torch.set_num_threads(n0)
 
 
 # ----------------------------------------------------------------------------- strategies
@@ -239,7 +77,6 @@ def _legacy(options):
 
 
 def _run_ao(scn, R, psi, options, progress=False):
-    from irs_torch.solvers.ao import solve_direct
 
     return solve_direct(scn, "ao", {"R_s": R, "psi": psi}, _legacy(options), progress)
 
@@ -355,7 +192,7 @@ def thorough_search(scenario: Scenario, options, *, time_limit: float = 120.0, e
     spent (the first three always run): the ``default`` strategy; the AO's own random and a_max starts;
     continuation from the design solved at P_t / 10 (feasible here); the best 4 of a 16-start joint
     screen; continuation from P_t / 100 and from 10 P_s (repaired by
-    :func:`~irs_torch.solvers.ao.initial_point`); further random starts at several amplitude levels and
+    :func:`~irs_torch.solvers.starts.initial_point`); further random starts at several amplitude levels and
     BS beams. ``extra_inits``: ``[(name, R_s, psi), ...]`` warm starts tried first (e.g. neighbouring
     budgets' best designs; repaired by ``initial_point``). Returns the best :class:`SolveResult` with
     ``options["found_by"]``, ``options["candidates"]`` (name, max-CRB, seconds each) and
@@ -386,7 +223,6 @@ def thorough_search(scenario: Scenario, options, *, time_limit: float = 120.0, e
     for name, R, psi in extra_inits:
         consider(name, _run_ao(scn, R, psi, options, progress))
     consider("default", screened_solve(scn, options, "default", progress))
-    from irs_torch.solvers.ao import amax_start, initial_point
 
     R, psi, _ = initial_point(scn, None, _replace(options, seed=options.seed))
     consider(f"random(seed={options.seed})", _run_ao(scn, R, psi, options, progress))
@@ -430,7 +266,6 @@ def solve_with_effort(scenario: Scenario, effort: str, init: dict | None, option
     """Dispatch of :func:`irs_torch.solvers.solve` for ``method="ao"`` by ``options.effort`` (see the
     module docstring). A warm start (``init`` with ``R_s``/``psi``) and ``init={"kind": ...}`` run the
     AO from that start (``legacy``), as before; so does ``n_starts > 1`` (the legacy multi-start)."""
-    from irs_torch.solvers.ao import solve_direct
 
     if effort not in EFFORTS:
         raise ValueError(f"effort must be one of {EFFORTS}, got {effort!r}")
@@ -446,6 +281,11 @@ def solve_with_effort(scenario: Scenario, effort: str, init: dict | None, option
         return thorough_search(scenario, options, progress=progress)
     if effort == "portfolio":
         return portfolio_solve(scenario, options, progress=progress)
+    if effort == "first-order":  # the batched labeller on a batch of one
+        from irs_torch.solvers.portfolio import first_order_portfolio
+
+        res = first_order_portfolio(Scenario.stack([scenario]), options, progress=progress)
+        return res.item_result(0, options)
     return screened_solve(scenario, options, effort, progress)
 
 
@@ -454,11 +294,10 @@ def continuation_sweep(scenarios, options, progress: bool = False):
     non-decreasing along the list), using the monotonicity of the optimum: every point is
     solved with ``options`` and also by the AO from the previous point's design (feasible unchanged
     at the larger budget), keeping the better; then a downward pass tries each point from the next
-    one's design (repaired by :func:`~irs_torch.solvers.ao.initial_point`). With an AO that never
+    one's design (repaired by :func:`~irs_torch.solvers.starts.initial_point`). With an AO that never
     worsens its start, the returned max-CRBs are non-increasing along the list.
 
     Returns one :class:`SolveResult` per scenario (``options["found_by"]`` says which start won)."""
-    from irs_torch.solvers.ao import solve
 
     scns = [s.to(torch.complex128) for s in scenarios]
     for a, b in itertools.pairwise(scns):

@@ -35,18 +35,18 @@ def load_scenario(spec: str | None, seed: int = 0):
     from pathlib import Path
 
     from irs_torch.errors import InputError
-    from irs_torch.scenario import Scenario
+    from irs_torch.scenario import load_scenario, paper_scenario
 
     spec = spec or "paper"
     if spec == "paper":
-        return Scenario.paper(seed=seed, P_t=20.0, P_s=0.1, a_max=8.0), "paper"
+        return paper_scenario(seed=seed, P_t=20.0, P_s=0.1, a_max=8.0), "paper"
     if spec == "tiny":
-        return Scenario.paper(seed=seed, M=4, N_h=2, N_v=2, P_t=20.0, P_s=0.1, a_max=8.0).replace(preset="tiny"), "tiny"
+        return paper_scenario(seed=seed, M=4, N_h=2, N_v=2, P_t=20.0, P_s=0.1, a_max=8.0).replace(preset="tiny"), "tiny"
     p = Path(spec)
     if not p.exists():
         raise InputError(f"--scenario {spec!r} is neither a preset ({', '.join(SCENARIO_PRESETS)}) nor an "
                          f"existing file")
-    s = Scenario.load(p)
+    s = load_scenario(p)
     if s.batch_shape:
         raise InputError(f"--scenario {spec}: a batched scenario file (batch shape {tuple(s.batch_shape)}); "
                          f"tracking takes one scenario")

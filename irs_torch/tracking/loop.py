@@ -6,7 +6,7 @@ For Monte Carlo trajectory m and block t = 0 .. steps-1, and for every policy on
    position is not a valid target position for the scenario (behind / on top of an IRS), the
    nearest valid point on the segment towards the last design position is used (``design_clipped``);
 2. design (R_s, psi) with the policy (:mod:`.policies`) for the scenario moved to the design position
-   (:func:`irs_torch.mismatch.move_target`: same BS, IRSs, G; new angles and beta); wall time of the
+   (:func:`irs_torch.design.mismatch.move_target`: same BS, IRSs, G; new angles and beta); wall time of the
    design call alone, on one torch thread;
 3. simulate one block's echo with :func:`irs_torch.estimation.simulate_echoes` at the TRUE position;
    a block's dwell is ``frames`` frames of the scenario's T_c symbols (the same design throughout),
@@ -49,7 +49,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -221,16 +220,16 @@ def read_records(path: Path) -> tuple[list[dict], int]:
 
 
 def _rewrite(path: Path, recs: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
+    from irs_torch.outputs import atomic_open
+
+    with atomic_open(path, "w", encoding="utf-8") as fh:
         for r in recs:
             fh.write(dumps(r) + "\n")
-    os.replace(tmp, path)
 
 
 def _valid_design_position(base, xy, z0, fallback_xy):
     """move_target at (xy, z0), or at the farthest valid point on the segment fallback -> xy."""
-    from irs_torch.mismatch import move_target
+    from irs_torch.design.mismatch import move_target
 
     try:
         return move_target(base, [float(xy[0]), float(xy[1]), z0]), np.asarray(xy, dtype=float), False
@@ -255,7 +254,7 @@ def _valid_design_position(base, xy, z0, fallback_xy):
 
 def _valid_position(base, xy, z0) -> bool:
     """Whether (xy, z0) is a possible target position (in front of every IRS, off its surface)."""
-    from irs_torch.mismatch import move_target
+    from irs_torch.design.mismatch import move_target
 
     try:
         move_target(base, [float(xy[0]), float(xy[1]), z0])
@@ -290,8 +289,8 @@ def _finite(a) -> bool:
 
 def run_block(cfg: TrackConfig, policy, track: _Track, m: int, t: int, truth: np.ndarray) -> dict:
     """One block of one policy (module docstring, steps 1-5); returns its record (without key)."""
+    from irs_torch.design.mismatch import move_target
     from irs_torch.estimation import estimate_directions, simulate_echoes
-    from irs_torch.mismatch import move_target
 
     base = cfg.scenario
     z0 = float(truth[t, 2])
@@ -376,7 +375,7 @@ def run_tracking(cfg: TrackConfig, out, progress: bool = False, log=None) -> dic
     truth = cfg.trajectory.positions(cfg.steps)
     vel = cfg.trajectory.velocities(cfg.steps)
     for t in range(cfg.steps):  # every true position must be a valid target position
-        from irs_torch.mismatch import move_target
+        from irs_torch.design.mismatch import move_target
 
         try:
             move_target(cfg.scenario, truth[t])
@@ -414,9 +413,9 @@ def run_tracking(cfg: TrackConfig, out, progress: bool = False, log=None) -> dic
                                           **cfg.policy_options)
                 setup[p] = time.perf_counter() - t0
         if progress and todo:
-            from tqdm.auto import tqdm
+            from irs_torch.outputs import progress_bar
 
-            bar = tqdm(total=todo, desc="track", leave=False)
+            bar = progress_bar(total=todo, desc="track", unit="step", leave=False)
         with open(path, "a", encoding="utf-8") as fh:
             for m in range(cfg.trajectories):
                 for t in range(cfg.steps):

@@ -10,10 +10,10 @@ policy         design for block t
 oracle         full default AO (:func:`irs_torch.solvers.solve`, ``method="ao"``) at the TRUE position:
                the bound of what a better prediction could give
 ao             the same AO at the predicted position
-learned        the shipped warm-start network + AO refinement (:func:`irs_torch.runtime.solve_learned`,
+learned        the shipped warm-start network + AO refinement (:func:`irs_torch.inference.solve_learned`,
                ``refine="ao"``, its default refinement iterations) at the predicted position
 learned-net    the network alone (``refine="none"``) at the predicted position
-robust         the worst-case robust design (:func:`irs_torch.robust.solve_robust`, K = 9 candidate
+robust         the worst-case robust design (:func:`irs_torch.design.robust.solve_robust`, K = 9 candidate
                points on the region) over the 2-sigma ellipse of the prediction's position covariance;
                if a candidate is not a valid target position (behind an IRS), the point AO at the
                prediction (status ``point-fallback``)
@@ -108,8 +108,8 @@ class Learned(Policy):
 
     def __init__(self, scenario, checkpoint=None, **kw):
         super().__init__(scenario)
+        from irs_torch.inference import find_checkpoint
         from irs_torch.learn.checkpoint import load_model
-        from irs_torch.runtime import find_checkpoint
 
         t = time.perf_counter()
         try:
@@ -121,7 +121,7 @@ class Learned(Policy):
         self.setup_seconds = time.perf_counter() - t
 
     def design(self, scn_pred, scn_true, pred_xy, pred_cov, seed):
-        from irs_torch.runtime import solve_learned
+        from irs_torch.inference import solve_learned
         from irs_torch.solvers import SolverOptions
 
         t = time.perf_counter()
@@ -138,18 +138,10 @@ class LearnedNet(Learned):
 
 
 def _robust_solver():
-    """H2's robust solver and region type, wherever it lives; InputError naming what is missing."""
-    import importlib
+    """The robust solver and its region type (:mod:`irs_torch.design.robust`; imported on first use: cvxpy)."""
+    from irs_torch.design.robust import Region, solve_robust
 
-    for mod in ("irs_torch.robust", "irs_torch.solvers.robust"):
-        try:
-            m = importlib.import_module(mod)
-        except ImportError:
-            continue
-        if hasattr(m, "solve_robust") and hasattr(m, "Region"):
-            return m.solve_robust, m.Region
-    raise InputError("--policy robust: the robust solver (solve_robust and Region in irs_torch.robust or "
-                     "irs_torch.solvers.robust) is not available in this installation")
+    return solve_robust, Region
 
 
 class Robust(Policy):

@@ -163,7 +163,8 @@ def plot(records: list[dict], summaries: dict, scenario, out) -> list[str]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7, loc="best")
     fig.tight_layout()
-    fig.savefig(out / "trajectory.png")
+    from irs_torch.outputs import atomic_savefig
+    atomic_savefig(fig, out / "trajectory.png")
     plt.close(fig)
     files.append(str(out / "trajectory.png"))
     # RMSE vs block with PEB
@@ -180,7 +181,8 @@ def plot(records: list[dict], summaries: dict, scenario, out) -> list[str]:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(out / "rmse.png")
+    from irs_torch.outputs import atomic_savefig
+    atomic_savefig(fig, out / "rmse.png")
     plt.close(fig)
     files.append(str(out / "rmse.png"))
     # error CDF
@@ -194,7 +196,8 @@ def plot(records: list[dict], summaries: dict, scenario, out) -> list[str]:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "error_cdf.png")
+    from irs_torch.outputs import atomic_savefig
+    atomic_savefig(fig, out / "error_cdf.png")
     plt.close(fig)
     files.append(str(out / "error_cdf.png"))
     return files

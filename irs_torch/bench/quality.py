@@ -22,7 +22,7 @@ The search (:func:`search_best_known`) runs stage ``thorough`` (:func:`irs_torch
 per instance) and then ``continuation`` passes: every instance is re-solved by the AO from the
 best designs of its budget neighbours in both directions (a smaller budget's design is feasible at
 the larger one; a larger budget's design is repaired by :func:`irs_torch.solvers.initial_point`).
-Tasks run on :mod:`irs_torch.parallel` (the data-set backends). Killed and restarted, it continues
+Tasks run on :mod:`irs_torch.data.parallel` (the data-set backends). Killed and restarted, it continues
 where it stopped: a task whose record is in ``records.jsonl`` is not run again.
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-SUITE_DIR = Path(__file__).resolve().parent.parent / "benchmarks" / "quality"
+SUITE_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "quality"
 P_T_GRID = (1.0, 10.0, 40.0)
 P_S_GRID = (1e-4, 1e-3, 1e-2, 0.1)
 # (kind, channel seed, M, a_max): five geometries x 12 budgets = 60 instances
@@ -80,9 +80,9 @@ def write_suite(directory=SUITE_DIR) -> Path:
         if json.loads(p.read_text()) != json.loads(json.dumps(suite)):
             raise ValueError(f"{p} exists and differs from the built-in suite definition; use another directory")
         return p
-    tmp = p.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(suite, indent=1) + "\n")
-    os.replace(tmp, p)
+    from irs_torch.outputs import atomic_write_text
+
+    atomic_write_text(p, json.dumps(suite, indent=1) + "\n")
     return p
 
 
@@ -90,7 +90,7 @@ def load_suite(directory=SUITE_DIR, quick: bool = False, ids=None) -> list[dict]
     """The instances of ``directory/suite.json`` (``quick``: only the quick subset; ``ids``: only these)."""
     p = Path(directory) / "suite.json"
     if not p.exists():
-        raise FileNotFoundError(f"quality suite not found: {p} (create it with irs_torch.quality.write_suite)")
+        raise FileNotFoundError(f"quality suite not found: {p} (create it with irs_torch.bench.quality.write_suite)")
     suite = json.loads(p.read_text())
     if suite.get("format") != "irs-torch/quality-suite":
         raise ValueError(f"{p}: format must be 'irs-torch/quality-suite', got {suite.get('format')!r}")
@@ -108,15 +108,15 @@ def load_suite(directory=SUITE_DIR, quick: bool = False, ids=None) -> list[dict]
 
 def build_scenario(inst: dict):
     """The :class:`irs_torch.Scenario` of a suite instance."""
-    from irs_torch.scenario import Scenario
+    from irs_torch.scenario import paper_scenario, random_scenario
 
     g = inst["geometry"]
     kw = {"M": int(g["M"]), "N_h": int(g.get("N_h", 4)), "N_v": int(g.get("N_v", 4)), "P_t": float(inst["P_t"]),
           "P_s": float(inst["P_s"]), "a_max": float(inst["a_max"])}
     if g["kind"] == "paper":
-        return Scenario.paper(seed=int(g["seed"]), **kw)
+        return paper_scenario(seed=int(g["seed"]), **kw)
     if g["kind"] == "random":
-        return Scenario.random(seed=int(g["seed"]), **kw)
+        return random_scenario(seed=int(g["seed"]), **kw)
     raise ValueError(f"geometry kind must be 'paper' or 'random', got {g['kind']!r} (instance {inst['id']})")
 
 
@@ -298,7 +298,7 @@ def search_task(task: dict) -> dict:
 
 def search_best_known(directory=SUITE_DIR, *, quick: bool = False, ids=None, time_limit: float = 25.0,
                       passes: int = 2, workers: int = 1, backend: str = "local", address: str | None = None,
-                      seed: int = SEARCH_SEED, log=print) -> dict:
+                      seed: int = SEARCH_SEED, log=print, progress: bool = True) -> dict:
     """Find (or improve) the best-known designs of the suite; resumable (see the module docstring).
 
     Stage ``thorough`` per instance (``time_limit`` seconds of :func:`thorough_search` each), then
@@ -344,13 +344,16 @@ def search_best_known(directory=SUITE_DIR, *, quick: bool = False, ids=None, tim
         done.add((inst["id"], task["stage"]))
         summary["run"] += 1
 
-    from irs_torch.parallel import run_tasks
+    from irs_torch.data.parallel import run_tasks
 
     todo = [{"inst": i, "stage": "thorough", "seed": seed, "time_limit": time_limit} for i in chosen
             if (i["id"], "thorough") not in done]
     summary["skipped"] += len(chosen) - len(todo)
+    from irs_torch.outputs import progress_bar
+
     log(f"best-known search: stage thorough, {len(todo)} task(s) ({len(chosen) - len(todo)} done before)")
-    for task, out in run_tasks(search_task, todo, backend=backend, workers=workers, address=address):
+    for task, out in progress_bar(run_tasks(search_task, todo, backend=backend, workers=workers, address=address),
+                                  total=len(todo), desc="quality-search thorough", unit="task", progress=progress):
         handle(task, out)
     for k in range(1, passes + 1):
         stage = f"continuation-{k}"
@@ -367,7 +370,9 @@ def search_best_known(directory=SUITE_DIR, *, quick: bool = False, ids=None, tim
             if inits:
                 todo.append({"inst": inst, "stage": stage, "seed": seed, "inits": inits})
         log(f"best-known search: stage {stage}, {len(todo)} task(s)")
-        for task, out in run_tasks(search_task, todo, backend=backend, workers=workers, address=address):
+        for task, out in progress_bar(run_tasks(search_task, todo, backend=backend, workers=workers,
+                                                address=address),
+                                      total=len(todo), desc=f"quality-search {stage}", unit="task", progress=progress):
             handle(task, out)
     summary["seconds"] = time.perf_counter() - t_start
     viol = monotonicity_violations(directory)
@@ -379,7 +384,7 @@ def search_best_known(directory=SUITE_DIR, *, quick: bool = False, ids=None, tim
 
 # ----------------------------------------------------------------------------- the benchmark
 METHOD_EFFORTS = {"legacy": "legacy", "fast": "fast", "default": "default", "thorough": "thorough",
-                  "portfolio": "portfolio"}
+                  "portfolio": "portfolio", "first-order": "first-order"}
 DEFAULT_METHODS = ("legacy", "fast", "default")
 
 
@@ -433,7 +438,7 @@ def summarize(rows: list[dict], methods) -> dict:
 
 def bench_quality(out, *, suite_dir=SUITE_DIR, quick: bool = False, ids=None, methods=DEFAULT_METHODS,
                   seed: int = 0, workers: int = 1, backend: str = "local", address: str | None = None,
-                  update_best: bool = True, log=print) -> dict:
+                  update_best: bool = True, log=print, progress: bool = True) -> dict:
     """Run ``methods`` (efforts, :data:`METHOD_EFFORTS`) over the suite and compare with best-known.
 
     Writes under ``out``: ``runs.jsonl`` (one line per (method, instance): max-CRB, seconds; the resume
@@ -465,10 +470,12 @@ def bench_quality(out, *, suite_dir=SUITE_DIR, quick: bool = False, ids=None, me
     done = {(r["method"], r["id"], r.get("seed")) for r in read_jsonl(runs_path)}
     todo = [{"inst": i, "method": m, "seed": seed} for m in methods for i in insts if (m, i["id"], seed) not in done]
     log(f"bench quality: {len(insts)} instance(s) x {len(methods)} method(s); {len(todo)} run(s) to do")
-    from irs_torch.parallel import run_tasks
+    from irs_torch.data.parallel import run_tasks
+    from irs_torch.outputs import progress_bar
 
     n_new = 0
-    for task, res in run_tasks(bench_task, todo, backend=backend, workers=workers, address=address):
+    for task, res in progress_bar(run_tasks(bench_task, todo, backend=backend, workers=workers, address=address),
+                                  total=len(todo), desc="bench quality", unit="run", progress=progress):
         inst = task["inst"]
         if isinstance(res, BaseException):
             row = {"method": task["method"], "id": inst["id"], "seed": seed,
@@ -531,9 +538,9 @@ def _report(out, suite_dir, insts, methods, seed, n_new, log, missing=()) -> dic
                "notes": "ratio = max-CRB / best-known max-CRB (>= 1); seconds = wall time of one solve, 1 torch thread "
                         "(cpu_seconds: its CPU time, stable when other work shares the cores); "
                         "thorough = the search's stage-thorough records (time-capped per instance)"}
-    tmp = out / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1, allow_nan=True) + "\n")
-    os.replace(tmp, out / "summary.json")
+    from irs_torch.outputs import atomic_write_text
+
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1, allow_nan=True) + "\n")
     _plot(out / "quality.png", rows, meths)
     log(format_table(summary))
     return summary
@@ -573,7 +580,7 @@ def _plot(path, rows, methods):
             ax.legend(fontsize=8)
     axes[0].set_ylabel("fraction of instances")
     fig.tight_layout()
-    tmp = Path(str(path) + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    from irs_torch.outputs import atomic_savefig
+
+    atomic_savefig(fig, path, dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)

@@ -66,7 +66,7 @@ def move_target(scenario: Scenario, target_xyz) -> Scenario:
       :func:`beta_magnitude`) and d the IRS-target distances of the old and the new position. So the
       phase of beta is kept (the random phase drawn with the scenario: the target's reflection
       phase is a property of the target, not re-drawn at each position), and the magnitude is the
-      path-loss model's at the new distance, exactly as :meth:`Scenario.from_geometry` would draw it,
+      path-loss model's at the new distance, exactly as :func:`irs_torch.scenario.presets.from_geometry` would draw it,
       for every scenario whose beta came from the model (presets, from_geometry, random); a
       hand-set |beta| keeps its ratio to the model;
     * ``target_pos``: ``target_xyz``.
@@ -263,7 +263,8 @@ def plot_mismatch(m: MismatchMap, path, per_irs: bool = False, title: str | None
     fig.suptitle(title or f"CRB at the true position of a design\nmade for "
                           f"{tuple(round(float(v), 3) for v in m.assumed)} m", fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    from irs_torch.outputs import atomic_savefig
+    atomic_savefig(fig, path, dpi=120)
     plt.close(fig)
     return path
 
@@ -325,6 +326,7 @@ def run_mismatch(scenario: Scenario, *, out_dir, solution=None, options=None,
            "design": design, "units": {"crb": "tr(F^-1): rad^2 for the angles plus the |beta|^2-unit CRB of beta "
                                               "(the paper's objective)", "crb_theta_rad2": "rad^2", "dx_m": "m"},
            "summary": summary, "map": m.to_dict(), "times": {"design": t_design, "total": _time.perf_counter() - t0}}
-    js.write_text(dumps(out, indent=1) + "\n")
+    from irs_torch.outputs import atomic_write_text
+    atomic_write_text(js, dumps(out, indent=1) + "\n")
     out["files"] = [str(png), str(js)]
     return out
