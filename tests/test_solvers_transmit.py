@@ -161,3 +161,35 @@ def test_repair_scales_back_violations(small):
     R2, info = T.repair_transmit(s, psi, R)
     assert info["bs"] > 0
     assert bool(s.is_feasible(R2, psi, rtol=1e-9))
+
+
+def test_no_full_space_fallback_above_the_memory_bound(monkeypatch):
+    # a subspace P2 that fails goes to the full space (k = M) only while the conic solver's dense PSD scalings fit
+    # FULL_SPACE_MAX_BYTES (at M = 128 Clarabel aborted the process on an 8.6 GB allocation); above it, P2 fails
+    # cleanly and the caller keeps its point
+    import irs_torch.solvers.transmit as tr
+    from irs_torch.scenario import random_scenario
+
+    s = random_scenario(seed=2, M=16, N_h=2, N_v=2).to(torch.complex128)
+    R0 = s.isotropic_design()
+    psi = s.scale_psi_to_feasible(R0, s.random_phase_design(R0, seed=0))
+    ks = []
+    real = tr.solve_in_subspace
+
+    def failing_subspace(pb, V, k, *a, **kw):
+        ks.append(k)
+        return (None, 0.0) if k < pb.R_ref.shape[-1] else real(pb, V, k, *a, **kw)
+
+    monkeypatch.setattr(tr, "solve_in_subspace", failing_subspace)
+    res = tr.solve_transmit_sdp(s, psi, R_ref=R0, subspace=4)
+    assert ks == [4, 16] and not res.failed  # within the bound: the full space is tried and solves it
+    ks.clear()
+    monkeypatch.setattr(tr, "FULL_SPACE_MAX_BYTES", tr.full_space_bytes(16, s.L) - 1)
+    res = tr.solve_transmit_sdp(s, psi, R_ref=R0, subspace=4)
+    assert ks == [4] and res.failed  # above it: no full-space solve, a clean failure
+
+
+def test_the_full_space_bound_admits_m64_and_refuses_m128():
+    import irs_torch.solvers.transmit as tr
+
+    assert tr.full_space_bytes(128, 2) > tr.FULL_SPACE_MAX_BYTES >= tr.full_space_bytes(64, 2)

@@ -38,7 +38,8 @@ def register(sub):
                    help="learned with --refine fo: at most this many first-order steps (default 200; each scenario "
                         "stops earlier once it gains < 0.1%% in 25 steps)")
     p.add_argument("--extra-starts", type=int, default=None, metavar="K",
-                   help="learned with --refine fo: also refine K diverse heuristic starts per scenario (default 0)")
+                   help="learned with --refine fo: also refine K diverse heuristic starts per scenario, half of them "
+                        "also from a relaxed IRS budget (default 0; 4 cut the tail on held-out draws, docs/learned.md)")
     p.add_argument("--no-polish", action="store_true",
                    help="learned with --refine fo: skip the P2 solve of the best point (faster; R_s then not "
                         "certified optimal for psi)")

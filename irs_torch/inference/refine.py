@@ -70,16 +70,19 @@ FO_HYPOTHESES = 4
 
 def refine_fo(scenarios: Scenario, R0: torch.Tensor, psi0: torch.Tensor, *, options=None, steps: int = FO_STEPS,
               patience: int = FO_PATIENCE, polish: bool = True, extra_starts: int = 0, device=None,
-              progress: bool = False, start_names=None, relaxed: int = 0) -> FirstOrderBatch:
+              progress: bool = False, start_names=None, relaxed: int | None = None) -> FirstOrderBatch:
     """The first-order refinement stage for B scenarios (batch ``(B,)``) from K starts each (R0 ``(K, B, L, M,
     M)``, psi0 ``(K, B, L, N)``, e.g. :func:`irs_torch.inference.network_starts`, named ``start_names``, default
-    ``network#j``), plus ``extra_starts`` diverse heuristic starts per instance (the first ``relaxed`` of them also
-    from 10 P_s: a continuation inside the run, for C1-binding instances): the solvers' batched portfolio
+    ``network#j``), plus ``extra_starts`` diverse heuristic starts per instance (the first ``relaxed`` of them, by
+    default half, also from 10 P_s: a continuation inside the run, for C1-binding instances; measured on 1000 draws,
+    4 of them with the network's 4 designs cut the p90 from 1.72x to 1.00x the best found, docs/learned.md): the
+    solvers' batched portfolio
     (:func:`irs_torch.solvers.portfolio.refine_portfolio`: all instances together, feasible at every iterate,
     per-instance early stopping, then with ``polish`` one P2 solve per instance, :func:`polish_transmit`).
     Status per item: ``"first-order+p2"``, ``"first-order"`` (no polish) or ``"first-order (P2 polish
     failed)"`` (the first-order point is kept; counted in the failures as the AO counts its P2 steps)."""
     names = list(start_names) if start_names is not None else [f"network#{j}" for j in range(int(R0.shape[0]))]
     return refine_portfolio(scenarios, R0, psi0, names=names, options=options, steps=steps, patience=patience,
-                            polish=polish, extra_starts=extra_starts, relaxed=relaxed, device=device,
+                            polish=polish, extra_starts=extra_starts,
+                            relaxed=int(extra_starts) // 2 if relaxed is None else relaxed, device=device,
                             progress=progress)

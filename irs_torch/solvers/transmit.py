@@ -474,6 +474,20 @@ def certify_transmit(pb: TransmitProblem, R: torch.Tensor, cr: torch.Tensor, dua
     return gap, S, t_new
 
 
+#: Largest conic-solver working set [bytes] for which a subspace P2 may fall back to the full space (k = M): the
+#: interior-point scaling of each of the L PSD blocks (2M x 2M real) is a dense svec x svec matrix, about
+#: L (M (2M + 1))^2 8 bytes: 1 GiB at M = 64, 16 GiB at M = 128 (L = 2), where Clarabel aborted the process on an 8.6 GB
+#: allocation. Above the bound the subspace result is kept, with its certificate's gap (not certified).
+FULL_SPACE_MAX_BYTES = 4 << 30
+
+
+def full_space_bytes(M: int, L: int) -> int:
+    """Estimated bytes of the conic solver's dense PSD scalings for the full-space P2 (see
+    :data:`FULL_SPACE_MAX_BYTES`)."""
+    n = 2 * int(M)
+    return int(L) * (n * (n + 1) // 2) ** 2 * 8
+
+
 def solve_transmit_sdp(scenario: Scenario, psi: torch.Tensor, R_ref: torch.Tensor | None = None,
                        solver: str = "CLARABEL", eps: float = 1e-8, fallback: bool = True,
                        subspace: int | None = 8, max_rounds: int = 4, cert_rtol: float = 1e-4,
@@ -514,6 +528,7 @@ def solve_transmit_sdp(scenario: Scenario, psi: torch.Tensor, R_ref: torch.Tenso
     psi, R_ref = pb.psi, pb.R_ref
     L, M, cdt = scenario.L, scenario.M, scenario.G.dtype
     k = M if (subspace is None or subspace >= M) else max(int(subspace), 4)
+    full_ok = k == M or full_space_bytes(M, L) <= FULL_SPACE_MAX_BYTES  # may the subspace rounds go to k = M?
     t_l = list(t_hint) if t_hint is not None else [None] * L
     S_prev = [None] * L
     R_cur = R_ref
@@ -530,7 +545,7 @@ def solve_transmit_sdp(scenario: Scenario, psi: torch.Tensor, R_ref: torch.Tenso
         res, dt = solve_in_subspace(pb, V, k, rounds, solver, eps, fallback, check_rtol, verbose, attempts)  # solve
         t_solve += dt
         if res is None:
-            if k < M:  # the subspace problem failed: go to the full space
+            if k < M and full_ok:  # the subspace problem failed: go to the full space
                 k = M
                 continue
             break
@@ -544,7 +559,7 @@ def solve_transmit_sdp(scenario: Scenario, psi: torch.Tensor, R_ref: torch.Tenso
         stalled = prev_mx is not None and mx >= prev_mx * (1 - 1e-7)
         prev_mx = mx if prev_mx is None else min(prev_mx, mx)
         if gap <= cert_rtol * mx or k == M or stalled or rounds >= max_rounds:
-            if gap > cert_rtol * mx and k < M and not stalled:
+            if gap > cert_rtol * mx and k < M and not stalled and full_ok:
                 k = M  # not certified in the subspace: solve the full problem once
                 R_cur = best[1]
                 continue
