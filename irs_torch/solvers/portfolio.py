@@ -6,7 +6,8 @@
 * the ``first-order`` effort (:func:`first_order_portfolio`): diverse heuristic starts, some of them also from a
   relaxed IRS budget (a continuation inside the run), with no network at all. It labels data sets in batches:
   measured on the quality suite's 24 paper-size instances (one thread, one batch of 24, loaded 2-core VM), median
-  1.0000x, p90 1.009x the best-known max-CRB at 1.9 CPU s per label (about 1900 labels per core-hour), against
+  1.0000x, p90 1.009x the best-known max-CRB at 1.9-2.2 CPU s per label (1650-1900 labels per core-hour in two
+  runs), against
   1.0028x / 1.14x at 8.2 s for the ``portfolio`` effort and 1.0056x / 1.06x at 11.3 s for ``default``, both
   solved one instance at a time (``scripts/bench_labels.py``).
 
