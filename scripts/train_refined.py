@@ -30,6 +30,17 @@ def main(argv=None) -> int:
     p.add_argument("--hypotheses", type=int, default=4)
     p.add_argument("--w-raw", type=float, default=0.2)
     p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--labels", default=None, metavar="DIR",
+                   help="train on this labelled data set's train split (a fixed copy) instead of fresh draws")
+    p.add_argument("--w-sup", type=float, default=0.0,
+                   help="weight of the slot-wise winner-takes-all distance of the hypotheses to the labels")
+    p.add_argument("--w-refined", type=float, default=1.0)
+    p.add_argument("--fresh", type=int, default=0,
+                   help="with --labels: fresh unlabelled draws per step (CRB terms only)")
+    p.add_argument("--val-instances", type=int, default=48)
+    p.add_argument("--val-steps", type=int, default=None,
+                   help="first-order steps of the validation's refinement (default: --unroll)")
+    p.add_argument("--label-fractions", type=float, nargs=3, default=(0.8, 0.1, 0.1), metavar=("TRAIN", "VAL", "TEST"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-every", type=int, default=50)
     p.add_argument("--minutes", type=float, default=None, help="stop this call after this many minutes (resumable)")
@@ -44,7 +55,9 @@ def main(argv=None) -> int:
         print(f"wrote {export(a.out, a.export)}")
         return 0
     st = FinetuneSettings(init=a.init, data_config=a.data_config, steps=a.steps, batch=a.batch, unroll=a.unroll,
-                          hypotheses=a.hypotheses, w_raw=a.w_raw, lr=a.lr, seed=a.seed, val_every=a.val_every)
+                          hypotheses=a.hypotheses, w_raw=a.w_raw, w_refined=a.w_refined, lr=a.lr, seed=a.seed,
+                          val_every=a.val_every, val_instances=a.val_instances, labels=a.labels, w_sup=a.w_sup,
+                          fresh=a.fresh, val_steps=a.val_steps, label_fractions=tuple(a.label_fractions))
     r = finetune(a.out, st, minutes=a.minutes)
     print(f"{'done' if r['done'] else 'stopped (resumable)'} at step {r['step']} of {st.steps}")
     return 0

@@ -194,3 +194,17 @@ def test_portfolio_refines_k_hypotheses_and_keeps_the_best(tiny):
     assert res.max_crb == pytest.approx(min(r["max_crb"] for r in runs if r["success"]), rel=1e-12)
     single, _ = refine_starts(s, hyp[:1], opts, 1)
     assert res.max_crb <= single.max_crb * (1 + 1e-12)
+
+
+def test_solve_help_states_the_library_default_of_fo_steps():
+    """The CLI's help names the default without importing torch; it must be the library's."""
+    import re
+    import subprocess
+    import sys
+
+    from irs_torch.inference import FO_STEPS
+
+    out = subprocess.run([sys.executable, "-m", "irs_torch", "solve", "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    m = re.search(r"first- ?order steps \(default (\d+);", " ".join(out.split()))
+    assert m and int(m.group(1)) == FO_STEPS, out

@@ -228,3 +228,25 @@ def test_portfolio_effort_records_the_winning_start():
     assert r.options["effort"] == "portfolio" and r.options["found_by"].startswith("portfolio:")
     assert r.nit == 1 and r.max_crb <= r.init_max_crb
     assert bool(s.to(torch.complex128).is_feasible(r.R_s, r.psi))
+
+
+def test_stall_rules_count_the_start_or_only_the_iterates():
+    """From a start at a refined point, Adam's first steps are worse than it: the rule "best" stops each instance
+    after exactly ``patience`` steps, "trajectory" runs on while the iterates improve; both keep the best iterate."""
+    scn = _batch(2)
+    R0, p0 = [], []
+    for i in range(2):
+        st = diverse_starts(scn[i], 2, seed=i)
+        R0.append(torch.stack([s[1] for s in st]))
+        p0.append(torch.stack([s[2] for s in st]))
+    first = fo.refine_batch(scn, torch.stack(R0, 1), torch.stack(p0, 1), steps=300, patience=0)
+    start_c = first.max_crb
+    kw = dict(steps=200, patience=10, lr=0.1, tol=1e-3)
+    best = fo.refine_batch(scn, first.R_s, first.psi, stall="best", **kw)
+    traj = fo.refine_batch(scn, first.R_s, first.psi, stall="trajectory", **kw)
+    assert torch.all(best.steps == 10), best.steps  # no iterate beat the refined start within 10 steps
+    assert torch.all(traj.steps > 10), traj.steps
+    assert torch.all(best.max_crb <= start_c * (1 + 1e-9)) and torch.all(traj.max_crb <= start_c * (1 + 1e-9))
+    assert traj.settings["stall"] == "trajectory"
+    with pytest.raises(ValueError, match="stall must be one of"):
+        fo.refine_batch(scn, first.R_s, first.psi, stall="never", **kw)

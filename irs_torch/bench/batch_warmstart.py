@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 
 FORMAT = "irs-torch/bench-warmstart-batch"
-KS = (10, 50, 200)
+KS = (10, 50, 200, 400)
 STARTS = 4
 
 
@@ -92,7 +92,9 @@ def _instances(sizes: dict, n: int, seed: int, data_config, suite_dir=None):
     return s_scn, s_ref, d_scn, [i["id"] for i in suite]
 
 
-def _starts(method: str, net, scn):
+def method_starts(method: str, net, scn):
+    """Starts ``(R0 (K, B, L, M, M), psi0 (K, B, L, N))`` of a method's kind for the batch ``scn``: the network's
+    :data:`STARTS` best designs (``method`` starting with "net") or :data:`STARTS` heuristic starts per instance."""
     from irs_torch.bench.warmstart_methods import heuristic_starts
     from irs_torch.inference import network_starts
 
@@ -113,13 +115,13 @@ def _run_group(scn, net, ks, n_item: int, options, log) -> dict:
     B = int(scn.batch_shape[0])
     out = {}
     t = time.perf_counter()
-    R, psi = _starts("net", net, scn)
+    R, psi = method_starts("net", net, scn)
     out["net"] = {"max_crb": scn.crb(R[0], psi[0], validate=False).total.amax(-1).tolist(),
                   "seconds": time.perf_counter() - t, "n": B}
     log(f"  net: {out['net']['seconds']:.2f} s")
     for kind in ("net", "heur", "net+heur"):
         t = time.perf_counter()
-        R0, p0 = _starts(kind, net, scn)
+        R0, p0 = method_starts(kind, net, scn)
         t_start = time.perf_counter() - t
         extra = {"extra_starts": STARTS, "relaxed": STARTS // 2} if kind == "net+heur" else {}
         for K in ks:

@@ -53,7 +53,7 @@ def register(sub):
                    help="batch mode: the item-by-item methods (P2 polish, AO, cold default) run on this many draws "
                         "and suite instances (default min(50, --batch))")
     w.add_argument("--steps", type=int, nargs="+", default=[10, 50, 200], metavar="K",
-                   help="batch mode: first-order step caps K (default 10 50 200)")
+                   help="batch mode: first-order step caps K (default 10 50 200 400)")
     w.add_argument("--groups", nargs="+", choices=["suite", "dist"], default=["suite", "dist"],
                    help="batch mode: which instance groups to run (default both)")
     w.add_argument("--data-config", default=None,

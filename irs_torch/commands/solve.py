@@ -35,8 +35,8 @@ def register(sub):
                    help="learned with --refine fo or ao: refine the network's K best designs and keep the best "
                         "(default 4 with fo, 1 with ao; at most the model's hypotheses + 1)")
     p.add_argument("--fo-steps", type=positive_int_arg("--fo-steps", 100000), default=None,
-                   help="learned with --refine fo: at most this many first-order steps (default 200; each scenario "
-                        "stops earlier once it gains < 0.1%% in 25 steps)")
+                   help="learned with --refine fo: at most this many first-order steps (default 400; each "
+                        "scenario stops earlier once its iterates gain < 0.1%% in 25 steps)")
     p.add_argument("--extra-starts", type=int, default=None, metavar="K",
                    help="learned with --refine fo: also refine K diverse heuristic starts per scenario, half of them "
                         "also from a relaxed IRS budget (default 0; 4 cut the tail on held-out draws, docs/learned.md)")
@@ -76,6 +76,7 @@ def register(sub):
 def _check_flags(args):
     """Refuse flags that would be silently ignored, name the flag in range errors, then fill defaults."""
     from irs_torch.errors import InputError
+    from irs_torch.inference.refine import FO_STEPS
 
     if args.output is not None and not str(args.output).strip():
         raise InputError(f"-o/--output must be a path, got {args.output!r}")
@@ -111,7 +112,7 @@ def _check_flags(args):
             raise InputError(f"--device: {e}") from None
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise InputError(f"--device {args.device}: no CUDA device is available on this machine")
-    args.fo_steps = 200 if args.fo_steps is None else args.fo_steps
+    args.fo_steps = FO_STEPS if args.fo_steps is None else args.fo_steps
     args.extra_starts = 0 if args.extra_starts is None else args.extra_starts
     if args.region is None:
         for flag, value in (("--region-points", args.region_points), ("--robust-objective", args.robust_objective)):

@@ -82,3 +82,32 @@ def refined_log_max(scenario, design, steps: int, tau: float, d_all=None, c_all=
     B0 = torch.linalg.cholesky(R0 + (1e-9 * tr / M).to(R0.dtype) * eye)
     R, psi = unrolled_refine(scenario, B0, p0, int(steps), exact=bool(exact))
     return log_smooth_max(scenario.crb(R, psi, validate=False).total, tau).amin(0)
+
+
+def slot_label_loss(psi: torch.Tensor, R_s: torch.Tensor, psi_label: torch.Tensor, R_label: torch.Tensor, a_max,
+                    w_psi: float = 1.0, w_R: float = 1.0) -> torch.Tensor:
+    """Supervised distance of K candidate designs to a label, slot by slot, winner takes all.
+
+    For each IRS slot l the candidate closest to the label's slot (``w_psi`` times the phase-invariant distance of
+    :func:`psi_label_loss` for that slot plus ``w_R`` times ``||R_l - R*_l||_F^2 / (sum_k ||R*_k||_F^2 / L)``) is the
+    one that counts; the result is the mean over slots of those smallest distances. Only the closest candidate of
+    each slot is pulled towards the label, so the other candidates stay free to cover other basins (the runtime
+    assembles its design slot by slot from the candidates, :func:`irs_torch.learn.nets.combine_slots`). With K = 1
+    it equals ``w_psi * psi_label_loss + w_R * transmit_label_loss``.
+
+    Shapes: psi ``(..., K, L, N)``, R_s ``(..., K, L, M, M)`` complex; psi_label ``(..., L, N)``, R_label
+    ``(..., L, M, M)``; a_max ``(...)`` or scalar -> ``(...)``.
+    """
+    N, L = psi.shape[-1], psi.shape[-2]
+    pl = psi_label.unsqueeze(-3)
+    n1 = torch.linalg.vector_norm(psi, dim=-1)  # (..., K, L)
+    n2 = torch.linalg.vector_norm(pl, dim=-1)
+    inner = (psi.conj() * pl).sum(-1).abs()
+    direction = 1.0 - inner / (n1 * n2).clamp_min(torch.finfo(n1.dtype).tiny)
+    amax = torch.as_tensor(a_max, dtype=n1.dtype, device=n1.device)
+    amax = amax[..., None, None] if amax.dim() else amax
+    d_psi = direction + ((n1 - n2) / (math.sqrt(N) * amax)) ** 2
+    num = ((R_s - R_label.unsqueeze(-4)).abs() ** 2).sum(dim=(-2, -1))  # (..., K, L)
+    den = (R_label.abs() ** 2).sum(dim=(-3, -2, -1)).clamp_min(torch.finfo(num.dtype).tiny) / L  # (...)
+    d_R = num / den[..., None, None]
+    return (w_psi * d_psi + w_R * d_R).amin(-2).mean(-1)

@@ -34,6 +34,8 @@ from irs_torch.scenario import Scenario
 
 #: Adam's moment decay rates and denominator guard (torch.optim.Adam's defaults).
 BETAS = (0.9, 0.999)
+#: How :func:`refine_batch` decides that an instance has stalled (see its ``stall``).
+STALL_RULES = ("best", "trajectory")
 ADAM_EPS = 1e-8
 
 
@@ -218,15 +220,20 @@ def refine_batch(scenario: Scenario, R0: torch.Tensor, psi0: torch.Tensor, *, st
                  decay: float = 0.05, smooth: float = 20.0, smooth_end: float | None = None, patience: int = 50,
                  tol: float = 1e-3,
                  rank: int | None = None, relax: torch.Tensor | None = None, relax_frac: float = 0.5,
-                 keep_all: bool = False, device=None, progress: bool = False) -> FirstOrderResult:
+                 keep_all: bool = False, device=None, progress: bool = False,
+                 stall: str = "best") -> FirstOrderResult:
     """Refine K starts of each of B scenarios together by Adam on the smoothed max-CRB, feasible at every iterate.
 
     scenario: batched ``(B,)`` (or unbatched: B = 1, and starts ``(K, L, ...)``). R0 ``(K, B, L, M, M)`` [W], psi0
     ``(K, B, L, N)`` (also accepted: ``(B, ...)`` for K = 1, or one design for every instance); the starts are
     made feasible (psi scaled to C1 / a_max) and count as iterate 0. ``steps``: at most this many Adam steps; the
     learning rate anneals (cosine) from ``lr`` to ``lr * decay`` over ``steps``. ``patience`` > 0: an instance
-    stops when the best max-CRB over its starts improved by less than ``tol`` (relative) over that many steps.
-    ``rank``: rank of the transmit factors (default :func:`default_rank`). ``relax`` ``(K, 2)``: per start,
+    stops when the best max-CRB over its starts improved by less than ``tol`` (relative) over that many steps;
+    ``stall="best"`` counts the starts themselves (a start that the first ``patience`` steps do not beat stops the
+    instance), ``stall="trajectory"`` only the iterates (an instance runs while its iterates keep improving, even
+    while they are still worse than the start: Adam's first steps from a start at the edge of the feasible set,
+    such as a network's saturated design, often are). ``rank``: rank of the transmit factors (default
+    :func:`default_rank`). ``relax`` ``(K, 2)``: per start,
     factors on (P_t, P_s) for a continuation inside the run: start k is refined at budgets ``(f_t P_t, f_s P_s)``
     that move geometrically to the real ones over the first ``relax_frac`` of ``steps`` (e.g. ``(0.01, 1)``: from
     P_t / 100; ``(1, 10)``: from 10 P_s; ``(1, 1)``: none); its iterates count (best iterate, early stopping) only
@@ -246,6 +253,8 @@ def refine_batch(scenario: Scenario, R0: torch.Tensor, psi0: torch.Tensor, *, st
             raise ValueError(f"{name} must be a finite number > 0, got {val!r}")
     if not (isinstance(decay, (int, float)) and 0 < decay <= 1):
         raise ValueError(f"decay must be in (0, 1], got {decay!r}")
+    if stall not in STALL_RULES:
+        raise ValueError(f"stall must be one of {STALL_RULES}, got {stall!r}")
     t_start = time.perf_counter()
     home = scenario.G.device
     if not scenario.batch_shape:  # one scenario: (K, L, ...) starts are K starts of it
@@ -277,6 +286,10 @@ def refine_batch(scenario: Scenario, R0: torch.Tensor, psi0: torch.Tensor, *, st
     idx = torch.arange(B, device=scn.G.device)  # instances still running
     cur = scn
     mark = best_c.amin(0).clone()  # per instance: best max-CRB at the last patience check
+    traj = None
+    if stall == "trajectory":  # the iterates' own best (the starts excluded); the first check always passes
+        traj = torch.full_like(mark, math.inf)
+        mark = torch.full_like(mark, math.inf)
     bar = None
     if progress:
         from irs_torch.outputs import progress_bar
@@ -286,7 +299,7 @@ def refine_batch(scenario: Scenario, R0: torch.Tensor, psi0: torch.Tensor, *, st
     for it in range(steps):
         relaxed = it < t_relax
         if patience and it > t_relax and (it - t_relax) % patience == 0:
-            now = best_c[:, idx].amin(0)
+            now = best_c[:, idx].amin(0) if traj is None else traj[idx]
             keep = now < mark[idx] * (1 - tol)
             mark[idx] = torch.minimum(mark[idx], now)
             if not bool(keep.all()):
@@ -316,6 +329,10 @@ def refine_batch(scenario: Scenario, R0: torch.Tensor, psi0: torch.Tensor, *, st
             imp = mx < best_c[:, idx]
             if relaxed:  # only iterates at the real budgets count
                 imp &= (fac[..., 0] == 1) & (fac[..., 1] == 1)
+            if traj is not None:
+                real = mx if not relaxed else torch.where((fac[..., 0] == 1) & (fac[..., 1] == 1), mx,
+                                                          torch.full_like(mx, math.inf))
+                traj[idx] = torch.minimum(traj[idx], real.amin(0))
             if bool(imp.any()):
                 kk, bb = imp.nonzero(as_tuple=True)
                 Bi = Bs.detach()[kk, bb]
@@ -342,6 +359,7 @@ def refine_batch(scenario: Scenario, R0: torch.Tensor, psi0: torch.Tensor, *, st
         R_s=R_best.to(home), psi=psi_best.to(home), crb=cb.to(home), max_crb=cb.amax(-1).to(home),
         start=j.to(home), start_max_crb=c0.to(home), steps=n_steps, seconds=time.perf_counter() - t_start,
         settings={"steps": steps, "lr": lr, "decay": decay, "smooth": smooth, "patience": patience, "tol": tol,
+                  "stall": stall,
                   "rank": r, "starts": K, "device": str(scn.G.device),
                   "relax": None if fac is None else fac[:, 0].tolist(), "relax_frac": relax_frac})
 

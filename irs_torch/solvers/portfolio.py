@@ -141,7 +141,8 @@ class FirstOrderBatch:
 def refine_portfolio(scenarios: Scenario, R0: torch.Tensor | None = None, psi0: torch.Tensor | None = None, *,
                      names=None, options=None, steps: int = FO_LABEL_STEPS, patience: int = FO_LABEL_PATIENCE,
                      polish: bool = True, extra_starts: int = 0, relaxed: int = 0, lr: float | None = None,
-                     decay: float | None = None, seeds=None, device=None, progress: bool = False) -> FirstOrderBatch:
+                     decay: float | None = None, seeds=None, device=None, progress: bool = False,
+                     stall: str = "best") -> FirstOrderBatch:
     """Refine K given starts (R0 ``(K, B, L, M, M)`` [W], psi0 ``(K, B, L, N)``, named ``names``; both may be None
     for K = 0) plus ``extra_starts`` diverse heuristic starts per instance
     (:func:`irs_torch.solvers.starts.diverse_starts`, seeded by ``seeds[i]`` for item i, default
@@ -194,7 +195,7 @@ def refine_portfolio(scenarios: Scenario, R0: torch.Tensor | None = None, psi0: 
         relax[K - n_rel:, 1] = RELAX_P_S
     sched = {k: v for k, v in (("lr", lr), ("decay", decay)) if v is not None}  # default: refine_batch's
     fo = refine_batch(scn, R_all, psi_all, steps=steps, patience=patience, relax=relax, device=device,
-                      progress=progress, **sched)
+                      progress=progress, stall=stall, **sched)
     t1 = time.perf_counter()
     R, psi = fo.R_s, fo.psi
     history = [[] for _ in range(B)]
