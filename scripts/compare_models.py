@@ -30,7 +30,7 @@ def _q(x, p):
     return float(torch.quantile(x, p)) if x.numel() else float("nan")
 
 
-def _labelled(root, split: str, limit: int | None):
+def labelled_split(root, split: str, limit: int | None):
     import torch
 
     from irs_torch.data.dataset import ShardDataset, scenario_from_batch
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
         scn = Scenario.stack([i["scenario"] for i in suite]).to(torch.complex128)
         groups["suite"] = (scn, torch.tensor([i["ref_max_crb"] for i in suite], dtype=torch.float64), None)
     if a.labels:
-        scn, ref, R, psi = _labelled(a.labels, a.split, a.limit)
+        scn, ref, R, psi = labelled_split(a.labels, a.split, a.limit)
         groups[f"labels-{a.split}"] = (scn, ref, c1_binding(scn, R.to(torch.complex128), psi.to(torch.complex128)))
     rows = []
     for g, (scn, ref, binding) in groups.items():

@@ -84,7 +84,7 @@ def refine_fo(scenarios: Scenario, R0: torch.Tensor, psi0: torch.Tensor, *, opti
     ``stall``: the early-stopping rule (default ``"trajectory"``: an instance stops when its iterates stop improving,
     not when they fail to beat the start within ``patience`` steps; from the network's designs, which sit at the edge
     of the feasible set, Adam's first steps are often worse than the start, and the old rule ``"best"`` stopped
-    there: on held-out draws it left a fifth of them at the network's own design).
+    there: it left 57 of 169 held-out draws within 0.1% of the network's own design).
     Status per item: ``"first-order+p2"``, ``"first-order"`` (no polish) or ``"first-order (P2 polish
     failed)"`` (the first-order point is kept; counted in the failures as the AO counts its P2 steps)."""
     names = list(start_names) if start_names is not None else [f"network#{j}" for j in range(int(R0.shape[0]))]
